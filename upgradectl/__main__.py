@@ -1,0 +1,5 @@
+"""``python -m upgradectl``."""
+
+from upgradectl.cli import main
+
+main()

@@ -1,0 +1,278 @@
+"""What each command does, between the command line and the runner: load, plan, run, summarize.
+
+The command line (``cli.py``) parses and renders; everything it asks for happens here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from upgradectl import journal as journals
+from upgradectl.connections import Connections
+from upgradectl.errors import ExitCode, UpgradectlError, UsageError, most_serious
+from upgradectl.events import Events
+from upgradectl.journal import Journal, RunRecord
+from upgradectl.loader import load_inventory
+from upgradectl.model import Inventory
+from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
+
+
+@dataclass
+class Settings:
+    """The global options."""
+
+    inventory: str
+    state_dir: str
+    accept_new_host_keys: bool = False
+
+
+@dataclass
+class Selection:
+    """Which nodes a command acts on."""
+
+    names: Sequence[str] = ()
+    group: str | None = None
+    everything: bool = False
+
+
+@dataclass
+class RunOptions:
+    """How a run that touches hosts behaves."""
+
+    dry_run: bool = False
+    break_lock: bool = False
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+def load(settings: Settings) -> Inventory:
+    """The inventory, validated."""
+    return load_inventory(settings.inventory)
+
+
+def make_plan(
+    settings: Settings, command: str, selection: Selection, options: PlanOptions, run_id: str = "plan"
+) -> Plan:
+    """Validate everything and render the plan; raises UsageError before any host is touched."""
+    inventory = load(settings)
+    names = select_nodes(inventory, selection.names, selection.group, selection.everything)
+    return build_plan(inventory, names, command, options, run_id)
+
+
+def execute(
+    settings: Settings,
+    plan: Plan,
+    events: Events,
+    stop: Stop,
+    run: RunOptions,
+    start_at: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run ``plan`` on its nodes, journalled; returns the summary (also emitted as an event)."""
+    journal = Journal(settings.state_dir, plan.run_id)
+    started = time.time()
+    if not start_at:
+        journal.append("run-start", None, **_run_inputs(settings, plan, run))
+    else:
+        journal.append("resumed", None, nodes=start_at)
+    events.emit("run-start", None, f"{plan.command} {', '.join(n.name for n in plan.nodes)} (run {plan.run_id})",
+                run_id=plan.run_id, command=plan.command, dry_run=run.dry_run)  # fmt: skip
+    connections = Connections(
+        plan.inventory,
+        accept_new_host_keys=settings.accept_new_host_keys,
+        warn=lambda message: events.emit("warning", None, message),
+    )
+    ctx = RunContext(
+        run_id=plan.run_id,
+        command=plan.command,
+        connections=connections,
+        journal=journal,
+        events=events,
+        stop=stop,
+        state_dir=settings.state_dir,
+        dry_run=run.dry_run,
+        break_lock=run.break_lock,
+    )
+    results: list[NodeResult] = []
+    try:
+        for node_plan in plan.nodes:
+            if start_at is not None and node_plan.name not in start_at:
+                continue
+            if stop.requested:
+                results.append(NodeResult(node_plan.name, "skipped", ExitCode.INTERRUPTED, "not started: stopped"))
+                continue
+            stage = (start_at or {}).get(node_plan.name, "block")
+            results.append(NodeRun(node_plan, ctx).run(stage))
+    finally:
+        opened = connections.opened()
+        connections.close()
+    summary = summarize(plan, results, started, opened)
+    journal.append("run-end", None, exit_code=summary["exit_code"], result=summary["result"])
+    journal.close()
+    events.emit("summary", None, "", **{k: v for k, v in summary.items() if k != "event"})
+    return summary
+
+
+def _run_inputs(settings: Settings, plan: Plan, run: RunOptions) -> dict[str, Any]:
+    """What `resume` needs to rebuild the same plan."""
+    return {
+        "command": plan.command,
+        "nodes": [node.name for node in plan.nodes],
+        "inventory": os.path.abspath(settings.inventory),
+        "version": plan.version,
+        "options": plan.options.as_dict(),
+        "argv": run.argv,
+        "dry_run": run.dry_run,
+    }
+
+
+RESULT_WORDS = {
+    ExitCode.OK: "ok",
+    ExitCode.STEP_FAILED: "failed",
+    ExitCode.USAGE: "usage",
+    ExitCode.GAVE_UP: "gave up",
+    ExitCode.ATTENTION: "attention",
+    ExitCode.INTERRUPTED: "interrupted",
+    ExitCode.NOT_NOW: "not now",
+}
+
+
+def summarize(plan: Plan, results: list[NodeResult], started: float, opened: dict[str, int]) -> dict[str, Any]:
+    """The run's summary: each node's result, the sessions forced, the exit code."""
+    code = most_serious([result.exit_code for result in results])
+    return {
+        "event": "summary",
+        "run_id": plan.run_id,
+        "command": plan.command,
+        "started": started,
+        "finished": time.time(),
+        "exit_code": int(code),
+        "result": RESULT_WORDS[code],
+        "nodes": {result.node: result.as_dict() for result in results},
+        "forced": [session for result in results for session in result.forced],
+        "connections": opened,
+    }
+
+
+# --- resume ---------------------------------------------------------------------------------
+
+
+def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str, str], RunRecord]:
+    """The plan of an interrupted run, and where each unfinished node starts again."""
+    found = journals.find_run(settings.state_dir, run_id)
+    if found is None:
+        wanted = f"run {run_id}" if run_id else "an unfinished run"
+        raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
+    inputs = found.start.get("data", {})
+    options = PlanOptions(**inputs.get("options", {}))
+    inventory = load_inventory(inputs["inventory"])
+    plan = build_plan(inventory, inputs["nodes"], inputs["command"], options, found.run_id)
+    return plan, _resume_points(found, inputs["nodes"]), found
+
+
+def _resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
+    points = {}
+    for node in nodes:
+        results = [r for r in run.records if r["kind"] == "result" and r.get("node") == node]
+        if results and results[-1].get("data", {}).get("exit_code") != ExitCode.INTERRUPTED:
+            continue  # finished in the original run, one way or another
+        stage = resume_stage([r["kind"] for r in run.records if r.get("node") == node])
+        if stage is not None:
+            points[node] = stage
+    return points
+
+
+# --- reading commands -----------------------------------------------------------------------
+
+
+def check(settings: Settings) -> list[str]:
+    """Validate the inventory and every playbook it uses, rendering every template for every node.
+
+    ``version`` stands in as ``<version>`` so that every other missing variable is found.
+    """
+    inventory = load(settings)
+    lines = [f"{settings.inventory}: {len(inventory.nodes)} nodes, {len(inventory.groups)} groups"]
+    options = PlanOptions(version="<version>")
+    for name in inventory.nodes:
+        if inventory.nodes[name].playbook is None:
+            lines.append(f"  {name}: no playbook (a balancer or a peer: steps run on it with `on:`)")
+            continue
+        supported = []
+        for command in ("drain", "upgrade", "patch"):
+            try:
+                build_plan(inventory, [name], command, options, "check")
+            except UsageError as exc:
+                if "step, which" not in str(exc):
+                    raise  # a real error, not merely a command this playbook does not do
+                continue
+            supported.append(command)
+        playbook = build_plan(inventory, [name], "status", options, "check").nodes[0].playbook
+        lines.append(f"  {name}: playbook {playbook.name} ({playbook.path}): {', '.join(supported) or 'nothing'}")
+    lines.append("ok")
+    return lines
+
+
+def bundled_descriptions() -> dict[str, str]:
+    """Name -> one-line description of every bundled playbook."""
+    from upgradectl.loader import bundled_playbooks, load_playbook  # noqa: PLC0415
+
+    return {name: load_playbook(path).description for name, path in bundled_playbooks().items()}
+
+
+@dataclass
+class StatusReport:
+    """Live state of each node, and what the journal says this tool left undone."""
+
+    nodes: list[dict[str, Any]]
+    left_out: dict[str, dict[str, Any]]
+    unfinished: list[RunRecord]
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether any node could not be asked."""
+        return any("error" in node for node in self.nodes)
+
+
+def status(settings: Settings, names: Sequence[str]) -> StatusReport:
+    """Ask every node (or those named) how it is; read the journal for unfinished business."""
+    from upgradectl.lock import NodeLock  # noqa: PLC0415
+    from upgradectl.steps import Steps  # noqa: PLC0415
+
+    inventory = load(settings)
+    chosen = select_nodes(inventory, names, everything=not names)
+    plan = build_plan(inventory, chosen, "status", PlanOptions(), "status")
+    events = Events()
+    connections = Connections(inventory, accept_new_host_keys=settings.accept_new_host_keys)
+    rows = []
+    try:
+        for node_plan in plan.nodes:
+            steps = Steps(node_plan, connections.get, events, reconnect_for=5.0, pause=lambda s: False)
+            row: dict[str, Any] = {"node": node_plan.name}
+            try:
+                row["blocked"] = steps.is_blocked()
+                row["active"] = steps.count() if steps.has("active") else None
+                row["version"] = steps.version()
+                lock = NodeLock(node_plan.name, node_plan.lock_path, steps.shell, "status", "status")
+                row["lock"] = lock.holder()
+            except UpgradectlError as exc:
+                row["error"] = str(exc)
+            rows.append(row)
+    finally:
+        connections.close()
+    unfinished = [run for run in journals.runs(settings.state_dir) if run.finished is None and run.start]
+    return StatusReport(rows, journals.left_out_of_service(settings.state_dir), unfinished)
+
+
+def history(settings: Settings, limit: int) -> list[RunRecord]:
+    """The newest ``limit`` runs."""
+    found = []
+    for run in journals.runs(settings.state_dir):
+        if run.start:
+            found.append(run)
+        if len(found) >= limit:
+            break
+    return found

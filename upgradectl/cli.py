@@ -1,0 +1,329 @@
+"""The command line: parse, call the core (``app.py``), render. No paramiko import here.
+
+Exceptions become exit codes in one place, :func:`main`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
+from upgradectl.options import acting_options, drain_options, nodes_argument, plan_options, selection_options
+
+if TYPE_CHECKING:
+    from upgradectl.app import RunOptions, Selection, Settings
+    from upgradectl.events import Events, Sink
+    from upgradectl.plan import Plan, PlanOptions
+    from upgradectl.runner import Stop
+
+
+@dataclass
+class Cli:
+    """The global options, as every command sees them."""
+
+    inventory: str
+    state_dir: str
+    as_json: bool
+    verbosity: int
+    accept_new_host_keys: bool
+
+    def settings(self) -> Settings:
+        from upgradectl.app import Settings  # noqa: PLC0415 - keep --help fast
+
+        return Settings(self.inventory, self.state_dir, self.accept_new_host_keys)
+
+    def view(self) -> Sink:
+        """JSON lines with --json, a live table on a terminal, else plain timestamped lines."""
+        from upgradectl import report  # noqa: PLC0415
+
+        if self.as_json:
+            return report.JsonView()
+        if sys.stdout.isatty() and self.verbosity >= 0:
+            return report.LiveView(self.verbosity)
+        return report.PlainView(verbosity=self.verbosity)
+
+    def events(self) -> Events:
+        from upgradectl.events import Events  # noqa: PLC0415
+
+        return Events(self.view())
+
+
+EPILOG = """\b
+Examples:
+  upgradectl plan node-a --version 2.4.1
+  upgradectl drain node-a --dry-run
+  upgradectl upgrade node-a node-b --version 2.4.1 --yes
+  upgradectl status
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
+@click.option(
+    "-i", "--inventory", metavar="FILE", envvar="UPGRADECTL_INVENTORY", default="inventory.yaml",
+    show_default=True, help="The inventory (else $UPGRADECTL_INVENTORY).",
+)  # fmt: skip
+@click.option("--state-dir", metavar="DIR", envvar="UPGRADECTL_STATE_DIR", help="Where the journal lives.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event, and a final summary.")
+@click.option("-v", "--verbose", count=True, help="Show every command and its output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings, failures and the summary.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Add unknown SSH host keys to known_hosts (loudly).")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    inventory: str,
+    state_dir: str | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+    accept_new_host_keys: bool,
+) -> None:
+    """Upgrade nodes of long-session services without cutting anyone off.
+
+    The plan for each node: block new sessions, wait for the live ones to end (with a
+    deadline and a straggler policy), upgrade and verify, unblock.
+    """
+    from upgradectl.journal import default_state_dir  # noqa: PLC0415
+
+    ctx.obj = Cli(inventory, state_dir or default_state_dir(), as_json, -1 if quiet else verbose, accept_new_host_keys)
+
+
+# --- reading commands -----------------------------------------------------------------------
+
+
+@cli.command(epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice")
+@selection_options
+@plan_options
+@click.pass_obj
+def plan(obj: Cli, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any) -> int:
+    """Show the rendered plan of an upgrade; connects to nothing."""
+    from upgradectl import app, render  # noqa: PLC0415
+
+    made = app.make_plan(obj.settings(), "upgrade", _selection(nodes, group, everything), _plan_options(options))
+    click.echo(render.plan_json(made) if obj.as_json else render.plan_text(made))
+    return ExitCode.OK
+
+
+@cli.command(epilog="\b\nExample:\n  upgradectl -i prod.yaml check")
+@click.pass_obj
+def check(obj: Cli) -> int:
+    """Validate the inventory and every playbook it uses."""
+    from upgradectl import app  # noqa: PLC0415
+
+    for line in app.check(obj.settings()):
+        click.echo(line)
+    return ExitCode.OK
+
+
+@cli.command(epilog="\b\nExample:\n  upgradectl playbooks")
+def playbooks() -> int:
+    """List the bundled playbooks."""
+    from upgradectl import app  # noqa: PLC0415
+
+    for name, description in app.bundled_descriptions().items():
+        click.echo(f"{name:<12} {description}")
+    return ExitCode.OK
+
+
+@cli.command(epilog="\b\nExamples:\n  upgradectl status\n  upgradectl status node-a node-b")
+@nodes_argument
+@click.pass_obj
+def status(obj: Cli, nodes: tuple[str, ...]) -> int:
+    """Live: blocked?, active sessions, version, lock holder; and unfinished runs."""
+    from upgradectl import app, render  # noqa: PLC0415
+
+    report = app.status(obj.settings(), nodes)
+    click.echo(render.status_json(report) if obj.as_json else render.status_text(report))
+    return ExitCode.ATTENTION if report.unreachable else ExitCode.OK
+
+
+@cli.command(epilog="\b\nExamples:\n  upgradectl history --limit 5\n  upgradectl history --forced")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
+@click.option("--forced", is_flag=True, help="Every session cut, for the helpdesk.")
+@click.pass_obj
+def history(obj: Cli, limit: int, forced: bool) -> int:
+    """Past runs: who, when, what, result; --forced: every session cut."""
+    from upgradectl import app, render  # noqa: PLC0415
+
+    runs = app.history(obj.settings(), limit)
+    if forced:
+        click.echo(render.forced_json(runs) if obj.as_json else render.forced_text(runs))
+    else:
+        click.echo(render.history_json(runs) if obj.as_json else render.history_text(runs))
+    return ExitCode.OK
+
+
+# --- acting commands ------------------------------------------------------------------------
+
+
+@cli.command(epilog="\b\nExamples:\n  upgradectl drain node-a --dry-run\n  upgradectl drain node-a --timeout 2h --stragglers abort")
+@nodes_argument
+@drain_options
+@plan_options
+@acting_options
+@click.pass_obj
+def drain(obj: Cli, nodes: tuple[str, ...], **options: Any) -> int:
+    """Block and wait (straggler policy at the deadline); the node stays blocked."""
+    return _act(obj, "drain", _selection(nodes, None, False), options)
+
+
+@cli.command(
+    epilog="\b\nExamples:\n  upgradectl upgrade node-a --version 2.4.1\n"
+    "  upgradectl upgrade --group voice --version 2.4.1 --yes --dry-run"
+)
+@selection_options
+@drain_options
+@plan_options
+@acting_options
+@click.pass_obj
+def upgrade(obj: Cli, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any) -> int:
+    """The whole plan: block, wait, upgrade, verify, unblock. Carries on a node `drain` drained."""
+    return _act(obj, "upgrade", _selection(nodes, group, everything), options)
+
+
+@cli.command(epilog="\b\nExample:\n  upgradectl patch node-a --version 2.4.1-hotfix1")
+@nodes_argument
+@plan_options
+@acting_options
+@click.pass_obj
+def patch(obj: Cli, nodes: tuple[str, ...], **options: Any) -> int:
+    """Hot patch: the playbook's `patch` step, then `verify`; no drain."""
+    return _act(obj, "patch", _selection(nodes, None, False), options)
+
+
+@cli.command(epilog="\b\nExample:\n  upgradectl unblock node-a")
+@nodes_argument
+@plan_options
+@acting_options
+@click.pass_obj
+def unblock(obj: Cli, nodes: tuple[str, ...], **options: Any) -> int:
+    """Verify, then unblock."""
+    return _act(obj, "unblock", _selection(nodes, None, False), options)
+
+
+@cli.command(epilog="\b\nExamples:\n  upgradectl resume\n  upgradectl resume 20261125T020000-3fa1")
+@click.argument("run_id", required=False)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@click.pass_obj
+def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
+    """Carry on an interrupted run from its journal."""
+    from upgradectl import app  # noqa: PLC0415
+
+    settings = obj.settings()
+    made, start_at, _ = app.resume_plan(settings, run_id)
+    if not start_at:
+        click.echo(f"run {made.run_id}: every node finished; nothing to resume")
+        return ExitCode.OK
+    steps = ", ".join(f"{node} from {stage}" for node, stage in start_at.items())
+    _confirm(yes, f"Resume run {made.run_id} ({made.command}): {steps}?")
+    return _execute(obj, made, app.RunOptions(break_lock=False), start_at)
+
+
+def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) -> int:
+    from upgradectl import app  # noqa: PLC0415
+    from upgradectl.journal import new_run_id  # noqa: PLC0415
+
+    run = app.RunOptions(dry_run=options.pop("dry_run"), break_lock=options.pop("break_lock"))
+    yes = options.pop("yes")
+    made = app.make_plan(obj.settings(), command, selection, _plan_options(options), new_run_id(_now()))
+    if not run.dry_run:
+        names = ", ".join(node.name for node in made.nodes)
+        _confirm(yes, f"{command} {names}" + (f" to version {made.version}" if made.version else "") + "?")
+    return _execute(obj, made, run, None)
+
+
+def _execute(obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | None) -> int:
+    from upgradectl import app  # noqa: PLC0415
+    from upgradectl.runner import Stop  # noqa: PLC0415
+
+    stop = Stop()
+    with _signals_stop(stop):
+        summary = app.execute(obj.settings(), made, obj.events(), stop, run, start_at)
+    return int(summary["exit_code"])
+
+
+@contextmanager
+def _signals_stop(stop: Stop) -> Iterator[None]:
+    """Ctrl-C or SIGTERM asks the run to stop at its next safe point; a second Ctrl-C exits at once."""
+
+    def handler(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stop.requested and signum == signal.SIGINT:
+            os.write(2, b"upgradectl: second interrupt: exiting now; `upgradectl resume` carries the run on\n")
+            os._exit(ExitCode.INTERRUPTED)
+        stop.request(name)
+        os.write(2, f"upgradectl: {name}: stopping at the next safe point (Ctrl-C again to exit now)\n".encode())
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _confirm(yes: bool, question: str) -> None:
+    """Ask on a terminal only: without one nothing ever waits for input (cron never hangs)."""
+    if yes or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return
+    if not click.confirm(question, default=False):
+        raise click.Abort
+
+
+def _selection(nodes: tuple[str, ...], group: str | None, everything: bool) -> Selection:
+    from upgradectl.app import Selection  # noqa: PLC0415
+
+    return Selection(nodes, group, everything)
+
+
+def _plan_options(options: dict[str, Any]) -> PlanOptions:
+    from upgradectl.duration import parse_duration  # noqa: PLC0415
+    from upgradectl.errors import UsageError  # noqa: PLC0415
+    from upgradectl.plan import PlanOptions, parse_var  # noqa: PLC0415
+
+    timeout = options.get("timeout")
+    try:
+        seconds = parse_duration(timeout) if timeout else None
+    except ValueError as exc:
+        raise UsageError(f"--timeout: {exc}") from None
+    return PlanOptions(
+        version=options.get("version"),
+        extra_vars=dict(parse_var(text) for text in options.get("extra_vars", ())),
+        playbook=options.get("playbook"),
+        timeout=seconds,
+        stragglers=options.get("stragglers"),
+        max_stragglers=options.get("max_stragglers"),
+    )
+
+
+def _now() -> float:
+    import time  # noqa: PLC0415
+
+    return time.time()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command line; every error becomes its exit code here and only here."""
+    try:
+        code = cli.main(args=argv, prog_name="upgradectl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.Abort:
+        click.echo("upgradectl: aborted; nothing was done", err=True)
+        code = ExitCode.STEP_FAILED
+    except click.ClickException as exc:
+        exc.show()
+        code = ExitCode.USAGE
+    except UpgradectlError as exc:
+        click.echo(f"upgradectl: {exc}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt as exc:
+        code = exit_code_for(exc)
+    sys.exit(int(code or 0))

@@ -1,0 +1,41 @@
+"""Durations as operators write them: ``90s``, ``15m``, ``1h30m``."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(
+    r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
+)
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in ``value``: a duration string, or a plain number of seconds.
+
+    Raises ValueError with the offending text for anything else.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"not a duration: {value!r} is negative")
+        return float(value)
+    text = str(value).strip()
+    match = _DURATION.match(text)
+    if not text or not match:
+        raise ValueError(f"not a duration: {text!r} (write it like 90s, 15m or 1h30m)")
+    return float(
+        sum(float(amount) * _UNIT_SECONDS[unit] for unit, amount in match.groupdict().items() if amount)
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """``5400`` -> ``1h30m``; the inverse of :func:`parse_duration` for display."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.3g}s" if seconds < 10 and seconds != whole else f"{whole}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return "".join(parts)

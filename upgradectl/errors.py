@@ -1,0 +1,149 @@
+"""Exceptions named after what happened, and the exit codes they become.
+
+The mapping from exception to exit code lives in :func:`exit_code_for`, the one
+place the command line consults.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ExitCode(enum.IntEnum):
+    """The exit codes of SPEC.md."""
+
+    OK = 0
+    STEP_FAILED = 1
+    USAGE = 2
+    GAVE_UP = 3
+    ATTENTION = 4
+    INTERRUPTED = 5
+    NOT_NOW = 75
+
+
+# With several nodes the most serious code wins, in this order (SPEC.md).
+_SEVERITY = [
+    ExitCode.ATTENTION,
+    ExitCode.INTERRUPTED,
+    ExitCode.STEP_FAILED,
+    ExitCode.GAVE_UP,
+    ExitCode.NOT_NOW,
+    ExitCode.OK,
+]
+
+
+def most_serious(codes: list[ExitCode]) -> ExitCode:
+    """The code that wins among several nodes' codes (OK when there are none)."""
+    return min(codes, key=_SEVERITY.index, default=ExitCode.OK)
+
+
+class UpgradectlError(Exception):
+    """Base of every error this tool raises on purpose."""
+
+    exit_code = ExitCode.STEP_FAILED
+
+
+@dataclass
+class Location:
+    """Where in which file something was said: ``inventory.yaml:12: nodes.node-a.port``."""
+
+    file: str
+    line: int | None
+    key: str
+
+    def __str__(self) -> str:
+        line = f"{self.line}:" if self.line else ""
+        key = f" {self.key}:" if self.key else ""
+        return f"{self.file}:{line}{key}"
+
+
+class UsageError(UpgradectlError):
+    """Bad usage, inventory or playbook: nothing was touched."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, where: Location | None = None) -> None:
+        self.where = where
+        super().__init__(f"{where} {message}" if where else message)
+
+
+class NotNow(UpgradectlError):
+    """Another run holds a lock, or the maintenance window is closed."""
+
+    exit_code = ExitCode.NOT_NOW
+
+
+class TransportError(UpgradectlError):
+    """Something went wrong between the controller and a node."""
+
+
+class HostKeyRefused(TransportError):
+    """The node's host key is unknown or changed and was not accepted."""
+
+    exit_code = ExitCode.ATTENTION
+
+
+class ConnectionLost(TransportError):
+    """The connection dropped (or never came up) while a command needed it."""
+
+    exit_code = ExitCode.ATTENTION
+
+
+class Unreachable(ConnectionLost):
+    """The node stayed unreachable after every reconnect attempt."""
+
+
+class CommandTimedOut(TransportError):
+    """A remote command ran past its timeout."""
+
+    def __init__(self, host: str, command: str, timeout: float) -> None:
+        self.host = host
+        self.command = command
+        self.timeout = timeout
+        super().__init__(f"{host}: timed out after {timeout:g}s: {command}")
+
+
+class StepFailed(UpgradectlError):
+    """A playbook step ran but its exit code or output says it failed."""
+
+    def __init__(self, step: str, host: str, reason: str, output: str = "") -> None:
+        self.step = step
+        self.host = host
+        self.reason = reason
+        self.output = output
+        detail = f": {_last_line(output)}" if output.strip() else ""
+        super().__init__(f"{step} on {host} failed ({reason}){detail}")
+
+
+class Interrupted(UpgradectlError):
+    """The operator (or SIGTERM) stopped the run; the journal can resume it."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+def _last_line(output: str) -> str:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    """The exit code an uncaught error becomes."""
+    if isinstance(error, UpgradectlError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.ATTENTION
+
+
+class UnreadableCount(StepFailed):
+    """The session count was not a number: never read as zero."""
+
+
+class LockHeld(NotNow):
+    """Another run holds the node's lock."""
+
+    def __init__(self, node: str, holder: str) -> None:
+        self.node = node
+        self.holder = holder
+        super().__init__(f"{node}: locked by another run: {holder} (use --break-lock if that run is dead)")

@@ -1,0 +1,52 @@
+"""The one stream of events a run produces; the views in ``report.py`` render it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from upgradectl.model import frozen_mapping
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened: ``kind`` is stable (scripts match on it), ``message`` is for people."""
+
+    kind: str
+    node: str | None
+    message: str
+    time: float
+    data: Mapping[str, Any] = field(default_factory=frozen_mapping)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{"event": kind, "time": ..., "node": ..., "message": ..., **data}``."""
+        body: dict[str, Any] = {"event": self.kind, "time": round(self.time, 3)}
+        if self.node is not None:
+            body["node"] = self.node
+        if self.message:
+            body["message"] = self.message
+        body.update(self.data)
+        return body
+
+
+Sink = Callable[[Event], None]
+
+
+class Events:
+    """Fans each event out to every sink, one event at a time even from several threads."""
+
+    def __init__(self, *sinks: Sink, clock: Callable[[], float] = time.time) -> None:
+        self.sinks = list(sinks)
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def emit(self, kind: str, node: str | None = None, message: str = "", **data: Any) -> Event:
+        """Publish an event."""
+        event = Event(kind, node, message, self.clock(), frozen_mapping(data))
+        with self._lock:
+            for sink in self.sinks:
+                sink(event)
+        return event

@@ -1,0 +1,164 @@
+"""The append-only record of what every run did, flushed to disk before the next remote command.
+
+One JSON-lines file per run under ``STATE_DIR/runs/``. The first record of a run holds what
+is needed to carry it on (the command, the nodes, the options); every later record is one state
+change of one node. A torn last line (a power cut mid-write) is skipped and reported.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Node states that mean "this tool left the node out of service".
+OUT_OF_SERVICE = frozenset(
+    {"blocking", "blocked", "drained", "forcing", "forced", "upgrading", "upgraded", "rebooting", "verified",
+     "rolling-back", "rolled-back", "left-blocked"}
+)  # fmt: skip
+# States after which the node is back to how the run found it, or better.
+SETTLED = frozenset({"unblocked", "in-service", "patched"})
+
+
+def default_state_dir() -> str:
+    """``$XDG_STATE_HOME/upgradectl``, or ``/var/lib/upgradectl`` for root."""
+    if os.geteuid() == 0 and "XDG_STATE_HOME" not in os.environ:
+        return "/var/lib/upgradectl"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "upgradectl")
+
+
+def new_run_id(now: float) -> str:
+    """A sortable, unique run id: ``20261125T023000-3fa1``."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(2)
+
+
+def controller() -> dict[str, str]:
+    """Who is acting, for every record: the controller's host and user."""
+    return {"host": socket.gethostname(), "user": getpass.getuser()}
+
+
+@dataclass
+class RunRecord:
+    """A run read back from its journal."""
+
+    run_id: str
+    path: str
+    start: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    torn_lines: list[int] = field(default_factory=list)
+
+    @property
+    def finished(self) -> dict[str, Any] | None:
+        """The run-end record, or None when the run never finished (crash, kill -9)."""
+        return next((r for r in reversed(self.records) if r["kind"] == "run-end"), None)
+
+    def node_states(self) -> dict[str, dict[str, Any]]:
+        """The last state record of each node."""
+        states: dict[str, dict[str, Any]] = {}
+        for record in self.records:
+            if record.get("node") and record["kind"] in OUT_OF_SERVICE | SETTLED:
+                states[record["node"]] = record
+        return states
+
+    def node_facts(self, node: str) -> dict[str, Any]:
+        """Everything recorded about ``node`` in this run, later records winning."""
+        facts: dict[str, Any] = {}
+        for record in self.records:
+            if record.get("node") == node:
+                facts.update(record.get("data", {}))
+                facts.setdefault("states", []).append(record["kind"])
+        return facts
+
+
+class Journal:
+    """Appends the records of one run; each append is on disk before it returns."""
+
+    def __init__(self, state_dir: str, run_id: str) -> None:
+        self.run_id = run_id
+        self.dir = Path(state_dir) / "runs"
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.dir / f"{run_id}.jsonl"
+        self._who = controller()
+        self._lock = threading.Lock()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._stream = os.fdopen(fd, "a", encoding="utf-8")
+
+    def append(self, kind: str, node: str | None = None, **data: Any) -> dict[str, Any]:
+        """Write one record and fsync it."""
+        record = {"run": self.run_id, "time": time.time(), "kind": kind, "node": node, **self._who}
+        if data:
+            record["data"] = data
+        line = json.dumps(record, default=str, separators=(",", ":"))
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+        return record
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._stream.close()
+
+
+def read_run(path: str | Path) -> RunRecord:
+    """Read one run's journal, skipping (and noting) lines a crash left torn."""
+    records: list[dict[str, Any]] = []
+    torn: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                torn.append(number)
+                continue
+            if isinstance(record, dict) and "kind" in record:
+                records.append(record)
+            else:
+                torn.append(number)
+    start = records[0] if records and records[0]["kind"] == "run-start" else {}
+    return RunRecord(Path(path).stem, str(path), start, records, torn)
+
+
+def runs(state_dir: str) -> Iterator[RunRecord]:
+    """Every run in the state directory, newest first."""
+    folder = Path(state_dir) / "runs"
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.jsonl"), reverse=True):
+        yield read_run(path)
+
+
+def find_run(state_dir: str, run_id: str | None) -> RunRecord | None:
+    """Run ``run_id``, or the newest unfinished run when no id is given."""
+    for run in runs(state_dir):
+        if run_id is None and run.finished is None and run.start:
+            return run
+        if run.run_id == run_id:
+            return run
+    return None
+
+
+def left_out_of_service(state_dir: str) -> dict[str, dict[str, Any]]:
+    """Nodes whose latest record, across all runs, says this tool left them out of service."""
+    latest: dict[str, dict[str, Any]] = {}
+    for run in sorted(runs(state_dir), key=lambda r: r.run_id):
+        for node, record in run.node_states().items():
+            latest[node] = record
+    return {node: record for node, record in latest.items() if record["kind"] in OUT_OF_SERVICE}
+
+
+def blocked_by_us(state_dir: str, node: str) -> Mapping[str, Any] | None:
+    """The record of an earlier run that left ``node`` blocked (e.g. ``drain``), if any."""
+    return left_out_of_service(state_dir).get(node)

@@ -1,0 +1,78 @@
+"""`python -m upgradectl.lab`: start a lab in the foreground, or run the lab's call server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from upgradectl.lab.callserver import read_configs, serve
+from upgradectl.lab.lab import Lab
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@click.group()
+def main() -> None:
+    """A rehearsal lab for upgradectl: real sshd nodes, call servers and HAProxy on 127.0.0.1."""
+
+
+@main.command(
+    epilog="Example: python -m upgradectl.lab up --nodes 4 --dir /tmp/lab",
+)
+@click.option("--nodes", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the inventory, keys and logs (kept). Default: a temp dir, removed.",
+)
+@click.option("--haproxy/--no-haproxy", default=True, show_default=True, help="Balance calls.")
+@click.option("--version", "version", default="1.0", show_default=True, help="Nodes' version.")
+def up(nodes: int, directory: Path | None, haproxy: bool, version: str) -> None:
+    """Start a lab and keep it running until Ctrl-C or SIGTERM, then tear it all down."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    lab_dir = directory or Path(tempfile.mkdtemp(prefix="upgradectl-lab-"))
+    try:
+        with Lab(lab_dir, nodes, haproxy=haproxy, version=version) as lab:
+            _explain(lab)
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        click.echo("lab stopped")
+    finally:
+        if directory is None:
+            shutil.rmtree(lab_dir, ignore_errors=True)
+
+
+def _explain(lab: Lab) -> None:
+    home = lab.dir / "home"
+    lab.write_home(home)
+    click.echo(f"inventory: {lab.inventory_path}")
+    click.echo(f"nodes log in as {lab.user} with {lab.identity_file}")
+    if lab.haproxy is not None:
+        click.echo(
+            f"calls: 127.0.0.1:{lab.haproxy.port} (HAProxy, admin socket "
+            f"{lab.haproxy.admin_socket})"
+        )
+    click.echo("upgradectl reads ~/.ssh/known_hosts; this HOME trusts the lab's host keys:")
+    click.echo(f"  HOME={home} upgradectl -i {lab.inventory_path} status")
+    click.echo("Ctrl-C stops the lab.")
+
+
+@main.command(epilog="Example: python -m upgradectl.lab callserver /tmp/lab/callserver.json")
+@click.argument("nodes", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def callserver(nodes: Path) -> None:
+    """Serve the call-server simulator for the nodes listed in NODES (JSON) until SIGTERM."""
+    asyncio.run(serve(read_configs(nodes)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Free TCP ports on 127.0.0.1 for lab servers."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+
+# Below Linux's ephemeral range (32768-60999): the lab's own outgoing connections (hundreds of SSH
+# sessions and calls) take ports from that range and could grab a port chosen for a server.
+_FIRST_PORT = 20000
+_LAST_PORT = 32767
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports that nothing listens on now; held open until all are chosen."""
+    held: dict[int, socket.socket] = {}
+    try:
+        while len(held) < count:
+            port = random.randint(_FIRST_PORT, _LAST_PORT)
+            if port in held:
+                continue
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                probe.close()
+                continue
+            held[port] = probe
+        return list(held)
+    finally:
+        for probe in held.values():
+            with contextlib.suppress(OSError):
+                probe.close()

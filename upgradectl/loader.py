@@ -1,0 +1,356 @@
+"""YAML files -> model, with every error naming the file, the line and the key path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import yaml
+
+from upgradectl.duration import parse_duration
+from upgradectl.errors import Location, UsageError
+from upgradectl.model import (
+    STEP_NAMES,
+    STRAGGLER_POLICIES,
+    DrainPolicy,
+    Group,
+    Inventory,
+    Node,
+    Playbook,
+    StepSpec,
+    frozen_mapping,
+)
+
+T = TypeVar("T")
+KeyPath = tuple[str, ...]
+
+NODE_FIELDS = (
+    "host", "port", "user", "identity_file", "groups", "pair",
+    "playbook", "vars", "sudo", "transport",
+)  # fmt: skip
+GROUP_FIELDS = ("max_unavailable", "vars", "description")
+STEP_FIELDS = (
+    "run", "on", "parse", "fail_if", "timeout", "retries",
+    "delay", "expected", "reboot", "sudo",
+)  # fmt: skip
+DRAIN_FIELDS = (
+    "timeout", "poll", "stragglers", "max_stragglers", "settle", "force_when", "stall_after",
+)  # fmt: skip
+PLAYBOOK_FIELDS = ("name", "description", "vars", "drain", "steps", "lock")
+_MAX_UNAVAILABLE = re.compile(r"^\d+%?$")
+
+
+@dataclass
+class Document:
+    """A parsed YAML file that remembers the line of every key."""
+
+    path: str
+    data: Any
+    lines: dict[KeyPath, int]
+
+    def where(self, keys: KeyPath) -> Location:
+        """The location of ``keys``, or of its nearest ancestor that has a line."""
+        for end in range(len(keys), -1, -1):
+            if keys[:end] in self.lines:
+                return Location(self.path, self.lines[keys[:end]], ".".join(keys))
+        return Location(self.path, None, ".".join(keys))
+
+    def error(self, keys: KeyPath, message: str) -> UsageError:
+        """A usage error located at ``keys``."""
+        return UsageError(message, self.where(keys))
+
+
+def read_yaml(path: str) -> Document:
+    """Parse ``path``, keeping key lines; malformed YAML is a usage error with its line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise UsageError(f"malformed YAML: {exc.problem or exc}", Location(path, line, "")) from None
+    finally:
+        loader.dispose()
+    lines: dict[KeyPath, int] = {}
+    data = _convert(root, (), lines, Document(path, None, lines), loader) if root else None
+    return Document(path, data, lines)
+
+
+def _convert(
+    node: yaml.Node, keys: KeyPath, lines: dict[KeyPath, int], doc: Document, loader: yaml.SafeLoader
+) -> Any:
+    lines.setdefault(keys, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(loader.construct_object(key_node))
+            if key in result:
+                raise UsageError("duplicate key", Location(doc.path, key_node.start_mark.line + 1, ".".join((*keys, key))))
+            lines[(*keys, key)] = key_node.start_mark.line + 1
+            result[key] = _convert(value_node, (*keys, key), lines, doc, loader)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, (*keys, str(i)), lines, doc, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node)
+
+
+# --- small typed readers --------------------------------------------------------------------
+
+
+def _mapping(doc: Document, keys: KeyPath, value: Any, allowed: tuple[str, ...] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise doc.error(keys, f"expected a mapping, got {_kind(value)}")
+    if allowed is not None:
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise doc.error((*keys, key), f"unknown key{suggestion}; expected one of: {', '.join(allowed)}")
+    return value
+
+
+def _typed(doc: Document, keys: KeyPath, value: Any, kind: type[T], what: str) -> T:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise doc.error(keys, f"expected {what}, got {_kind(value)}")
+    return value
+
+
+def _duration(doc: Document, keys: KeyPath, value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise doc.error(keys, str(exc)) from None
+
+
+def _regex(doc: Document, keys: KeyPath, value: Any) -> re.Pattern[str]:
+    text = _typed(doc, keys, value, str, "a regular expression")
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise doc.error(keys, f"bad regular expression {text!r}: {exc}") from None
+
+
+def _count(doc: Document, keys: KeyPath, value: Any, minimum: int) -> int:
+    number = _typed(doc, keys, value, int, "a whole number")
+    if number < minimum:
+        raise doc.error(keys, f"must be at least {minimum}, got {number}")
+    return number
+
+
+def _optional(value: Any, read: Callable[[Any], T]) -> T | None:
+    return None if value is None else read(value)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+# --- inventory ------------------------------------------------------------------------------
+
+
+def load_inventory(path: str) -> Inventory:
+    """Read and validate an inventory file."""
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such inventory (give -i FILE or set UPGRADECTL_INVENTORY)")
+    doc = read_yaml(path)
+    top = _mapping(doc, (), doc.data, ("defaults", "groups", "nodes"))
+    defaults = _mapping(doc, ("defaults",), top.get("defaults"), NODE_FIELDS)
+    groups = {
+        name: _group(doc, name, spec)
+        for name, spec in _mapping(doc, ("groups",), top.get("groups"), None).items()
+    }
+    raw_nodes = _mapping(doc, ("nodes",), top.get("nodes"), None)
+    if not raw_nodes:
+        raise doc.error(("nodes",), "the inventory has no nodes")
+    nodes = {name: _node(doc, name, defaults, spec, groups) for name, spec in raw_nodes.items()}
+    _check_pairs(doc, nodes)
+    defaults_vars = _mapping(doc, ("defaults", "vars"), defaults.get("vars"), None)
+    return Inventory(path, frozen_mapping(nodes), frozen_mapping(groups), frozen_mapping(defaults_vars))
+
+
+def _group(doc: Document, name: str, spec: Any) -> Group:
+    keys = ("groups", name)
+    fields = _mapping(doc, keys, spec, GROUP_FIELDS)
+    limit = fields.get("max_unavailable")
+    if limit is not None and not _MAX_UNAVAILABLE.match(str(limit)):
+        raise doc.error((*keys, "max_unavailable"), f"expected a number or a percentage, got {limit!r}")
+    group_vars = _mapping(doc, (*keys, "vars"), fields.get("vars"), None)
+    return Group(name, None if limit is None else str(limit), frozen_mapping(group_vars))
+
+
+def _node(doc: Document, name: str, defaults: dict[str, Any], spec: Any, groups: dict[str, Group]) -> Node:
+    keys = ("nodes", name)
+    own = _mapping(doc, keys, spec, NODE_FIELDS)
+    # A node's own field wins over the default; the location reported is where the value came from.
+    fields = {key: ((*keys, key), value) for key, value in own.items()}
+    for key, value in defaults.items():
+        if key != "vars":
+            fields.setdefault(key, (("defaults", key), value))
+
+    def get(key: str, kind: type[T], what: str) -> T | None:
+        where, value = fields.get(key, ((), None))
+        return None if value is None else _typed(doc, where, value, kind, what)
+
+    port = get("port", int, "a port number")
+    if port is not None and not 0 < port < 65536:
+        raise doc.error(fields["port"][0], "not a port number")
+    transport = get("transport", str, "ssh or local") or "ssh"
+    if transport not in ("ssh", "local"):
+        raise doc.error(fields["transport"][0], f"expected ssh or local, got {transport!r}")
+    member_of = tuple(get("groups", list, "a list of group names") or ())
+    for index, group in enumerate(member_of):
+        if group not in groups:
+            raise doc.error((*keys, "groups", str(index)), f"unknown group {group!r}")
+    identity = get("identity_file", str, "a path")
+    return Node(
+        name=name,
+        host=get("host", str, "a host name or address"),
+        port=port,
+        user=get("user", str, "a user name"),
+        identity_file=os.path.expanduser(identity) if identity else None,
+        groups=member_of,
+        pair=get("pair", str, "a node name"),
+        playbook=get("playbook", str, "a playbook name or path"),
+        vars=frozen_mapping(_mapping(doc, (*keys, "vars"), own.get("vars"), None)),
+        sudo=bool(get("sudo", bool, "true or false")),
+        transport=cast(Any, transport),
+        where=doc.where(keys),
+    )
+
+
+def _check_pairs(doc: Document, nodes: dict[str, Node]) -> None:
+    for node in nodes.values():
+        if node.pair is None:
+            continue
+        where = ("nodes", node.name, "pair")
+        if node.pair == node.name:
+            raise doc.error(where, "a node cannot be its own pair")
+        peer = nodes.get(node.pair)
+        if peer is None:
+            raise doc.error(where, f"unknown node {node.pair!r}")
+        if peer.pair not in (None, node.name):
+            raise doc.error(where, f"{node.pair} is paired with {peer.pair}, not with {node.name}")
+
+
+def pair_of(inventory: Inventory, name: str) -> str | None:
+    """The node that backs ``name`` up, declared on either side of the pair."""
+    node = inventory.nodes[name]
+    if node.pair:
+        return node.pair
+    return next((other.name for other in inventory.nodes.values() if other.pair == name), None)
+
+
+# --- playbooks ------------------------------------------------------------------------------
+
+
+def bundled_playbooks() -> dict[str, str]:
+    """Name -> path of every playbook that ships inside the package."""
+    folder = resources.files("upgradectl") / "playbooks"
+    return {
+        entry.name.removesuffix(".yaml"): str(entry)
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def find_playbook(reference: str, inventory_dir: str) -> str:
+    """The file a playbook reference names: a path, ``playbooks/NAME.yaml``, or a bundled name."""
+    if reference.endswith((".yaml", ".yml")) or os.sep in reference:
+        path = os.path.join(inventory_dir, os.path.expanduser(reference))
+        if not os.path.exists(path):
+            raise UsageError(f"playbook {reference!r}: no such file {path}")
+        return path
+    local = os.path.join(inventory_dir, "playbooks", f"{reference}.yaml")
+    if os.path.exists(local):
+        return local
+    bundled = bundled_playbooks()
+    if reference in bundled:
+        return bundled[reference]
+    raise UsageError(
+        f"unknown playbook {reference!r}; bundled playbooks: {', '.join(bundled)} "
+        f"(or give a path to a YAML file)"
+    )
+
+
+def load_playbook(path: str) -> Playbook:
+    """Read and validate a playbook file."""
+    doc = read_yaml(path)
+    top = _mapping(doc, (), doc.data, PLAYBOOK_FIELDS)
+    name = _typed(doc, ("name",), top.get("name", Path(path).stem), str, "a name")
+    raw_steps = _mapping(doc, ("steps",), top.get("steps"), STEP_NAMES)
+    if not raw_steps:
+        raise doc.error(("steps",), "the playbook has no steps")
+    steps = {step: _step(doc, step, spec) for step, spec in raw_steps.items()}
+    return Playbook(
+        name=name,
+        path=path,
+        description=_typed(doc, ("description",), top.get("description", ""), str, "text"),
+        vars=frozen_mapping(_mapping(doc, ("vars",), top.get("vars"), None)),
+        drain=_drain(doc, top.get("drain")),
+        steps=frozen_mapping(steps),
+        lock=_typed(doc, ("lock",), top.get("lock", Playbook.lock), str, "a path"),
+        where=doc.where(()),
+    )
+
+
+def _step(doc: Document, name: str, spec: Any) -> StepSpec:
+    keys = ("steps", name)
+    if isinstance(spec, str):  # `block: "command"` is short for `block: {run: "command"}`
+        spec = {"run": spec}
+    fields = _mapping(doc, keys, spec, STEP_FIELDS)
+    if "run" not in fields:
+        raise doc.error(keys, "a step needs `run:`, the command to run")
+
+    def at(key: str) -> KeyPath:
+        return (*keys, key)
+
+    return StepSpec(
+        name=name,
+        run=_typed(doc, at("run"), fields["run"], str, "a command"),
+        on=_optional(fields.get("on"), lambda v: _typed(doc, at("on"), v, str, "a node name")),
+        parse=_optional(fields.get("parse"), lambda v: _regex(doc, at("parse"), v)),
+        fail_if=_optional(fields.get("fail_if"), lambda v: _regex(doc, at("fail_if"), v)),
+        timeout=_optional(fields.get("timeout"), lambda v: _duration(doc, at("timeout"), v)),
+        retries=_count(doc, at("retries"), fields.get("retries", 1), 1),
+        delay=_duration(doc, at("delay"), fields.get("delay", "2s")),
+        expected=_optional(fields.get("expected"), lambda v: _duration(doc, at("expected"), v)),
+        reboot=_typed(doc, at("reboot"), fields.get("reboot", False), bool, "true or false"),
+        sudo=_optional(fields.get("sudo"), lambda v: _typed(doc, at("sudo"), v, bool, "true or false")),
+        where=doc.where(keys),
+    )
+
+
+def _drain(doc: Document, spec: Any) -> DrainPolicy:
+    keys = ("drain",)
+    fields = _mapping(doc, keys, spec, DRAIN_FIELDS)
+    base = DrainPolicy()
+    stragglers = fields.get("stragglers", base.stragglers)
+    if stragglers not in STRAGGLER_POLICIES:
+        raise doc.error((*keys, "stragglers"), f"expected one of {', '.join(STRAGGLER_POLICIES)}, got {stragglers!r}")
+    force_when = fields.get("force_when", base.force_when)
+    if force_when not in ("deadline", "eta_exceeds_deadline"):
+        raise doc.error((*keys, "force_when"), f"expected deadline or eta_exceeds_deadline, got {force_when!r}")
+    return DrainPolicy(
+        timeout=_duration(doc, (*keys, "timeout"), fields.get("timeout", base.timeout)),
+        poll=_duration(doc, (*keys, "poll"), fields.get("poll", base.poll)),
+        stragglers=stragglers,
+        max_stragglers=_count(doc, (*keys, "max_stragglers"), fields.get("max_stragglers", base.max_stragglers), 0),
+        settle=_count(doc, (*keys, "settle"), fields.get("settle", base.settle), 1),
+        force_when=force_when,
+        stall_after=_duration(doc, (*keys, "stall_after"), fields.get("stall_after", base.stall_after)),
+    )
+

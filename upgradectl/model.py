@@ -1,0 +1,130 @@
+"""The tool's nouns as frozen dataclasses: what the files say, after validation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from upgradectl.errors import Location
+
+Stragglers = Literal["force", "abort", "wait"]
+STRAGGLER_POLICIES: tuple[Stragglers, ...] = ("force", "abort", "wait")
+
+# The steps a playbook may have, in the order a full run uses them.
+STEP_NAMES = (
+    "precheck",
+    "is_blocked",
+    "block",
+    "active",
+    "sessions",
+    "force",
+    "upgrade",
+    "verify",
+    "rollback",
+    "unblock",
+    "patch",
+    "version",
+)
+# Steps that change nothing on a host: the only ones --dry-run runs.
+READ_ONLY_STEPS = frozenset({"precheck", "is_blocked", "active", "sessions", "version"})
+# Steps that can be run again without harm after a dropped connection or a crash.
+REPEATABLE_STEPS = READ_ONLY_STEPS | {"block", "unblock", "verify"}
+
+
+def frozen_mapping(data: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    """A read-only view of a copy of ``data``."""
+    return MappingProxyType(dict(data or {}))
+
+
+@dataclass(frozen=True)
+class Node:
+    """One inventory host."""
+
+    name: str
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    groups: tuple[str, ...] = ()
+    pair: str | None = None
+    playbook: str | None = None
+    vars: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    sudo: bool = False
+    transport: Literal["ssh", "local"] = "ssh"
+    where: Location | None = field(default=None, compare=False)
+
+    @property
+    def address(self) -> str:
+        """The name SSH connects to: the host, or the name looked up in ~/.ssh/config."""
+        return self.host or self.name
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named set of nodes with a rollout limit."""
+
+    name: str
+    max_unavailable: str | None = None
+    vars: Mapping[str, Any] = field(default_factory=frozen_mapping)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every node and group, with the file they came from."""
+
+    path: str
+    nodes: Mapping[str, Node]
+    groups: Mapping[str, Group]
+    defaults_vars: Mapping[str, Any] = field(default_factory=frozen_mapping)
+
+    def members(self, group: str) -> list[str]:
+        """Names of the nodes in ``group``, in inventory order."""
+        return [node.name for node in self.nodes.values() if group in node.groups]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A playbook step before rendering: templates and settings."""
+
+    name: str
+    run: str
+    on: str | None = None
+    parse: re.Pattern[str] | None = None
+    fail_if: re.Pattern[str] | None = None
+    timeout: float | None = None
+    retries: int = 1
+    delay: float = 2.0
+    expected: float | None = None
+    reboot: bool = False
+    sudo: bool | None = None
+    where: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DrainPolicy:
+    """How long to wait for sessions to end, and what to do with the ones left."""
+
+    timeout: float = 3600.0
+    poll: float = 10.0
+    stragglers: Stragglers = "abort"
+    max_stragglers: int = 0
+    settle: int = 2
+    force_when: Literal["deadline", "eta_exceeds_deadline"] = "deadline"
+    stall_after: float = 600.0
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """A named recipe of steps for one kind of service."""
+
+    name: str
+    path: str
+    description: str = ""
+    vars: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    drain: DrainPolicy = field(default_factory=DrainPolicy)
+    steps: Mapping[str, StepSpec] = field(default_factory=frozen_mapping)
+    lock: str = "/var/tmp/upgradectl-{{ node.name }}.lock"
+    where: Location | None = field(default=None, compare=False)

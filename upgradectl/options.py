@@ -1,0 +1,50 @@
+"""Option decorators shared by the commands, so each option reads the same everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+nodes_argument = click.argument("nodes", nargs=-1, metavar="NODE...")
+
+selection_options = _stack(
+    nodes_argument,
+    click.option("--group", "-g", metavar="G", help="Every node of group G."),
+    click.option("--all", "everything", is_flag=True, help="Every node of the inventory."),
+)
+
+plan_options = _stack(
+    click.option("--version", "version", metavar="V", help="The version to roll out (the `version` variable)."),
+    click.option("--var", "extra_vars", metavar="K=V", multiple=True, help="Set a variable; wins over the files."),
+    click.option("--playbook", metavar="P", help="Use playbook P (a bundled name or a path) for every node."),
+)
+
+drain_options = _stack(
+    click.option("--timeout", metavar="D", help="How long to wait for sessions to end (90s, 15m, 1h30m)."),
+    click.option(
+        "--stragglers",
+        type=click.Choice(["force", "abort", "wait"]),
+        help="What to do with the sessions left at the deadline.",
+    ),
+    click.option("--max-stragglers", type=click.IntRange(min=0), metavar="N", help="Force only when at most N remain."),
+)
+
+acting_options = _stack(
+    click.option("--dry-run", is_flag=True, help="Run only read-only steps and say what would happen."),
+    click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal."),
+    click.option("--break-lock", is_flag=True, help="Take over a node lock left by a dead run (journalled)."),
+)

@@ -1,0 +1,327 @@
+"""Build a Plan from the inventory, the playbooks and the options: pure, connects to nothing.
+
+Every template is rendered here, so a missing variable or an unknown ``on:`` node is a usage
+error before the first remote command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import jinja2
+
+from upgradectl.errors import Location, UsageError
+from upgradectl.loader import find_playbook, load_playbook, pair_of
+from upgradectl.model import DrainPolicy, Inventory, Node, Playbook, StepSpec, Stragglers, frozen_mapping
+
+# Which steps each command renders and runs, and which of them it cannot do without.
+COMMAND_STEPS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "drain": (
+        ("precheck", "is_blocked", "block", "active", "sessions", "force", "unblock"),
+        ("block", "active", "unblock"),
+    ),
+    "upgrade": (
+        ("precheck", "is_blocked", "block", "active", "sessions", "force", "upgrade", "verify",
+         "rollback", "unblock"),
+        ("block", "active", "upgrade", "unblock"),
+    ),
+    "patch": (("patch", "verify", "rollback"), ("patch",)),
+    "unblock": (("is_blocked", "verify", "unblock"), ("unblock",)),
+    "status": (("is_blocked", "active", "version"), ()),
+}  # fmt: skip
+
+# A command without its own timeout gets one by what it does: polls are quick, upgrades are not.
+DEFAULT_TIMEOUTS = {"upgrade": 600.0, "rollback": 600.0, "patch": 300.0}
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Command:
+    """One rendered step: what runs, on which inventory node, and how its output is read."""
+
+    step: str
+    target: str
+    run: str
+    timeout: float
+    sudo: bool = False
+    parse: re.Pattern[str] | None = None
+    fail_if: re.Pattern[str] | None = None
+    retries: int = 1
+    delay: float = 2.0
+    expected: float | None = None
+    reboot: bool = False
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """Everything needed to act on one node, rendered."""
+
+    node: Node
+    playbook: Playbook
+    drain: DrainPolicy
+    steps: Mapping[str, Command]
+    lock_path: str
+    pair: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=frozen_mapping)
+
+    @property
+    def name(self) -> str:
+        """The node's inventory name."""
+        return self.node.name
+
+    def targets(self) -> set[str]:
+        """Every inventory node this plan runs a command on."""
+        return {self.node.name} | {command.target for command in self.steps.values()}
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What the command line adds to the files."""
+
+    version: str | None = None
+    extra_vars: Mapping[str, str] = field(default_factory=frozen_mapping)
+    playbook: str | None = None
+    timeout: float | None = None
+    stragglers: Stragglers | None = None
+    max_stragglers: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the journal, from which `resume` rebuilds the same options."""
+        return {
+            "version": self.version,
+            "extra_vars": dict(self.extra_vars),
+            "playbook": self.playbook,
+            "timeout": self.timeout,
+            "stragglers": self.stragglers,
+            "max_stragglers": self.max_stragglers,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The rendered plan of one run."""
+
+    command: str
+    run_id: str
+    inventory: Inventory
+    nodes: tuple[NodePlan, ...]
+    options: PlanOptions = field(default_factory=lambda: PlanOptions())
+
+    @property
+    def version(self) -> str | None:
+        """The ``--version`` being rolled out."""
+        return self.options.version
+
+    def node(self, name: str) -> NodePlan:
+        """The plan of node ``name``."""
+        return next(plan for plan in self.nodes if plan.name == name)
+
+
+def parse_var(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` from ``--var``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--var {text!r}: expected KEY=VALUE")
+    return key.strip(), value
+
+
+def select_nodes(
+    inventory: Inventory, names: Sequence[str], group: str | None = None, everything: bool = False
+) -> list[str]:
+    """Node names chosen by name, ``--group`` or ``--all``; unknown names are usage errors.
+
+    ``--all`` is every node in a group, or every node when the inventory has no groups.
+    """
+    if sum(bool(x) for x in (names, group, everything)) != 1:
+        raise UsageError("name the nodes, or give --group G, or --all (exactly one of them)")
+    if group is not None:
+        if group not in inventory.groups:
+            raise UsageError(f"{inventory.path}: unknown group {group!r}; groups: {', '.join(inventory.groups)}")
+        chosen = inventory.members(group)
+        if not chosen:
+            raise UsageError(f"{inventory.path}: group {group!r} has no nodes")
+        return chosen
+    if everything:
+        # Balancers and other helpers live outside groups: --all means the grouped nodes.
+        grouped = [node.name for node in inventory.nodes.values() if node.groups]
+        return grouped or list(inventory.nodes)
+    for name in names:
+        if name not in inventory.nodes:
+            raise UsageError(f"{inventory.path}: unknown node {name!r}; nodes: {', '.join(inventory.nodes)}")
+    return list(dict.fromkeys(names))
+
+
+def build_plan(
+    inventory: Inventory,
+    names: Sequence[str],
+    command: str,
+    options: PlanOptions,
+    run_id: str,
+) -> Plan:
+    """Render the plan of ``command`` for ``names``: every template, every ``on:`` target."""
+    playbooks = _PlaybookCache(os.path.dirname(os.path.abspath(inventory.path)))
+    nodes = tuple(
+        _node_plan(inventory, inventory.nodes[name], playbooks, command, options, run_id) for name in names
+    )
+    return Plan(command, run_id, inventory, nodes, options)
+
+
+def balancers(plans: Iterable[NodePlan]) -> set[str]:
+    """Nodes that other nodes' steps run on (``on:``): balancers and peers, not upgrade targets."""
+    return {target for plan in plans for target in plan.targets()} - {plan.name for plan in plans}
+
+
+class _PlaybookCache:
+    """Each playbook file is read once per run however many nodes use it."""
+
+    def __init__(self, inventory_dir: str) -> None:
+        self.inventory_dir = inventory_dir
+        self.loaded: dict[str, Playbook] = {}
+
+    def get(self, reference: str) -> Playbook:
+        path = find_playbook(reference, self.inventory_dir)
+        if path not in self.loaded:
+            self.loaded[path] = load_playbook(path)
+        return self.loaded[path]
+
+
+def _node_plan(
+    inventory: Inventory,
+    node: Node,
+    playbooks: _PlaybookCache,
+    command: str,
+    options: PlanOptions,
+    run_id: str,
+) -> NodePlan:
+    reference = options.playbook or node.playbook
+    if not reference:
+        raise UsageError("no playbook (set `playbook:` in defaults or on the node, or give --playbook)", node.where)
+    playbook = playbooks.get(reference)
+    wanted, required = COMMAND_STEPS[command]
+    missing = [step for step in required if step not in playbook.steps]
+    if missing:
+        raise UsageError(
+            f"playbook {playbook.name!r} has no {', '.join(missing)} step, which `{command}` needs",
+            playbook.where,
+        )
+    pair = pair_of(inventory, node.name)
+    renderer = _Renderer(_variables(inventory, node, playbook, options, run_id, pair))
+    steps = {
+        name: _command(renderer, inventory, node, spec)
+        for name, spec in playbook.steps.items()
+        if name in wanted
+    }
+    lock_where = playbook.where and Location(playbook.where.file, None, "lock")
+    return NodePlan(
+        node=node,
+        playbook=playbook,
+        drain=_drain_policy(playbook.drain, options),
+        steps=frozen_mapping(steps),
+        lock_path=renderer.render(playbook.lock, lock_where),
+        pair=pair,
+        variables=frozen_mapping(renderer.variables),
+    )
+
+
+def _variables(
+    inventory: Inventory,
+    node: Node,
+    playbook: Playbook,
+    options: PlanOptions,
+    run_id: str,
+    pair: str | None,
+) -> dict[str, Any]:
+    """Variables, lowest precedence first: playbook, defaults, groups, node, --var; then built-ins."""
+    layers: list[Mapping[str, Any]] = [playbook.vars, inventory.defaults_vars]
+    layers += [inventory.groups[group].vars for group in node.groups]
+    layers += [node.vars, options.extra_vars]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    builtin_node = {"name": node.name, "host": node.address, "groups": list(node.groups)}
+    if pair is not None:  # absent, not None: a template that needs the pair fails loudly
+        builtin_node["pair"] = pair
+    merged.update(node=builtin_node, run_id=run_id)
+    if options.version is not None:
+        merged["version"] = options.version
+    return merged
+
+
+class _Renderer:
+    """Jinja2 with strict undefined variables and a ``quote`` filter for shell quoting."""
+
+    def __init__(self, variables: dict[str, Any]) -> None:
+        self.env = jinja2.Environment(  # noqa: S701 - renders shell commands, not HTML
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=False
+        )
+        self.env.filters["quote"] = lambda value: shlex.quote(str(value))
+        self.variables = variables
+        self._expand_variables()
+
+    def _expand_variables(self) -> None:
+        # Variables may refer to other variables ("{{ node.name }}-backend"); a few passes
+        # settle any chain an operator would write, and a cycle is reported, not looped on.
+        for _ in range(5):
+            changed = False
+            for key, value in self.variables.items():
+                if isinstance(value, str) and "{{" in value:
+                    rendered = self.render(value, Location("--var/vars", None, key))
+                    changed |= rendered != value
+                    self.variables[key] = rendered
+            if not changed:
+                return
+        raise UsageError("variables refer to each other in a loop")
+
+    def render(self, template: str, where: Location | None) -> str:
+        try:
+            return self.env.from_string(template).render(self.variables).strip()
+        except jinja2.UndefinedError as exc:
+            raise UsageError(f"missing variable: {_undefined_name(exc)}", where) from None
+        except jinja2.TemplateError as exc:
+            raise UsageError(f"bad template: {exc}", where) from None
+
+
+def _undefined_name(exc: jinja2.UndefinedError) -> str:
+    text = str(exc.message)
+    if "'version' is undefined" in text:
+        return "'version' (give --version V)"
+    return text.replace(" is undefined", "")
+
+
+def _command(renderer: _Renderer, inventory: Inventory, node: Node, spec: StepSpec) -> Command:
+    def where(key: str) -> Location | None:
+        return spec.where and replace(spec.where, key=f"{spec.where.key}.{key}")
+
+    target = node.name
+    if spec.on is not None:
+        target = renderer.render(spec.on, where("on"))
+        if target not in inventory.nodes:
+            raise UsageError(f"on: {target!r} is not a node in {inventory.path}", where("on"))
+    sudo = spec.sudo if spec.sudo is not None else inventory.nodes[target].sudo
+    return Command(
+        step=spec.name,
+        target=target,
+        run=renderer.render(spec.run, where("run")),
+        timeout=spec.timeout or DEFAULT_TIMEOUTS.get(spec.name, DEFAULT_TIMEOUT),
+        sudo=sudo,
+        parse=spec.parse,
+        fail_if=spec.fail_if,
+        retries=spec.retries,
+        delay=spec.delay,
+        expected=spec.expected,
+        reboot=spec.reboot,
+    )
+
+
+def _drain_policy(policy: DrainPolicy, options: PlanOptions) -> DrainPolicy:
+    overrides: dict[str, Any] = {
+        "timeout": options.timeout,
+        "stragglers": options.stragglers,
+        "max_stragglers": options.max_stragglers,
+    }
+    return replace(policy, **{key: value for key, value in overrides.items() if value is not None})

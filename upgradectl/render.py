@@ -1,0 +1,191 @@
+"""Text and JSON renderings of what the reading commands return (plan, status, history)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from upgradectl.duration import format_duration
+from upgradectl.model import STEP_NAMES
+from upgradectl.policy import describe
+
+if TYPE_CHECKING:
+    from upgradectl.app import StatusReport
+    from upgradectl.journal import RunRecord
+    from upgradectl.plan import NodePlan, Plan
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "?"
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str)
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def _node_plan_data(node: NodePlan) -> dict[str, Any]:
+    ordered = [name for name in STEP_NAMES if name in node.steps]
+    return {
+        "node": node.name,
+        "host": node.node.address,
+        "playbook": node.playbook.name,
+        "playbook_path": node.playbook.path,
+        "pair": node.pair,
+        "groups": list(node.node.groups),
+        "lock": node.lock_path,
+        "drain": {
+            "timeout": node.drain.timeout,
+            "poll": node.drain.poll,
+            "stragglers": node.drain.stragglers,
+            "max_stragglers": node.drain.max_stragglers,
+            "settle": node.drain.settle,
+            "force_when": node.drain.force_when,
+        },
+        "steps": [
+            {
+                "step": name,
+                "on": node.steps[name].target,
+                "run": node.steps[name].run,
+                "timeout": node.steps[name].timeout,
+                "sudo": node.steps[name].sudo,
+                "retries": node.steps[name].retries,
+                "reboot": node.steps[name].reboot,
+            }
+            for name in ordered
+        ],
+    }
+
+
+def plan_json(plan: Plan) -> str:
+    """The plan as one JSON document."""
+    return _dumps(
+        {"event": "plan", "command": plan.command, "version": plan.version,
+         "nodes": [_node_plan_data(node) for node in plan.nodes]}
+    )  # fmt: skip
+
+
+def plan_text(plan: Plan) -> str:
+    """The plan for people: each node, its policy, each step with where it runs and its timeout."""
+    lines = []
+    for node in plan.nodes:
+        data = _node_plan_data(node)
+        pair = f", pair {node.pair}" if node.pair else ""
+        lines.append(f"{node.name} ({data['host']}): playbook {node.playbook.name}{pair}")
+        policy = node.drain
+        lines.append(f"  drain: {describe(policy, policy.timeout)}; poll {format_duration(policy.poll)}, "
+                     f"settle {policy.settle}")  # fmt: skip
+        lines.append(f"  lock:  {node.lock_path} on {node.name}")
+        for number, step in enumerate(data["steps"], start=1):
+            flags = " (sudo)" if step["sudo"] else ""
+            flags += " (reboots)" if step["reboot"] else ""
+            lines.append(f"  {number:>2}. {step['step']:<10} on {step['on']:<12} "
+                         f"{format_duration(step['timeout']):>6}  {step['run']}{flags}")  # fmt: skip
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def status_json(report: StatusReport) -> str:
+    """Status as one JSON document."""
+    return _dumps(
+        {
+            "event": "status",
+            "nodes": report.nodes,
+            "left_out_of_service": report.left_out,
+            "unfinished_runs": [
+                {"run": run.run_id, "command": run.start.get("data", {}).get("command"), "started": run.start.get("time")}
+                for run in report.unfinished
+            ],
+        }
+    )
+
+
+def status_text(report: StatusReport) -> str:
+    """Status for people."""
+    lines = []
+    for row in report.nodes:
+        if "error" in row:
+            lines.append(f"{row['node']}: UNREACHABLE: {row['error']}")
+            continue
+        blocked = {True: "blocked", False: "in service", None: "blocked: unknown"}[row["blocked"]]
+        active = "" if row["active"] is None else f", {row['active']} active"
+        version = f", version {row['version']}" if row.get("version") else ""
+        lock = row.get("lock")
+        held = f", locked by run {lock.get('run')} ({lock.get('owner')})" if lock else ""
+        lines.append(f"{row['node']}: {blocked}{active}{version}{held}")
+    for node, record in report.left_out.items():
+        lines.append(f"left out of service by upgradectl: {node} ({record['kind']} in run {record['run']}, "
+                     f"{_when(record.get('time'))})")  # fmt: skip
+    for run in report.unfinished:
+        data = run.start.get("data", {})
+        lines.append(f"unfinished run {run.run_id}: {data.get('command')} {' '.join(data.get('nodes', []))} "
+                     f"(started {_when(run.start.get('time'))}; `upgradectl resume {run.run_id}`)")  # fmt: skip
+    return "\n".join(lines)
+
+
+# --- history --------------------------------------------------------------------------------
+
+
+def _run_row(run: RunRecord) -> dict[str, Any]:
+    data = run.start.get("data", {})
+    end = run.finished or {}
+    return {
+        "run": run.run_id,
+        "started": run.start.get("time"),
+        "who": f"{run.start.get('user')}@{run.start.get('host')}",
+        "command": data.get("command"),
+        "nodes": data.get("nodes", []),
+        "version": data.get("version"),
+        "result": end.get("data", {}).get("result", "unfinished"),
+        "exit_code": end.get("data", {}).get("exit_code"),
+        "torn_lines": run.torn_lines,
+    }
+
+
+def history_json(runs: list[RunRecord]) -> str:
+    """History as JSON."""
+    return _dumps([_run_row(run) for run in runs])
+
+
+def history_text(runs: list[RunRecord]) -> str:
+    """History for people: one line a run, newest first."""
+    lines = []
+    for run in runs:
+        row = _run_row(run)
+        version = f" to {row['version']}" if row["version"] else ""
+        torn = f" (journal: {len(row['torn_lines'])} torn line(s) skipped)" if row["torn_lines"] else ""
+        lines.append(f"{row['run']}  {_when(row['started'])}  {row['who']}  {row['command']}{version} "
+                     f"{','.join(row['nodes'])}: {row['result']}{torn}")  # fmt: skip
+    return "\n".join(lines) or "no runs yet"
+
+
+def forced_sessions(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """Every session a run cut, for the helpdesk."""
+    return [
+        session
+        for run in runs
+        for record in run.records
+        if record["kind"] == "forced"
+        for session in record.get("data", {}).get("sessions", [])
+    ]
+
+
+def forced_json(runs: list[RunRecord]) -> str:
+    """The helpdesk report as JSON."""
+    return _dumps(forced_sessions(runs))
+
+
+def forced_text(runs: list[RunRecord]) -> str:
+    """The helpdesk report: node, session, how long it had lasted, when it was cut, by which run."""
+    lines = []
+    for session in forced_sessions(runs):
+        lasted = format_duration(session["age"]) if session.get("age") is not None else "?"
+        lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {session.get('id')}  "
+                     f"lasted {lasted}  run {session.get('run')}")  # fmt: skip
+    return "\n".join(lines) or "no sessions were cut"

@@ -1,0 +1,172 @@
+"""Three views of one event stream: a rich live table, plain timestamped lines, JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+from upgradectl.duration import format_duration
+from upgradectl.events import Event
+
+if TYPE_CHECKING:
+    from rich.live import Live
+
+# Events that only -v shows: every command and its output.
+VERBOSE_KINDS = frozenset({"step", "step-output"})
+# Events that -q still shows.
+QUIET_KINDS = frozenset({"warning", "error", "summary", "failed", "attention", "interrupted"})
+
+
+def _wants(event: Event, verbosity: int) -> bool:
+    if event.kind in VERBOSE_KINDS:
+        return verbosity > 0
+    return verbosity >= 0 or event.kind in QUIET_KINDS
+
+
+class JsonView:
+    """One JSON object per event, one per line: for scripts and log shippers."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Event) -> None:
+        self.stream.write(json.dumps(event.as_dict(), default=str) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+class PlainView:
+    """One timestamped line per event, no colour: for cron mail and log files.
+
+    A drain polled every few seconds for hours would bury the mail in identical lines, so a
+    poll is shown only when the count changed, or once every ``quiet_polls`` seconds.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, verbosity: int = 0, quiet_polls: float = 60.0) -> None:
+        self.stream = stream or sys.stdout
+        self.verbosity = verbosity
+        self.quiet_polls = quiet_polls
+        self._last_poll: dict[str | None, tuple[Any, float]] = {}
+
+    def _worth_showing(self, event: Event) -> bool:
+        if event.kind != "poll":
+            return _wants(event, self.verbosity)
+        active, shown_at = self._last_poll.get(event.node, (None, 0.0))
+        if active == event.data.get("active") and event.time - shown_at < self.quiet_polls and self.verbosity <= 0:
+            return False
+        self._last_poll[event.node] = (event.data.get("active"), event.time)
+        return self.verbosity >= 0
+
+    def __call__(self, event: Event) -> None:
+        if not self._worth_showing(event):
+            return
+        if event.kind == "summary":
+            self.stream.write(render_summary(event.as_dict()) + "\n")
+        else:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
+            node = f" {event.node}" if event.node else ""
+            label = f" {event.kind.upper()}:" if event.kind in ("warning", "error") else ""
+            self.stream.write(f"{stamp}{node}{label} {event.message}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+@dataclass
+class _Row:
+    state: str = "waiting"
+    active: str = ""
+    insight: str = ""
+    started: float | None = None
+    deadline: float | None = None
+
+
+class LiveView:
+    """A live table on a terminal (per node: state, active sessions, drain rate and ETA, elapsed,
+    deadline), with the notable events printed above it."""
+
+    def __init__(self, verbosity: int = 0) -> None:
+        from rich.console import Console  # noqa: PLC0415 - rich is imported only for a terminal
+        from rich.live import Live  # noqa: PLC0415
+
+        self.verbosity = verbosity
+        self.rows: dict[str, _Row] = {}
+        self.console = Console(stderr=False)
+        self.live: Live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
+        self.live.start()
+
+    def __call__(self, event: Event) -> None:
+        if event.node is not None:
+            self._update(self.rows.setdefault(event.node, _Row()), event)
+        if event.kind == "summary":
+            self.live.update(self._table())
+            self.live.stop()
+            self.console.print(render_summary(event.as_dict()))
+            return
+        if event.kind != "poll" and _wants(event, self.verbosity):
+            node = f"[bold]{event.node}[/bold] " if event.node else ""
+            style = {"warning": "yellow", "error": "red", "failed": "red", "attention": "bold red"}.get(event.kind)
+            text = f"[{style}]{event.message}[/{style}]" if style else event.message
+            self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {node}{text}", highlight=False)
+        self.live.update(self._table())
+
+    @staticmethod
+    def _update(row: _Row, event: Event) -> None:
+        data = event.data
+        if event.kind == "poll":
+            row.active = str(data.get("active", ""))
+            row.insight = str(data.get("insight", ""))
+        elif event.kind not in VERBOSE_KINDS | {"warning"}:
+            row.state = event.kind
+        if event.kind == "node-start":
+            row.started = event.time
+        if "deadline" in data:
+            row.deadline = float(data["deadline"])
+
+    def _table(self) -> Any:
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(box=None, pad_edge=False)
+        for column in ("node", "state", "active", "drain", "elapsed", "deadline"):
+            table.add_column(column)
+        now = time.time()
+        for name, row in self.rows.items():
+            elapsed = format_duration(now - row.started) if row.started else ""
+            deadline = time.strftime("%H:%M:%S", time.localtime(row.deadline)) if row.deadline else ""
+            table.add_row(name, row.state, row.active, row.insight, elapsed, deadline)
+        return table
+
+    def close(self) -> None:
+        """Stop redrawing (the summary normally did already)."""
+        self.live.stop()
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """The closing summary, readable at a glance in a cron mail."""
+    nodes: dict[str, dict[str, Any]] = summary.get("nodes", {})
+    tally: dict[str, int] = {}
+    for result in nodes.values():
+        tally[result["result"]] = tally.get(result["result"], 0) + 1
+    forced = sum(len(result.get("forced", [])) for result in nodes.values())
+    counts = ", ".join(f"{count} {result}" for result, count in tally.items()) or "no nodes"
+    lines = [
+        f"upgradectl {summary.get('command', '')} {summary.get('run_id', '')}: {counts}; "
+        f"{forced} session{'s' if forced != 1 else ''} forced; exit {summary.get('exit_code')}"
+        f" ({summary.get('result', '')})"
+    ]
+    width = max((len(name) for name in nodes), default=0)
+    for name, result in nodes.items():
+        lines.append(f"  {name:<{width}}  {result['result']:<10} {result.get('message', '')}".rstrip())
+        lines.extend(
+            f"      cut: {session['id']} (lasted {format_duration(session['age'])})"
+            if session.get("age") is not None
+            else f"      cut: {session['id']}"
+            for session in result.get("forced", [])
+        )
+    return "\n".join(lines)

@@ -1,0 +1,445 @@
+"""Executes a Plan against the nodes: the four-step plan, journalled, as a stream of events.
+
+Each node's run goes through phases: prepare (lock, is_blocked, precheck), drain (block, wait,
+straggler policy), upgrade, verify, unblock. A failure is handled in one place,
+:meth:`NodeRun._recover`, by what phase it happened in: before the upgrade the node is put back
+in service; after it, rollback and verify decide whether it can be.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from upgradectl import journal as journals
+from upgradectl.connections import Connections
+from upgradectl.duration import format_duration
+from upgradectl.errors import (
+    CommandTimedOut,
+    ExitCode,
+    LockHeld,
+    StepFailed,
+    TransportError,
+    UnreadableCount,
+)
+from upgradectl.estimate import DrainEstimate, estimate_drain, format_eta
+from upgradectl.events import Events
+from upgradectl.journal import Journal
+from upgradectl.lock import NodeLock, describe_holder
+from upgradectl.plan import NodePlan
+from upgradectl.policy import DrainState, Verdict, judge
+from upgradectl.steps import Steps
+
+# A count that cannot be read this many times in a row stops the drain: never read as zero.
+MAX_UNREADABLE_COUNTS = 3
+# After `force`, how long the sessions get to disappear before the force counts as failed.
+FORCE_GRACE = 30.0
+# Where a resumed upgrade starts, in order.
+STAGES = ("block", "upgrade", "verify", "unblock")
+
+
+def resume_stage(states: list[str]) -> str | None:
+    """Where an interrupted node carries on, from its journalled states in order (None: it is done).
+
+    Block, verify and unblock are safe to repeat; the upgrade is re-run only if it never completed.
+    """
+    last = states[-1] if states else None
+    if "upgraded" in states and last in ("unblocked", "left-blocked"):
+        return None
+    return {"upgrading": "upgrade", "upgraded": "verify", "verified": "unblock"}.get(last or "", "block")
+
+
+class Stop:
+    """The operator's request to stop (Ctrl-C, SIGTERM), shared by every node of the run."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def request(self, reason: str) -> None:
+        """Ask the run to stop at its next safe point."""
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was asked for."""
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True (at once) when a stop is asked for."""
+        return self._event.wait(max(seconds, 0.0))
+
+
+@dataclass
+class RunContext:
+    """What every node run of one invocation shares."""
+
+    run_id: str
+    command: str
+    connections: Connections
+    journal: Journal
+    events: Events
+    stop: Stop
+    state_dir: str
+    dry_run: bool = False
+    break_lock: bool = False
+    reconnect_for: float = 60.0
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+
+@dataclass
+class NodeResult:
+    """How one node ended."""
+
+    node: str
+    result: str
+    exit_code: ExitCode
+    message: str = ""
+    drain_seconds: float | None = None
+    forced: list[dict[str, Any]] = field(default_factory=list)
+    forced_count: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The node's entry in the JSON summary."""
+        return {
+            "result": self.result,
+            "exit_code": int(self.exit_code),
+            "message": self.message,
+            "drain_seconds": None if self.drain_seconds is None else round(self.drain_seconds, 3),
+            "forced": self.forced,
+            "forced_count": self.forced_count,
+        }
+
+
+class NodeRun:
+    """One node through one command (drain, upgrade, patch, unblock) or its dry run."""
+
+    def __init__(self, plan: NodePlan, ctx: RunContext) -> None:
+        self.plan = plan
+        self.ctx = ctx
+        self.name = plan.name
+        self.steps = Steps(
+            plan, ctx.connections.get, ctx.events, reconnect_for=ctx.reconnect_for, pause=ctx.stop.wait
+        )
+        self.phase = "prepare"
+        self.ours = False  # this run (or an earlier one of ours) blocked the node: undo is ours
+        self.hand_blocked = False  # blocked before any run of ours: it stays blocked
+        self.forced: list[dict[str, Any]] = []
+        self.forced_count = 0
+        self.drain_seconds: float | None = None
+
+    # -- journal and events ----------------------------------------------------------------
+
+    def record(self, kind: str, message: str, **data: Any) -> None:
+        """A state change: on disk first, then announced."""
+        self.ctx.journal.append(kind, self.name, hand_blocked=self.hand_blocked, ours=self.ours, **data)
+        self.ctx.events.emit(kind, self.name, message, **data)
+
+    def say(self, kind: str, message: str, **data: Any) -> None:
+        """An event that changes nothing."""
+        self.ctx.events.emit(kind, self.name, message, **data)
+
+    def result(self, result: str, code: ExitCode, message: str) -> NodeResult:
+        """This node's result, with what the drain measured and cut."""
+        return NodeResult(
+            self.name, result, code, message, self.drain_seconds, self.forced, self.forced_count
+        )
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def run(self, start_at: str = "block") -> NodeResult:
+        """Run the context's command on this node; every outcome becomes a NodeResult."""
+        self.say("node-start", f"{self.ctx.command} with playbook {self.plan.playbook.name}")
+        if self.ctx.dry_run:
+            return self._finish(self._guarded(self._preview))
+        lock = NodeLock(self.name, self.plan.lock_path, self.steps.shell, self.ctx.run_id, self.ctx.command)
+        try:
+            lock.acquire(break_lock=self.ctx.break_lock, on_break=self._lock_broken)
+        except LockHeld as exc:
+            return self._finish(self.result("locked", exc.exit_code, str(exc)))
+        except TransportError as exc:
+            return self._finish(self.result("unreachable", exc.exit_code, str(exc)))
+        try:
+            body = {
+                "drain": self._drain_only,
+                "upgrade": lambda: self._upgrade(start_at),
+                "patch": self._patch,
+                "unblock": self._unblock_only,
+            }[self.ctx.command]
+            outcome = self._guarded(body)
+        finally:
+            try:
+                lock.release()
+            except TransportError as exc:
+                self.say("warning", f"could not release the lock {self.plan.lock_path}: {exc}")
+        return self._finish(outcome)
+
+    def _lock_broken(self, holder: dict[str, Any]) -> None:
+        self.ctx.journal.append("lock-broken", self.name, holder=holder)
+        self.say("warning", f"--break-lock: took over the lock of {describe_holder(holder)}")
+
+    def _finish(self, outcome: NodeResult) -> NodeResult:
+        self.ctx.journal.append("result", self.name, **outcome.as_dict())
+        data = outcome.as_dict()
+        self.say("node-done", f"{outcome.result}: {data.pop('message')}", **data)
+        return outcome
+
+    def _guarded(self, body: Callable[[], NodeResult]) -> NodeResult:
+        try:
+            return body()
+        except (StepFailed, CommandTimedOut) as exc:
+            return self._recover(exc)
+        except TransportError as exc:
+            state = "left out of service" if self.ours else "not changed by this run"
+            self.record("attention", f"{exc}; the node is in an unknown state ({state} as far as we know)")
+            return self.result("attention", exc.exit_code, str(exc))
+
+    # -- the commands ----------------------------------------------------------------------
+
+    def _drain_only(self) -> NodeResult:
+        self._prepare()
+        self._block()
+        gave_up = self._drain()
+        if gave_up:
+            return gave_up
+        return self.result("drained", ExitCode.OK, f"drained in {format_duration(self.drain_seconds or 0)}; left blocked")
+
+    def _upgrade(self, start_at: str) -> NodeResult:
+        stage = STAGES.index(start_at)
+        if stage == 0:
+            self._prepare()
+            self._block()
+            gave_up = self._drain()
+            if gave_up:
+                return gave_up
+        else:
+            self._inherit_block()
+        if stage <= 1:
+            self._upgrade_step()
+            if self.ctx.stop.requested:
+                return self._interrupted_after_upgrade()
+        if stage <= 2:
+            self._verify()
+        return self._unblock("upgraded")
+
+    def _patch(self) -> NodeResult:
+        self.phase = "patch"
+        self.record("patching", f"hot patch on {self.steps.target('patch')}")
+        self.steps.run("patch")
+        self._verify()
+        self.record("patched", "patched and verified")
+        return self.result("patched", ExitCode.OK, "patched and verified; no drain")
+
+    def _unblock_only(self) -> NodeResult:
+        self._inherit_block()
+        self.phase = "check"
+        self._verify()
+        self.hand_blocked = False  # the operator asked for this node to be unblocked
+        return self._unblock("unblocked")
+
+    # -- phases ----------------------------------------------------------------------------
+
+    def _inherit_block(self) -> None:
+        """Learn from the journal whether an earlier run of ours left this node blocked."""
+        earlier = journals.blocked_by_us(self.ctx.state_dir, self.name)
+        if earlier is not None:
+            data = earlier.get("data", {})
+            self.hand_blocked = bool(data.get("hand_blocked"))
+            self.ours = not self.hand_blocked
+            self.say("note", f"carrying on from run {earlier['run']}, which left the node {earlier['kind']}")
+
+    def _prepare(self) -> None:
+        self._inherit_block()
+        if not self.ours and self.steps.is_blocked():
+            self.hand_blocked = True
+            self.record("was-blocked", "was blocked before this run: it will be left blocked")
+        if self.steps.has("precheck"):
+            self.steps.run("precheck")
+            self.say("precheck", f"precheck passed on {self.steps.target('precheck')}")
+
+    def _block(self) -> None:
+        self.phase = "drain"
+        target = self.steps.target("block")
+        self.ours = self.ours or not self.hand_blocked  # set first: a half-done block is ours to undo
+        self.record("blocking", f"blocking at {target}")
+        self.steps.run("block")
+        self.record("blocked", f"blocked at {target}; no new sessions")
+
+    def _drain(self) -> NodeResult | None:
+        """Wait for the sessions to end; None once drained, else how the drain ended."""
+        policy = self.plan.drain
+        started = self.ctx.monotonic()
+        deadline = started + policy.timeout
+        wall_deadline = self.ctx.wall() + policy.timeout
+        samples: list[tuple[float, int]] = []
+        zeros = unreadable = 0
+        forced_at: float | None = None
+        while True:
+            try:
+                active = self.steps.count()
+                unreadable = 0
+            except UnreadableCount as exc:
+                unreadable += 1
+                if unreadable >= MAX_UNREADABLE_COUNTS:
+                    raise
+                self.say("warning", f"{exc}; polling again ({unreadable} of {MAX_UNREADABLE_COUNTS})")
+                active = -1
+            now = self.ctx.monotonic()
+            if active >= 0:
+                samples.append((now, active))
+                zeros = zeros + 1 if active == 0 else 0
+                estimate = estimate_drain(samples, stall_after=policy.stall_after)
+                self._poll_event(active, estimate, wall_deadline)
+                if forced_at is not None:
+                    if zeros >= policy.settle:
+                        break
+                    if now > forced_at + FORCE_GRACE:
+                        raise StepFailed("force", self.steps.target("force"), f"{active} sessions still live after force")
+                else:
+                    eta = estimate.eta_low if estimate else None
+                    verdict = judge(policy, DrainState(active, zeros, now, deadline, eta))
+                    if verdict is Verdict.DRAINED:
+                        break
+                    if verdict is Verdict.ABORT:
+                        return self._give_up(active)
+                    if verdict is Verdict.FORCE:
+                        self._force(active)
+                        forced_at = self.ctx.monotonic()
+                        continue
+            if self.ctx.stop.wait(policy.poll):
+                return self._back_in_service(
+                    ExitCode.INTERRUPTED, "interrupted", f"stopped ({self.ctx.stop.reason}) while waiting"
+                )
+        self.drain_seconds = self.ctx.monotonic() - started
+        self.record("drained", f"drained in {format_duration(self.drain_seconds)}", seconds=self.drain_seconds)
+        if self.ctx.stop.requested:
+            return self._back_in_service(ExitCode.INTERRUPTED, "interrupted", f"stopped ({self.ctx.stop.reason})")
+        return None
+
+    def _poll_event(self, active: int, estimate: DrainEstimate | None, deadline: float) -> None:
+        insight = format_eta(estimate) if estimate else f"{active} active"
+        data: dict[str, Any] = {"active": active, "deadline": deadline, "insight": insight}
+        if estimate is not None:
+            data.update(
+                rate_per_minute=round(estimate.rate_per_minute, 3),
+                eta_low=estimate.eta_low,
+                eta_high=estimate.eta_high,
+                stalled=estimate.stalled,
+            )
+        self.say("poll", insight, **data)
+
+    def _force(self, active: int) -> None:
+        policy = self.plan.drain
+        sessions = self.steps.sessions(self.ctx.wall())
+        listed = [{"id": s.id, "age": s.age, "line": s.line} for s in sessions]
+        self.record(
+            "forcing",
+            f"{active} session{'s' if active != 1 else ''} left (at most {policy.max_stragglers} may be forced); forcing",
+            active=active,
+            sessions=listed,
+        )
+        self.steps.run("force")
+        cut_at = self.ctx.wall()
+        self.forced = [{**s, "node": self.name, "run": self.ctx.run_id, "cut_at": cut_at} for s in listed]
+        self.forced_count = max(active, len(listed))
+        names = ", ".join(s["id"] for s in listed) or f"{active} unnamed (the playbook has no sessions step)"
+        self.record("forced", f"cut {self.forced_count}: {names}", sessions=self.forced, count=self.forced_count)
+
+    def _give_up(self, active: int) -> NodeResult:
+        policy = self.plan.drain
+        why = (
+            f"{active} sessions left at the deadline, more than max_stragglers={policy.max_stragglers}"
+            if policy.stragglers == "force"
+            else f"{active} sessions left at the deadline (stragglers: abort)"
+        )
+        self.record("aborted", f"{why}; giving up, not upgraded", active=active)
+        return self._back_in_service(ExitCode.GAVE_UP, "aborted", f"{why}; back in service, not upgraded")
+
+    def _upgrade_step(self) -> None:
+        self.phase = "upgrade"
+        command = self.plan.steps["upgrade"]
+        self.record("upgrading", f"upgrading: {command.run}", expected=command.expected)
+        self.steps.run("upgrade")
+        self.record("upgraded", "upgrade step done")
+
+    def _verify(self) -> None:
+        if self.phase != "check":
+            self.phase = "verify"
+        if self.steps.has("verify"):
+            self.steps.run("verify")
+            self.record("verified", f"verified on {self.steps.target('verify')}")
+
+    def _unblock(self, result: str) -> NodeResult:
+        self.phase = "unblock"
+        if self.hand_blocked:
+            self.record("left-blocked", "left blocked, as it was found before this run")
+            return self.result(result, ExitCode.OK, "done; left blocked as found (it was blocked by hand)")
+        target = self.steps.target("unblock")
+        self.steps.run("unblock")
+        self.record("unblocked", f"unblocked at {target}; back in service")
+        return self.result(result, ExitCode.OK, "done; back in service")
+
+    def _interrupted_after_upgrade(self) -> NodeResult:
+        message = f"stopped ({self.ctx.stop.reason}) after the upgrade step; `upgradectl resume` verifies and unblocks"
+        self.record("interrupted", message)
+        return self.result("interrupted", ExitCode.INTERRUPTED, message)
+
+    # -- failures --------------------------------------------------------------------------
+
+    def _recover(self, error: Exception) -> NodeResult:
+        self.say("failed", str(error))
+        if self.phase in ("prepare", "drain"):
+            return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; not upgraded")
+        if self.phase in ("upgrade", "verify", "patch") and self._restored():
+            return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; restored")
+        where = "left blocked" if self.ours or self.hand_blocked else "left as it is"
+        self.record("left-blocked" if self.ours else "attention", f"{error}; {where}: needs a person")
+        return self.result("attention", ExitCode.ATTENTION, f"{error}; {where}")
+
+    def _restored(self) -> bool:
+        """Roll back (if the playbook can) and verify; True when the node is known good again."""
+        if self.steps.has("rollback"):
+            self.record("rolling-back", f"rolling back on {self.steps.target('rollback')}")
+            try:
+                self.steps.run("rollback")
+            except (StepFailed, CommandTimedOut) as exc:
+                self.say("failed", f"rollback failed: {exc}")
+                return False
+            self.record("rolled-back", "rolled back")
+        elif self.phase == "verify":
+            return False  # the new version fails its check and nothing can undo it
+        if self.steps.has("verify"):
+            try:
+                self.steps.run("verify")
+            except (StepFailed, CommandTimedOut) as exc:
+                self.say("failed", f"verify after the failure failed too: {exc}")
+                return False
+            self.record("verified", "verified after the failure")
+            return True
+        return self.steps.has("rollback")
+
+    def _back_in_service(self, code: ExitCode, result: str, message: str) -> NodeResult:
+        """Undo this run's block (and only that); the node is then as the run found it."""
+        if not self.ours or self.hand_blocked:
+            return self.result(result, code, message)
+        try:
+            self.steps.run("unblock")
+        except (StepFailed, CommandTimedOut, TransportError) as exc:
+            self.record("left-blocked", f"could not unblock: {exc}")
+            return self.result("attention", ExitCode.ATTENTION, f"{message}; could not unblock: {exc}")
+        self.record("unblocked", f"unblocked at {self.steps.target('unblock')}; back in service")
+        return self.result(result, code, message)
+
+    # -- dry run ---------------------------------------------------------------------------
+
+    def _preview(self) -> NodeResult:
+        from upgradectl.preview import describe_node  # noqa: PLC0415 - only dry runs need it
+
+        message, data = describe_node(self)
+        self.say("would", message, **data)
+        return self.result("dry-run", ExitCode.OK, message)

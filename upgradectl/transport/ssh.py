@@ -1,0 +1,234 @@
+"""Commands over one reused SSH connection per node (paramiko), the way OpenSSH would connect.
+
+``~/.ssh/config`` (HostName, User, Port, IdentityFile, ProxyJump, UserKnownHostsFile) and
+ssh-agent are honoured; OpenSSH's ``known_hosts`` is checked and an unknown host key is refused
+unless the operator said ``--accept-new-host-keys``. A changed host key is always refused, as
+OpenSSH's ``accept-new`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paramiko
+import tenacity
+
+from upgradectl.errors import CommandTimedOut, ConnectionLost, HostKeyRefused, Unreachable
+from upgradectl.transport.base import CommandResult
+
+CONNECT_TIMEOUT = 10.0
+KEEPALIVE_SECONDS = 5
+_NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
+_known_hosts_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to connect, after ``~/.ssh/config`` was applied."""
+
+    alias: str
+    hostname: str
+    port: int
+    user: str | None
+    identity_files: tuple[str, ...]
+    known_hosts: str
+    proxy_jump: str | None
+
+
+def resolve(
+    alias: str, host: str | None, port: int | None, user: str | None, identity_file: str | None
+) -> Endpoint:
+    """Apply ``~/.ssh/config`` to a node, inventory fields winning, as ``ssh`` would."""
+    config = paramiko.SSHConfig()
+    path = os.path.expanduser("~/.ssh/config")
+    if os.path.exists(path):
+        config = paramiko.SSHConfig.from_path(path)
+    found = config.lookup(host or alias)
+    identities = (identity_file,) if identity_file else tuple(found.get("identityfile", ()))
+    known_hosts = found.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
+    return Endpoint(
+        alias=alias,
+        hostname=found.get("hostname", host or alias),
+        port=port or int(found.get("port", 22)),
+        user=user or found.get("user"),
+        identity_files=tuple(os.path.expanduser(p) for p in identities),
+        known_hosts=os.path.expanduser(known_hosts),
+        proxy_jump=found.get("proxyjump"),
+    )
+
+
+class _AcceptNewKey(paramiko.MissingHostKeyPolicy):
+    """Adds an unknown key to known_hosts, loudly; used only under --accept-new-host-keys."""
+
+    def __init__(self, known_hosts: str, warn: Callable[[str], None]) -> None:
+        self.known_hosts = known_hosts
+        self.warn = warn
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _known_hosts_lock:
+            os.makedirs(os.path.dirname(self.known_hosts) or ".", mode=0o700, exist_ok=True)
+            with open(self.known_hosts, "a", encoding="ascii") as stream:
+                stream.write(line)
+        self.warn(f"added {hostname}'s {key.get_name()} host key to {self.known_hosts}")
+
+
+class SshTransport:
+    """One SSH connection to one node, opened on first use and reused for every command."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        accept_new_host_keys: bool = False,
+        warn: Callable[[str], None] = lambda message: None,
+        jump: SshTransport | None = None,
+    ) -> None:
+        self.name = endpoint.alias
+        self.endpoint = endpoint
+        self.accept_new_host_keys = accept_new_host_keys
+        self.warn = warn
+        self.jump = jump
+        self.connections_opened = 0
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    # -- connecting ------------------------------------------------------------------------
+
+    def _connected(self) -> paramiko.Transport:
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                transport = self._connect()
+            return transport
+
+    def _connect(self) -> paramiko.Transport:
+        self._drop()
+        client = paramiko.SSHClient()
+        if os.path.exists(self.endpoint.known_hosts):
+            client.load_host_keys(self.endpoint.known_hosts)
+        client.set_missing_host_key_policy(
+            _AcceptNewKey(self.endpoint.known_hosts, self.warn)
+            if self.accept_new_host_keys
+            else paramiko.RejectPolicy()
+        )
+        try:
+            client.connect(
+                self.endpoint.hostname,
+                port=self.endpoint.port,
+                username=self.endpoint.user,
+                key_filename=list(self.endpoint.identity_files) or None,
+                look_for_keys=not self.endpoint.identity_files,
+                allow_agent=True,
+                timeout=CONNECT_TIMEOUT,
+                banner_timeout=CONNECT_TIMEOUT,
+                auth_timeout=CONNECT_TIMEOUT,
+                sock=self._tunnel(),
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyRefused(
+                f"{self.name}: the host key of {exc.hostname} CHANGED (expected {exc.expected_key.get_name()}"
+                f" from {self.endpoint.known_hosts}); refusing to connect"
+            ) from None
+        except paramiko.SSHException as exc:
+            client.close()
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyRefused(
+                    f"{self.name}: unknown host key for {self.endpoint.hostname}:{self.endpoint.port} "
+                    f"(not in {self.endpoint.known_hosts}); check it and add it with ssh-keyscan, "
+                    "or pass --accept-new-host-keys"
+                ) from None
+            raise ConnectionLost(f"{self.name}: cannot connect: {exc}") from None
+        except (OSError, EOFError) as exc:
+            client.close()
+            raise ConnectionLost(f"{self.name}: cannot connect: {exc}") from None
+        transport = client.get_transport()
+        assert transport is not None  # connect() succeeded, so a transport exists
+        transport.set_keepalive(KEEPALIVE_SECONDS)
+        self._client = client
+        self.connections_opened += 1
+        return transport
+
+    def _tunnel(self) -> paramiko.Channel | None:
+        if self.jump is None:
+            return None
+        try:
+            return self.jump._connected().open_channel(
+                "direct-tcpip", (self.endpoint.hostname, self.endpoint.port), ("127.0.0.1", 0)
+            )
+        except _NETWORK_ERRORS as exc:
+            raise ConnectionLost(f"{self.name}: ProxyJump {self.jump.name} failed: {exc}") from None
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def reconnect(self, deadline: float) -> None:
+        """Open the connection again, with exponential backoff, until ``deadline`` (monotonic)."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(ConnectionLost),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=5),
+            stop=tenacity.stop_before_delay(max(deadline - time.monotonic(), 0.0)),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt, self._lock:
+                    self._connect()
+        except ConnectionLost as exc:
+            raise Unreachable(f"{self.name}: unreachable: {exc}") from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._drop()
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        """Run ``command`` on the node's shell over the shared connection."""
+        started = time.monotonic()
+        try:
+            channel = self._connected().open_session(timeout=CONNECT_TIMEOUT)
+        except _NETWORK_ERRORS as exc:
+            self.close()
+            raise ConnectionLost(f"{self.name}: connection lost: {exc}") from None
+        try:
+            channel.exec_command(command)
+            stdout, stderr = self._collect(channel, command, started + timeout, timeout)
+            code = channel.recv_exit_status()
+        except _NETWORK_ERRORS as exc:
+            self.close()
+            raise ConnectionLost(f"{self.name}: connection lost during {command!r}: {exc}") from None
+        finally:
+            channel.close()
+        return CommandResult(command, code, stdout, stderr, time.monotonic() - started)
+
+    def _collect(
+        self, channel: paramiko.Channel, command: str, deadline: float, timeout: float
+    ) -> tuple[str, str]:
+        stdout, stderr = bytearray(), bytearray()
+        while True:
+            while channel.recv_ready():
+                stdout += channel.recv(65536)
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(65536)
+            if channel.exit_status_ready() and channel.eof_received:
+                if not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                continue
+            if channel.closed or not channel.get_transport().is_active():
+                raise EOFError("the connection closed before the command finished")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandTimedOut(self.name, command, timeout)
+            select.select([channel], [], [], min(remaining, 1.0))
+        return stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
