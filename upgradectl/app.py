@@ -20,6 +20,8 @@ from upgradectl.journal import Journal, RunRecord
 from upgradectl.loader import load_inventory
 from upgradectl.model import Inventory
 from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.probe import not_started, probe
+from upgradectl.rollout import Fleet, parse_limit, roll
 from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
 
 
@@ -47,6 +49,8 @@ class RunOptions:
 
     dry_run: bool = False
     break_lock: bool = False
+    max_unavailable: str | None = None
+    max_failures: int | None = None
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -56,7 +60,11 @@ def load(settings: Settings) -> Inventory:
 
 
 def make_plan(
-    settings: Settings, command: str, selection: Selection, options: PlanOptions, run_id: str = "plan"
+    settings: Settings,
+    command: str,
+    selection: Selection,
+    options: PlanOptions,
+    run_id: str = "plan",
 ) -> Plan:
     """Validate everything and render the plan; raises UsageError before any host is touched."""
     inventory = load(settings)
@@ -73,6 +81,10 @@ def execute(
     start_at: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``plan`` on its nodes, journalled; returns the summary (also emitted as an event)."""
+    if run.max_unavailable is not None:
+        parse_limit(
+            run.max_unavailable, 1
+        )  # a bad limit is a usage error before any host is touched
     journal = Journal(settings.state_dir, plan.run_id)
     started = time.time()
     if not start_at:
@@ -84,7 +96,7 @@ def execute(
     connections = Connections(
         plan.inventory,
         accept_new_host_keys=settings.accept_new_host_keys,
-        warn=lambda message: events.emit("warning", None, message),
+        warn=lambda message: _warn(events, message),
     )
     ctx = RunContext(
         run_id=plan.run_id,
@@ -97,16 +109,8 @@ def execute(
         dry_run=run.dry_run,
         break_lock=run.break_lock,
     )
-    results: list[NodeResult] = []
     try:
-        for node_plan in plan.nodes:
-            if start_at is not None and node_plan.name not in start_at:
-                continue
-            if stop.requested:
-                results.append(NodeResult(node_plan.name, "skipped", ExitCode.INTERRUPTED, "not started: stopped"))
-                continue
-            stage = (start_at or {}).get(node_plan.name, "block")
-            results.append(NodeRun(node_plan, ctx).run(stage))
+        results = _run_nodes(plan, ctx, run, start_at)
     finally:
         opened = connections.opened()
         connections.close()
@@ -115,6 +119,52 @@ def execute(
     journal.close()
     events.emit("summary", None, "", **{k: v for k, v in summary.items() if k != "event"})
     return summary
+
+
+def _warn(events: Events, message: str) -> None:
+    events.emit("warning", None, message)
+
+
+def _run_nodes(
+    plan: Plan, ctx: RunContext, run: RunOptions, start_at: dict[str, str] | None
+) -> list[NodeResult]:
+    """Each node's run: in the fleet's order and limits, or one after another where limits mean nothing."""
+    names = [node.name for node in plan.nodes if start_at is None or node.name in start_at]
+
+    def run_node(name: str) -> NodeResult:
+        return NodeRun(plan.node(name), ctx).run((start_at or {}).get(name, "block"))
+
+    def skip(name: str, reason: str) -> NodeResult:
+        code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
+        ctx.journal.append("result", name, result="skipped", exit_code=int(code), message=reason)
+        ctx.events.emit("skipped", name, reason)
+        return NodeResult(name, "skipped", code, reason)
+
+    if run.dry_run or plan.command == "unblock":
+        # Nothing goes out of service: no limits to respect, so no probing either.
+        return [
+            skip(name, "not started: stopped") if ctx.stop.requested else run_node(name)
+            for name in names
+        ]
+    probes = probe(plan, ctx, names)
+    fleet = Fleet(
+        plan.inventory,
+        names,
+        pairs={name: plan.node(name).pair for name in names},
+        override=run.max_unavailable,
+        max_failures=run.max_failures,
+        out_of_service={name for name, found in probes.items() if not found.in_service},
+    )
+    failed = [not_started(ctx, name, probes[name]) for name in names if probes[name].error]
+    order = sorted(
+        (name for name in names if not probes[name].error),
+        key=lambda name: (probes[name].active is None, probes[name].active or 0),
+    )
+    if len(order) > 1:
+        ctx.events.emit(
+            "order", None, f"order (fewest active first): {', '.join(order)}", order=order
+        )
+    return failed + roll(fleet, order, run_node, skip, lambda: ctx.stop.requested)
 
 
 def _run_inputs(settings: Settings, plan: Plan, run: RunOptions) -> dict[str, Any]:
@@ -141,7 +191,9 @@ RESULT_WORDS = {
 }
 
 
-def summarize(plan: Plan, results: list[NodeResult], started: float, opened: dict[str, int]) -> dict[str, Any]:
+def summarize(
+    plan: Plan, results: list[NodeResult], started: float, opened: dict[str, int]
+) -> dict[str, Any]:
     """The run's summary: each node's result, the sessions forced, the exit code."""
     code = most_serious([result.exit_code for result in results])
     return {
@@ -199,7 +251,9 @@ def check(settings: Settings) -> list[str]:
     options = PlanOptions(version="<version>")
     for name in inventory.nodes:
         if inventory.nodes[name].playbook is None:
-            lines.append(f"  {name}: no playbook (a balancer or a peer: steps run on it with `on:`)")
+            lines.append(
+                f"  {name}: no playbook (a balancer or a peer: steps run on it with `on:`)"
+            )
             continue
         supported = []
         for command in ("drain", "upgrade", "patch"):
@@ -211,7 +265,9 @@ def check(settings: Settings) -> list[str]:
                 continue
             supported.append(command)
         playbook = build_plan(inventory, [name], "status", options, "check").nodes[0].playbook
-        lines.append(f"  {name}: playbook {playbook.name} ({playbook.path}): {', '.join(supported) or 'nothing'}")
+        lines.append(
+            f"  {name}: playbook {playbook.name} ({playbook.path}): {', '.join(supported) or 'nothing'}"
+        )
     lines.append("ok")
     return lines
 
@@ -250,20 +306,26 @@ def status(settings: Settings, names: Sequence[str]) -> StatusReport:
     rows = []
     try:
         for node_plan in plan.nodes:
-            steps = Steps(node_plan, connections.get, events, reconnect_for=5.0, pause=lambda s: False)
+            steps = Steps(
+                node_plan, connections.get, events, reconnect_for=5.0, pause=lambda s: False
+            )
             row: dict[str, Any] = {"node": node_plan.name}
             try:
                 row["blocked"] = steps.is_blocked()
                 row["active"] = steps.count() if steps.has("active") else None
                 row["version"] = steps.version()
-                lock = NodeLock(node_plan.name, node_plan.lock_path, steps.shell, "status", "status")
+                lock = NodeLock(
+                    node_plan.name, node_plan.lock_path, steps.shell, "status", "status"
+                )
                 row["lock"] = lock.holder()
             except UpgradectlError as exc:
                 row["error"] = str(exc)
             rows.append(row)
     finally:
         connections.close()
-    unfinished = [run for run in journals.runs(settings.state_dir) if run.finished is None and run.start]
+    unfinished = [
+        run for run in journals.runs(settings.state_dir) if run.finished is None and run.start
+    ]
     return StatusReport(rows, journals.left_out_of_service(settings.state_dir), unfinished)
 
 

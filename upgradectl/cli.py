@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
-from upgradectl.options import acting_options, drain_options, nodes_argument, plan_options, selection_options
+from upgradectl.options import (
+    acting_options,
+    drain_options,
+    fleet_options,
+    nodes_argument,
+    plan_options,
+    selection_options,
+)
 
 if TYPE_CHECKING:
     from upgradectl.app import RunOptions, Selection, Settings
@@ -45,7 +52,7 @@ class Cli:
         from upgradectl import report  # noqa: PLC0415
 
         if self.as_json:
-            return report.JsonView()
+            return report.JsonView(verbosity=self.verbosity)
         if sys.stdout.isatty() and self.verbosity >= 0:
             return report.LiveView(self.verbosity)
         return report.PlainView(verbosity=self.verbosity)
@@ -65,16 +72,27 @@ Examples:
 """
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
+)
 @click.option(
     "-i", "--inventory", metavar="FILE", envvar="UPGRADECTL_INVENTORY", default="inventory.yaml",
     show_default=True, help="The inventory (else $UPGRADECTL_INVENTORY).",
 )  # fmt: skip
-@click.option("--state-dir", metavar="DIR", envvar="UPGRADECTL_STATE_DIR", help="Where the journal lives.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per event, and a final summary.")
+@click.option(
+    "--state-dir", metavar="DIR", envvar="UPGRADECTL_STATE_DIR", help="Where the journal lives."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per event, and a final summary."
+)
 @click.option("-v", "--verbose", count=True, help="Show every command and its output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings, failures and the summary.")
-@click.option("--accept-new-host-keys", is_flag=True, help="Add unknown SSH host keys to known_hosts (loudly).")
+@click.option(
+    "--accept-new-host-keys",
+    is_flag=True,
+    help="Add unknown SSH host keys to known_hosts (loudly).",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -92,21 +110,33 @@ def cli(
     """
     from upgradectl.journal import default_state_dir  # noqa: PLC0415
 
-    ctx.obj = Cli(inventory, state_dir or default_state_dir(), as_json, -1 if quiet else verbose, accept_new_host_keys)
+    ctx.obj = Cli(
+        inventory,
+        state_dir or default_state_dir(),
+        as_json,
+        -1 if quiet else verbose,
+        accept_new_host_keys,
+    )
 
 
 # --- reading commands -----------------------------------------------------------------------
 
 
-@cli.command(epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice")
+@cli.command(
+    epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice"
+)
 @selection_options
 @plan_options
 @click.pass_obj
-def plan(obj: Cli, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any) -> int:
+def plan(
+    obj: Cli, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any
+) -> int:
     """Show the rendered plan of an upgrade; connects to nothing."""
     from upgradectl import app, render  # noqa: PLC0415
 
-    made = app.make_plan(obj.settings(), "upgrade", _selection(nodes, group, everything), _plan_options(options))
+    made = app.make_plan(
+        obj.settings(), "upgrade", _selection(nodes, group, everything), _plan_options(options)
+    )
     click.echo(render.plan_json(made) if obj.as_json else render.plan_text(made))
     return ExitCode.OK
 
@@ -145,7 +175,9 @@ def status(obj: Cli, nodes: tuple[str, ...]) -> int:
 
 
 @cli.command(epilog="\b\nExamples:\n  upgradectl history --limit 5\n  upgradectl history --forced")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs."
+)
 @click.option("--forced", is_flag=True, help="Every session cut, for the helpdesk.")
 @click.pass_obj
 def history(obj: Cli, limit: int, forced: bool) -> int:
@@ -163,13 +195,15 @@ def history(obj: Cli, limit: int, forced: bool) -> int:
 # --- acting commands ------------------------------------------------------------------------
 
 
-@cli.command(epilog="\b\nExamples:\n  upgradectl drain node-a --dry-run\n  upgradectl drain node-a --timeout 2h --stragglers abort")
+@cli.command(
+    epilog="\b\nExamples:\n  upgradectl drain node-a --dry-run\n  upgradectl drain node-a --timeout 2h --stragglers abort"
+)
 @nodes_argument
 @drain_options
 @plan_options
 @acting_options
 @click.pass_obj
-def drain(obj: Cli, nodes: tuple[str, ...], **options: Any) -> int:
+def drain(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
     """Block and wait (straggler policy at the deadline); the node stays blocked."""
     return _act(obj, "drain", _selection(nodes, None, False), options)
 
@@ -180,10 +214,13 @@ def drain(obj: Cli, nodes: tuple[str, ...], **options: Any) -> int:
 )
 @selection_options
 @drain_options
+@fleet_options
 @plan_options
 @acting_options
 @click.pass_obj
-def upgrade(obj: Cli, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any) -> int:
+def upgrade(
+    obj: Cli, /, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any
+) -> int:
     """The whole plan: block, wait, upgrade, verify, unblock. Carries on a node `drain` drained."""
     return _act(obj, "upgrade", _selection(nodes, group, everything), options)
 
@@ -193,7 +230,7 @@ def upgrade(obj: Cli, nodes: tuple[str, ...], group: str | None, everything: boo
 @plan_options
 @acting_options
 @click.pass_obj
-def patch(obj: Cli, nodes: tuple[str, ...], **options: Any) -> int:
+def patch(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
     """Hot patch: the playbook's `patch` step, then `verify`; no drain."""
     return _act(obj, "patch", _selection(nodes, None, False), options)
 
@@ -203,7 +240,7 @@ def patch(obj: Cli, nodes: tuple[str, ...], **options: Any) -> int:
 @plan_options
 @acting_options
 @click.pass_obj
-def unblock(obj: Cli, nodes: tuple[str, ...], **options: Any) -> int:
+def unblock(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
     """Verify, then unblock."""
     return _act(obj, "unblock", _selection(nodes, None, False), options)
 
@@ -230,12 +267,22 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
     from upgradectl import app  # noqa: PLC0415
     from upgradectl.journal import new_run_id  # noqa: PLC0415
 
-    run = app.RunOptions(dry_run=options.pop("dry_run"), break_lock=options.pop("break_lock"))
+    run = app.RunOptions(
+        dry_run=options.pop("dry_run"),
+        break_lock=options.pop("break_lock"),
+        max_unavailable=options.pop("max_unavailable", None),
+        max_failures=options.pop("max_failures", None),
+    )
     yes = options.pop("yes")
-    made = app.make_plan(obj.settings(), command, selection, _plan_options(options), new_run_id(_now()))
+    made = app.make_plan(
+        obj.settings(), command, selection, _plan_options(options), new_run_id(_now())
+    )
     if not run.dry_run:
         names = ", ".join(node.name for node in made.nodes)
-        _confirm(yes, f"{command} {names}" + (f" to version {made.version}" if made.version else "") + "?")
+        _confirm(
+            yes,
+            f"{command} {names}" + (f" to version {made.version}" if made.version else "") + "?",
+        )
     return _execute(obj, made, run, None)
 
 
@@ -256,10 +303,16 @@ def _signals_stop(stop: Stop) -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         if stop.requested and signum == signal.SIGINT:
-            os.write(2, b"upgradectl: second interrupt: exiting now; `upgradectl resume` carries the run on\n")
+            os.write(
+                2,
+                b"upgradectl: second interrupt: exiting now; `upgradectl resume` carries the run on\n",
+            )
             os._exit(ExitCode.INTERRUPTED)
         stop.request(name)
-        os.write(2, f"upgradectl: {name}: stopping at the next safe point (Ctrl-C again to exit now)\n".encode())
+        os.write(
+            2,
+            f"upgradectl: {name}: stopping at the next safe point (Ctrl-C again to exit now)\n".encode(),
+        )
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -19,10 +19,12 @@ class Connections:
         *,
         accept_new_host_keys: bool = False,
         warn: Callable[[str], None] = lambda message: None,
+        make: Callable[[Node], Transport] | None = None,
     ) -> None:
         self.inventory = inventory
         self.accept_new_host_keys = accept_new_host_keys
         self.warn = warn
+        self._make = make or self._transport_for
         self._open: dict[str, Transport] = {}
         self._lock = threading.Lock()
 
@@ -33,7 +35,7 @@ class Connections:
                 self._open[name] = self._make(self.inventory.nodes[name])
             return self._open[name]
 
-    def _make(self, node: Node) -> Transport:
+    def _transport_for(self, node: Node) -> Transport:
         if node.transport == "local":
             return LocalTransport(node.name)
         # paramiko is imported only when a node is really reached over SSH: `plan`, `check`
@@ -43,10 +45,15 @@ class Connections:
         endpoint = resolve(node.name, node.host, node.port, node.user, node.identity_file)
         jump = None
         if endpoint.proxy_jump:
-            jump_node = self.inventory.nodes.get(endpoint.proxy_jump) or Node(name=endpoint.proxy_jump)
-            jump = self._make(jump_node)
+            jump_node = self.inventory.nodes.get(endpoint.proxy_jump) or Node(
+                name=endpoint.proxy_jump
+            )
+            jump = self._transport_for(jump_node)
         return SshTransport(
-            endpoint, accept_new_host_keys=self.accept_new_host_keys, warn=self.warn, jump=jump  # type: ignore[arg-type]
+            endpoint,
+            accept_new_host_keys=self.accept_new_host_keys,
+            warn=self.warn,
+            jump=jump,  # type: ignore[arg-type]
         )
 
     def opened(self) -> dict[str, int]:

@@ -26,7 +26,11 @@ def parse_duration(value: object) -> float:
     if not text or not match:
         raise ValueError(f"not a duration: {text!r} (write it like 90s, 15m or 1h30m)")
     return float(
-        sum(float(amount) * _UNIT_SECONDS[unit] for unit, amount in match.groupdict().items() if amount)
+        sum(
+            float(amount) * _UNIT_SECONDS[unit]
+            for unit, amount in match.groupdict().items()
+            if amount
+        )
     )
 
 
@@ -37,5 +41,9 @@ def format_duration(seconds: float) -> str:
         return f"{seconds:.3g}s" if seconds < 10 and seconds != whole else f"{whole}s"
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
     return "".join(parts)

@@ -116,12 +116,6 @@ class StepFailed(UpgradectlError):
         super().__init__(f"{step} on {host} failed ({reason}){detail}")
 
 
-class Interrupted(UpgradectlError):
-    """The operator (or SIGTERM) stopped the run; the journal can resume it."""
-
-    exit_code = ExitCode.INTERRUPTED
-
-
 def _last_line(output: str) -> str:
     lines = [line for line in output.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""
@@ -146,4 +140,6 @@ class LockHeld(NotNow):
     def __init__(self, node: str, holder: str) -> None:
         self.node = node
         self.holder = holder
-        super().__init__(f"{node}: locked by another run: {holder} (use --break-lock if that run is dead)")
+        super().__init__(
+            f"{node}: locked by another run: {holder} (use --break-lock if that run is dead)"
+        )

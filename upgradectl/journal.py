@@ -94,7 +94,13 @@ class Journal:
 
     def append(self, kind: str, node: str | None = None, **data: Any) -> dict[str, Any]:
         """Write one record and fsync it."""
-        record = {"run": self.run_id, "time": time.time(), "kind": kind, "node": node, **self._who}
+        record: dict[str, Any] = {
+            "run": self.run_id,
+            "time": time.time(),
+            "kind": kind,
+            "node": node,
+            **self._who,
+        }
         if data:
             record["data"] = data
         line = json.dumps(record, default=str, separators=(",", ":"))

@@ -78,7 +78,9 @@ def read_yaml(path: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise UsageError(f"malformed YAML: {exc.problem or exc}", Location(path, line, "")) from None
+        raise UsageError(
+            f"malformed YAML: {exc.problem or exc}", Location(path, line, "")
+        ) from None
     finally:
         loader.dispose()
     lines: dict[KeyPath, int] = {}
@@ -87,27 +89,43 @@ def read_yaml(path: str) -> Document:
 
 
 def _convert(
-    node: yaml.Node, keys: KeyPath, lines: dict[KeyPath, int], doc: Document, loader: yaml.SafeLoader
+    node: yaml.Node,
+    keys: KeyPath,
+    lines: dict[KeyPath, int],
+    doc: Document,
+    loader: yaml.SafeLoader,
 ) -> Any:
     lines.setdefault(keys, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = str(loader.construct_object(key_node))
+            # Keys are read as written: YAML 1.1 would turn the key `on:` into True.
+            key = (
+                key_node.value
+                if isinstance(key_node, yaml.ScalarNode)
+                else str(loader.construct_object(key_node))
+            )
             if key in result:
-                raise UsageError("duplicate key", Location(doc.path, key_node.start_mark.line + 1, ".".join((*keys, key))))
+                raise UsageError(
+                    "duplicate key",
+                    Location(doc.path, key_node.start_mark.line + 1, ".".join((*keys, key))),
+                )
             lines[(*keys, key)] = key_node.start_mark.line + 1
             result[key] = _convert(value_node, (*keys, key), lines, doc, loader)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*keys, str(i)), lines, doc, loader) for i, item in enumerate(node.value)]
+        return [
+            _convert(item, (*keys, str(i)), lines, doc, loader) for i, item in enumerate(node.value)
+        ]
     return loader.construct_object(node)
 
 
 # --- small typed readers --------------------------------------------------------------------
 
 
-def _mapping(doc: Document, keys: KeyPath, value: Any, allowed: tuple[str, ...] | None) -> dict[str, Any]:
+def _mapping(
+    doc: Document, keys: KeyPath, value: Any, allowed: tuple[str, ...] | None
+) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -117,7 +135,9 @@ def _mapping(doc: Document, keys: KeyPath, value: Any, allowed: tuple[str, ...] 
             if key not in allowed:
                 hint = difflib.get_close_matches(key, allowed, n=1)
                 suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise doc.error((*keys, key), f"unknown key{suggestion}; expected one of: {', '.join(allowed)}")
+                raise doc.error(
+                    (*keys, key), f"unknown key{suggestion}; expected one of: {', '.join(allowed)}"
+                )
     return value
 
 
@@ -154,9 +174,13 @@ def _optional(value: Any, read: Callable[[Any], T]) -> T | None:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", type(None): "nothing"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        type(None): "nothing",
+    }.get(type(value), type(value).__name__)
 
 
 # --- inventory ------------------------------------------------------------------------------
@@ -179,7 +203,9 @@ def load_inventory(path: str) -> Inventory:
     nodes = {name: _node(doc, name, defaults, spec, groups) for name, spec in raw_nodes.items()}
     _check_pairs(doc, nodes)
     defaults_vars = _mapping(doc, ("defaults", "vars"), defaults.get("vars"), None)
-    return Inventory(path, frozen_mapping(nodes), frozen_mapping(groups), frozen_mapping(defaults_vars))
+    return Inventory(
+        path, frozen_mapping(nodes), frozen_mapping(groups), frozen_mapping(defaults_vars)
+    )
 
 
 def _group(doc: Document, name: str, spec: Any) -> Group:
@@ -187,16 +213,22 @@ def _group(doc: Document, name: str, spec: Any) -> Group:
     fields = _mapping(doc, keys, spec, GROUP_FIELDS)
     limit = fields.get("max_unavailable")
     if limit is not None and not _MAX_UNAVAILABLE.match(str(limit)):
-        raise doc.error((*keys, "max_unavailable"), f"expected a number or a percentage, got {limit!r}")
+        raise doc.error(
+            (*keys, "max_unavailable"), f"expected a number or a percentage, got {limit!r}"
+        )
     group_vars = _mapping(doc, (*keys, "vars"), fields.get("vars"), None)
     return Group(name, None if limit is None else str(limit), frozen_mapping(group_vars))
 
 
-def _node(doc: Document, name: str, defaults: dict[str, Any], spec: Any, groups: dict[str, Group]) -> Node:
+def _node(
+    doc: Document, name: str, defaults: dict[str, Any], spec: Any, groups: dict[str, Group]
+) -> Node:
     keys = ("nodes", name)
     own = _mapping(doc, keys, spec, NODE_FIELDS)
     # A node's own field wins over the default; the location reported is where the value came from.
-    fields = {key: ((*keys, key), value) for key, value in own.items()}
+    fields: dict[str, tuple[KeyPath, Any]] = {
+        key: ((*keys, key), value) for key, value in own.items()
+    }
     for key, value in defaults.items():
         if key != "vars":
             fields.setdefault(key, (("defaults", key), value))
@@ -329,7 +361,9 @@ def _step(doc: Document, name: str, spec: Any) -> StepSpec:
         delay=_duration(doc, at("delay"), fields.get("delay", "2s")),
         expected=_optional(fields.get("expected"), lambda v: _duration(doc, at("expected"), v)),
         reboot=_typed(doc, at("reboot"), fields.get("reboot", False), bool, "true or false"),
-        sudo=_optional(fields.get("sudo"), lambda v: _typed(doc, at("sudo"), v, bool, "true or false")),
+        sudo=_optional(
+            fields.get("sudo"), lambda v: _typed(doc, at("sudo"), v, bool, "true or false")
+        ),
         where=doc.where(keys),
     )
 
@@ -340,17 +374,25 @@ def _drain(doc: Document, spec: Any) -> DrainPolicy:
     base = DrainPolicy()
     stragglers = fields.get("stragglers", base.stragglers)
     if stragglers not in STRAGGLER_POLICIES:
-        raise doc.error((*keys, "stragglers"), f"expected one of {', '.join(STRAGGLER_POLICIES)}, got {stragglers!r}")
+        raise doc.error(
+            (*keys, "stragglers"),
+            f"expected one of {', '.join(STRAGGLER_POLICIES)}, got {stragglers!r}",
+        )
     force_when = fields.get("force_when", base.force_when)
     if force_when not in ("deadline", "eta_exceeds_deadline"):
-        raise doc.error((*keys, "force_when"), f"expected deadline or eta_exceeds_deadline, got {force_when!r}")
+        raise doc.error(
+            (*keys, "force_when"), f"expected deadline or eta_exceeds_deadline, got {force_when!r}"
+        )
     return DrainPolicy(
         timeout=_duration(doc, (*keys, "timeout"), fields.get("timeout", base.timeout)),
         poll=_duration(doc, (*keys, "poll"), fields.get("poll", base.poll)),
         stragglers=stragglers,
-        max_stragglers=_count(doc, (*keys, "max_stragglers"), fields.get("max_stragglers", base.max_stragglers), 0),
+        max_stragglers=_count(
+            doc, (*keys, "max_stragglers"), fields.get("max_stragglers", base.max_stragglers), 0
+        ),
         settle=_count(doc, (*keys, "settle"), fields.get("settle", base.settle), 1),
         force_when=force_when,
-        stall_after=_duration(doc, (*keys, "stall_after"), fields.get("stall_after", base.stall_after)),
+        stall_after=_duration(
+            doc, (*keys, "stall_after"), fields.get("stall_after", base.stall_after)
+        ),
     )
-

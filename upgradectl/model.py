@@ -126,5 +126,6 @@ class Playbook:
     vars: Mapping[str, Any] = field(default_factory=frozen_mapping)
     drain: DrainPolicy = field(default_factory=DrainPolicy)
     steps: Mapping[str, StepSpec] = field(default_factory=frozen_mapping)
-    lock: str = "/var/tmp/upgradectl-{{ node.name }}.lock"
+    # /var/tmp survives a reboot (an upgrade may reboot); the lock is created with O_EXCL.
+    lock: str = "/var/tmp/upgradectl-{{ node.name }}.lock"  # noqa: S108
     where: Location | None = field(default=None, compare=False)

@@ -28,23 +28,61 @@ selection_options = _stack(
 )
 
 plan_options = _stack(
-    click.option("--version", "version", metavar="V", help="The version to roll out (the `version` variable)."),
-    click.option("--var", "extra_vars", metavar="K=V", multiple=True, help="Set a variable; wins over the files."),
-    click.option("--playbook", metavar="P", help="Use playbook P (a bundled name or a path) for every node."),
+    click.option(
+        "--version",
+        "version",
+        metavar="V",
+        help="The version to roll out (the `version` variable).",
+    ),
+    click.option(
+        "--var",
+        "extra_vars",
+        metavar="K=V",
+        multiple=True,
+        help="Set a variable; wins over the files.",
+    ),
+    click.option(
+        "--playbook", metavar="P", help="Use playbook P (a bundled name or a path) for every node."
+    ),
 )
 
 drain_options = _stack(
-    click.option("--timeout", metavar="D", help="How long to wait for sessions to end (90s, 15m, 1h30m)."),
+    click.option(
+        "--timeout", metavar="D", help="How long to wait for sessions to end (90s, 15m, 1h30m)."
+    ),
     click.option(
         "--stragglers",
         type=click.Choice(["force", "abort", "wait"]),
         help="What to do with the sessions left at the deadline.",
     ),
-    click.option("--max-stragglers", type=click.IntRange(min=0), metavar="N", help="Force only when at most N remain."),
+    click.option(
+        "--max-stragglers",
+        type=click.IntRange(min=0),
+        metavar="N",
+        help="Force only when at most N remain.",
+    ),
 )
 
 acting_options = _stack(
-    click.option("--dry-run", is_flag=True, help="Run only read-only steps and say what would happen."),
+    click.option(
+        "--dry-run", is_flag=True, help="Run only read-only steps and say what would happen."
+    ),
     click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal."),
-    click.option("--break-lock", is_flag=True, help="Take over a node lock left by a dead run (journalled)."),
+    click.option(
+        "--break-lock", is_flag=True, help="Take over a node lock left by a dead run (journalled)."
+    ),
+)
+
+fleet_options = _stack(
+    click.option(
+        "--max-unavailable",
+        metavar="N|P%",
+        help="At most this many nodes out of service at once (overrides groups).",
+    ),
+    click.option(
+        "--max-failures",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="Start no new node after N failures.",
+    ),
 )

@@ -17,7 +17,15 @@ import jinja2
 
 from upgradectl.errors import Location, UsageError
 from upgradectl.loader import find_playbook, load_playbook, pair_of
-from upgradectl.model import DrainPolicy, Inventory, Node, Playbook, StepSpec, Stragglers, frozen_mapping
+from upgradectl.model import (
+    DrainPolicy,
+    Inventory,
+    Node,
+    Playbook,
+    StepSpec,
+    Stragglers,
+    frozen_mapping,
+)
 
 # Which steps each command renders and runs, and which of them it cannot do without.
 COMMAND_STEPS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -110,7 +118,7 @@ class Plan:
     run_id: str
     inventory: Inventory
     nodes: tuple[NodePlan, ...]
-    options: PlanOptions = field(default_factory=lambda: PlanOptions())
+    options: PlanOptions = field(default_factory=PlanOptions)
 
     @property
     def version(self) -> str | None:
@@ -141,7 +149,9 @@ def select_nodes(
         raise UsageError("name the nodes, or give --group G, or --all (exactly one of them)")
     if group is not None:
         if group not in inventory.groups:
-            raise UsageError(f"{inventory.path}: unknown group {group!r}; groups: {', '.join(inventory.groups)}")
+            raise UsageError(
+                f"{inventory.path}: unknown group {group!r}; groups: {', '.join(inventory.groups)}"
+            )
         chosen = inventory.members(group)
         if not chosen:
             raise UsageError(f"{inventory.path}: group {group!r} has no nodes")
@@ -152,7 +162,9 @@ def select_nodes(
         return grouped or list(inventory.nodes)
     for name in names:
         if name not in inventory.nodes:
-            raise UsageError(f"{inventory.path}: unknown node {name!r}; nodes: {', '.join(inventory.nodes)}")
+            raise UsageError(
+                f"{inventory.path}: unknown node {name!r}; nodes: {', '.join(inventory.nodes)}"
+            )
     return list(dict.fromkeys(names))
 
 
@@ -166,7 +178,8 @@ def build_plan(
     """Render the plan of ``command`` for ``names``: every template, every ``on:`` target."""
     playbooks = _PlaybookCache(os.path.dirname(os.path.abspath(inventory.path)))
     nodes = tuple(
-        _node_plan(inventory, inventory.nodes[name], playbooks, command, options, run_id) for name in names
+        _node_plan(inventory, inventory.nodes[name], playbooks, command, options, run_id)
+        for name in names
     )
     return Plan(command, run_id, inventory, nodes, options)
 
@@ -200,7 +213,10 @@ def _node_plan(
 ) -> NodePlan:
     reference = options.playbook or node.playbook
     if not reference:
-        raise UsageError("no playbook (set `playbook:` in defaults or on the node, or give --playbook)", node.where)
+        raise UsageError(
+            "no playbook (set `playbook:` in defaults or on the node, or give --playbook)",
+            node.where,
+        )
     playbook = playbooks.get(reference)
     wanted, required = COMMAND_STEPS[command]
     missing = [step for step in required if step not in playbook.steps]
@@ -255,35 +271,29 @@ def _variables(
 class _Renderer:
     """Jinja2 with strict undefined variables and a ``quote`` filter for shell quoting."""
 
+    # Variables may hold templates ("{{ node.name }}-backend"): a rendered command is rendered
+    # again while it still holds one, so a variable is resolved only where a step uses it.
+    MAX_PASSES = 5
+
     def __init__(self, variables: dict[str, Any]) -> None:
         self.env = jinja2.Environment(  # noqa: S701 - renders shell commands, not HTML
             undefined=jinja2.StrictUndefined, keep_trailing_newline=False
         )
         self.env.filters["quote"] = lambda value: shlex.quote(str(value))
         self.variables = variables
-        self._expand_variables()
-
-    def _expand_variables(self) -> None:
-        # Variables may refer to other variables ("{{ node.name }}-backend"); a few passes
-        # settle any chain an operator would write, and a cycle is reported, not looped on.
-        for _ in range(5):
-            changed = False
-            for key, value in self.variables.items():
-                if isinstance(value, str) and "{{" in value:
-                    rendered = self.render(value, Location("--var/vars", None, key))
-                    changed |= rendered != value
-                    self.variables[key] = rendered
-            if not changed:
-                return
-        raise UsageError("variables refer to each other in a loop")
 
     def render(self, template: str, where: Location | None) -> str:
-        try:
-            return self.env.from_string(template).render(self.variables).strip()
-        except jinja2.UndefinedError as exc:
-            raise UsageError(f"missing variable: {_undefined_name(exc)}", where) from None
-        except jinja2.TemplateError as exc:
-            raise UsageError(f"bad template: {exc}", where) from None
+        text = template
+        for _ in range(self.MAX_PASSES):
+            if "{{" not in text and "{%" not in text:
+                return text.strip()
+            try:
+                text = self.env.from_string(text).render(self.variables)
+            except jinja2.UndefinedError as exc:
+                raise UsageError(f"missing variable: {_undefined_name(exc)}", where) from None
+            except jinja2.TemplateError as exc:
+                raise UsageError(f"bad template: {exc}", where) from None
+        raise UsageError("variables refer to each other in a loop", where)
 
 
 def _undefined_name(exc: jinja2.UndefinedError) -> str:

@@ -61,7 +61,11 @@ def describe(policy: DrainPolicy, timeout: float) -> str:
         return f"{wait}, then keep waiting (stragglers: wait)"
     if policy.stragglers == "abort":
         return f"{wait}, then give up and unblock if any session is left"
-    early = " (sooner if the estimate says they will not end in time)" if policy.force_when != "deadline" else ""
+    early = (
+        " (sooner if the estimate says they will not end in time)"
+        if policy.force_when != "deadline"
+        else ""
+    )
     return (
         f"{wait}, then force at most {policy.max_stragglers} straggler"
         f"{'s' if policy.max_stragglers != 1 else ''}{early} (more: give up and unblock)"

@@ -15,7 +15,10 @@ def describe_node(run: NodeRun) -> tuple[str, dict[str, Any]]:
     """``37 active; would block at lb-1, wait up to 1h, then force at most 5 stragglers (...)``."""
     steps, plan, command = run.steps, run.plan, run.ctx.command
     if command == "patch":
-        return f"would hot-patch on {steps.target('patch')}: {plan.steps['patch'].run}; then verify", {}
+        return (
+            f"would hot-patch on {steps.target('patch')}: {plan.steps['patch'].run}; then verify",
+            {},
+        )
     if command == "unblock":
         return f"would verify, then unblock at {steps.target('unblock')}", {}
     notes = []

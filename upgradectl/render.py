@@ -21,7 +21,7 @@ def _when(epoch: float | None) -> str:
 
 
 def _dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)
+    return json.dumps(data, default=str)
 
 
 # --- plan -----------------------------------------------------------------------------------
@@ -99,7 +99,11 @@ def status_json(report: StatusReport) -> str:
             "nodes": report.nodes,
             "left_out_of_service": report.left_out,
             "unfinished_runs": [
-                {"run": run.run_id, "command": run.start.get("data", {}).get("command"), "started": run.start.get("time")}
+                {
+                    "run": run.run_id,
+                    "command": run.start.get("data", {}).get("command"),
+                    "started": run.start.get("time"),
+                }
                 for run in report.unfinished
             ],
         }
@@ -159,7 +163,11 @@ def history_text(runs: list[RunRecord]) -> str:
     for run in runs:
         row = _run_row(run)
         version = f" to {row['version']}" if row["version"] else ""
-        torn = f" (journal: {len(row['torn_lines'])} torn line(s) skipped)" if row["torn_lines"] else ""
+        torn = (
+            f" (journal: {len(row['torn_lines'])} torn line(s) skipped)"
+            if row["torn_lines"]
+            else ""
+        )
         lines.append(f"{row['run']}  {_when(row['started'])}  {row['who']}  {row['command']}{version} "
                      f"{','.join(row['nodes'])}: {row['result']}{torn}")  # fmt: skip
     return "\n".join(lines) or "no runs yet"

@@ -29,10 +29,13 @@ def _wants(event: Event, verbosity: int) -> bool:
 class JsonView:
     """One JSON object per event, one per line: for scripts and log shippers."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, verbosity: int = 0) -> None:
         self.stream = stream or sys.stdout
+        self.verbosity = verbosity
 
     def __call__(self, event: Event) -> None:
+        if event.kind in VERBOSE_KINDS and self.verbosity <= 0:
+            return
         self.stream.write(json.dumps(event.as_dict(), default=str) + "\n")
         self.stream.flush()
 
@@ -47,7 +50,9 @@ class PlainView:
     poll is shown only when the count changed, or once every ``quiet_polls`` seconds.
     """
 
-    def __init__(self, stream: IO[str] | None = None, verbosity: int = 0, quiet_polls: float = 60.0) -> None:
+    def __init__(
+        self, stream: IO[str] | None = None, verbosity: int = 0, quiet_polls: float = 60.0
+    ) -> None:
         self.stream = stream or sys.stdout
         self.verbosity = verbosity
         self.quiet_polls = quiet_polls
@@ -57,7 +62,11 @@ class PlainView:
         if event.kind != "poll":
             return _wants(event, self.verbosity)
         active, shown_at = self._last_poll.get(event.node, (None, 0.0))
-        if active == event.data.get("active") and event.time - shown_at < self.quiet_polls and self.verbosity <= 0:
+        if (
+            active == event.data.get("active")
+            and event.time - shown_at < self.quiet_polls
+            and self.verbosity <= 0
+        ):
             return False
         self._last_poll[event.node] = (event.data.get("active"), event.time)
         return self.verbosity >= 0
@@ -98,7 +107,9 @@ class LiveView:
         self.verbosity = verbosity
         self.rows: dict[str, _Row] = {}
         self.console = Console(stderr=False)
-        self.live: Live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
+        self.live: Live = Live(
+            self._table(), console=self.console, refresh_per_second=4, transient=False
+        )
         self.live.start()
 
     def __call__(self, event: Event) -> None:
@@ -111,9 +122,16 @@ class LiveView:
             return
         if event.kind != "poll" and _wants(event, self.verbosity):
             node = f"[bold]{event.node}[/bold] " if event.node else ""
-            style = {"warning": "yellow", "error": "red", "failed": "red", "attention": "bold red"}.get(event.kind)
+            style = {
+                "warning": "yellow",
+                "error": "red",
+                "failed": "red",
+                "attention": "bold red",
+            }.get(event.kind)
             text = f"[{style}]{event.message}[/{style}]" if style else event.message
-            self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {node}{text}", highlight=False)
+            self.console.print(
+                f"[dim]{time.strftime('%H:%M:%S')}[/dim] {node}{text}", highlight=False
+            )
         self.live.update(self._table())
 
     @staticmethod
@@ -138,7 +156,9 @@ class LiveView:
         now = time.time()
         for name, row in self.rows.items():
             elapsed = format_duration(now - row.started) if row.started else ""
-            deadline = time.strftime("%H:%M:%S", time.localtime(row.deadline)) if row.deadline else ""
+            deadline = (
+                time.strftime("%H:%M:%S", time.localtime(row.deadline)) if row.deadline else ""
+            )
             table.add_row(name, row.state, row.active, row.insight, elapsed, deadline)
         return table
 
@@ -162,7 +182,9 @@ def render_summary(summary: dict[str, Any]) -> str:
     ]
     width = max((len(name) for name in nodes), default=0)
     for name, result in nodes.items():
-        lines.append(f"  {name:<{width}}  {result['result']:<10} {result.get('message', '')}".rstrip())
+        lines.append(
+            f"  {name:<{width}}  {result['result']:<10} {result.get('message', '')}".rstrip()
+        )
         lines.extend(
             f"      cut: {session['id']} (lasted {format_duration(session['age'])})"
             if session.get("age") is not None

@@ -29,6 +29,7 @@ from upgradectl.estimate import DrainEstimate, estimate_drain, format_eta
 from upgradectl.events import Events
 from upgradectl.journal import Journal
 from upgradectl.lock import NodeLock, describe_holder
+from upgradectl.model import DrainPolicy
 from upgradectl.plan import NodePlan
 from upgradectl.policy import DrainState, Verdict, judge
 from upgradectl.steps import Steps
@@ -49,7 +50,36 @@ def resume_stage(states: list[str]) -> str | None:
     last = states[-1] if states else None
     if "upgraded" in states and last in ("unblocked", "left-blocked"):
         return None
-    return {"upgrading": "upgrade", "upgraded": "verify", "verified": "unblock"}.get(last or "", "block")
+    return {"upgrading": "upgrade", "upgraded": "verify", "verified": "unblock"}.get(
+        last or "", "block"
+    )
+
+
+_DRAINED = object()  # the drain's marker for "done waiting", distinct from any result
+
+
+@dataclass
+class _Drain:
+    """The progress of one drain: readings so far, the deadline, and whether stragglers were forced."""
+
+    policy: DrainPolicy
+    started: float
+    wall_started: float
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    zeros: int = 0
+    unreadable: int = 0
+    forced_at: float | None = None
+    just_forced: bool = False
+
+    @property
+    def deadline(self) -> float:
+        """The monotonic time at which the straggler policy applies."""
+        return self.started + self.policy.timeout
+
+    @property
+    def wall_deadline(self) -> float:
+        """The same deadline on the wall clock, for people."""
+        return self.wall_started + self.policy.timeout
 
 
 class Stop:
@@ -103,12 +133,14 @@ class NodeResult:
     drain_seconds: float | None = None
     forced: list[dict[str, Any]] = field(default_factory=list)
     forced_count: int = 0
+    in_service: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """The node's entry in the JSON summary."""
         return {
             "result": self.result,
             "exit_code": int(self.exit_code),
+            "in_service": self.in_service,
             "message": self.message,
             "drain_seconds": None if self.drain_seconds is None else round(self.drain_seconds, 3),
             "forced": self.forced,
@@ -124,7 +156,11 @@ class NodeRun:
         self.ctx = ctx
         self.name = plan.name
         self.steps = Steps(
-            plan, ctx.connections.get, ctx.events, reconnect_for=ctx.reconnect_for, pause=ctx.stop.wait
+            plan,
+            ctx.connections.get,
+            ctx.events,
+            reconnect_for=ctx.reconnect_for,
+            pause=ctx.stop.wait,
         )
         self.phase = "prepare"
         self.ours = False  # this run (or an earlier one of ours) blocked the node: undo is ours
@@ -132,12 +168,17 @@ class NodeRun:
         self.forced: list[dict[str, Any]] = []
         self.forced_count = 0
         self.drain_seconds: float | None = None
+        self.last_state: str | None = None
 
     # -- journal and events ----------------------------------------------------------------
 
     def record(self, kind: str, message: str, **data: Any) -> None:
         """A state change: on disk first, then announced."""
-        self.ctx.journal.append(kind, self.name, hand_blocked=self.hand_blocked, ours=self.ours, **data)
+        self.ctx.journal.append(
+            kind, self.name, hand_blocked=self.hand_blocked, ours=self.ours, **data
+        )
+        if kind in journals.OUT_OF_SERVICE | journals.SETTLED:
+            self.last_state = kind
         self.ctx.events.emit(kind, self.name, message, **data)
 
     def say(self, kind: str, message: str, **data: Any) -> None:
@@ -145,9 +186,21 @@ class NodeRun:
         self.ctx.events.emit(kind, self.name, message, **data)
 
     def result(self, result: str, code: ExitCode, message: str) -> NodeResult:
-        """This node's result, with what the drain measured and cut."""
+        """This node's result, with what the drain measured and cut, and whether it serves now."""
+        in_service = (
+            code != ExitCode.ATTENTION
+            and not self.hand_blocked
+            and self.last_state not in journals.OUT_OF_SERVICE
+        )
         return NodeResult(
-            self.name, result, code, message, self.drain_seconds, self.forced, self.forced_count
+            self.name,
+            result,
+            code,
+            message,
+            self.drain_seconds,
+            self.forced,
+            self.forced_count,
+            in_service,
         )
 
     # -- entry point -----------------------------------------------------------------------
@@ -157,7 +210,9 @@ class NodeRun:
         self.say("node-start", f"{self.ctx.command} with playbook {self.plan.playbook.name}")
         if self.ctx.dry_run:
             return self._finish(self._guarded(self._preview))
-        lock = NodeLock(self.name, self.plan.lock_path, self.steps.shell, self.ctx.run_id, self.ctx.command)
+        lock = NodeLock(
+            self.name, self.plan.lock_path, self.steps.shell, self.ctx.run_id, self.ctx.command
+        )
         try:
             lock.acquire(break_lock=self.ctx.break_lock, on_break=self._lock_broken)
         except LockHeld as exc:
@@ -196,7 +251,9 @@ class NodeRun:
             return self._recover(exc)
         except TransportError as exc:
             state = "left out of service" if self.ours else "not changed by this run"
-            self.record("attention", f"{exc}; the node is in an unknown state ({state} as far as we know)")
+            self.record(
+                "attention", f"{exc}; the node is in an unknown state ({state} as far as we know)"
+            )
             return self.result("attention", exc.exit_code, str(exc))
 
     # -- the commands ----------------------------------------------------------------------
@@ -207,7 +264,11 @@ class NodeRun:
         gave_up = self._drain()
         if gave_up:
             return gave_up
-        return self.result("drained", ExitCode.OK, f"drained in {format_duration(self.drain_seconds or 0)}; left blocked")
+        return self.result(
+            "drained",
+            ExitCode.OK,
+            f"drained in {format_duration(self.drain_seconds or 0)}; left blocked",
+        )
 
     def _upgrade(self, start_at: str) -> NodeResult:
         stage = STAGES.index(start_at)
@@ -251,7 +312,11 @@ class NodeRun:
             data = earlier.get("data", {})
             self.hand_blocked = bool(data.get("hand_blocked"))
             self.ours = not self.hand_blocked
-            self.say("note", f"carrying on from run {earlier['run']}, which left the node {earlier['kind']}")
+            self.last_state = earlier["kind"]
+            self.say(
+                "note",
+                f"carrying on from run {earlier['run']}, which left the node {earlier['kind']}",
+            )
 
     def _prepare(self) -> None:
         self._inherit_block()
@@ -265,60 +330,82 @@ class NodeRun:
     def _block(self) -> None:
         self.phase = "drain"
         target = self.steps.target("block")
-        self.ours = self.ours or not self.hand_blocked  # set first: a half-done block is ours to undo
+        self.ours = (
+            self.ours or not self.hand_blocked
+        )  # set first: a half-done block is ours to undo
         self.record("blocking", f"blocking at {target}")
         self.steps.run("block")
         self.record("blocked", f"blocked at {target}; no new sessions")
 
     def _drain(self) -> NodeResult | None:
         """Wait for the sessions to end; None once drained, else how the drain ended."""
-        policy = self.plan.drain
-        started = self.ctx.monotonic()
-        deadline = started + policy.timeout
-        wall_deadline = self.ctx.wall() + policy.timeout
-        samples: list[tuple[float, int]] = []
-        zeros = unreadable = 0
-        forced_at: float | None = None
+        drain = _Drain(self.plan.drain, self.ctx.monotonic(), self.ctx.wall())
         while True:
-            try:
-                active = self.steps.count()
-                unreadable = 0
-            except UnreadableCount as exc:
-                unreadable += 1
-                if unreadable >= MAX_UNREADABLE_COUNTS:
-                    raise
-                self.say("warning", f"{exc}; polling again ({unreadable} of {MAX_UNREADABLE_COUNTS})")
-                active = -1
-            now = self.ctx.monotonic()
-            if active >= 0:
-                samples.append((now, active))
-                zeros = zeros + 1 if active == 0 else 0
-                estimate = estimate_drain(samples, stall_after=policy.stall_after)
-                self._poll_event(active, estimate, wall_deadline)
-                if forced_at is not None:
-                    if zeros >= policy.settle:
-                        break
-                    if now > forced_at + FORCE_GRACE:
-                        raise StepFailed("force", self.steps.target("force"), f"{active} sessions still live after force")
-                else:
-                    eta = estimate.eta_low if estimate else None
-                    verdict = judge(policy, DrainState(active, zeros, now, deadline, eta))
-                    if verdict is Verdict.DRAINED:
-                        break
-                    if verdict is Verdict.ABORT:
-                        return self._give_up(active)
-                    if verdict is Verdict.FORCE:
-                        self._force(active)
-                        forced_at = self.ctx.monotonic()
-                        continue
-            if self.ctx.stop.wait(policy.poll):
-                return self._back_in_service(
-                    ExitCode.INTERRUPTED, "interrupted", f"stopped ({self.ctx.stop.reason}) while waiting"
-                )
-        self.drain_seconds = self.ctx.monotonic() - started
-        self.record("drained", f"drained in {format_duration(self.drain_seconds)}", seconds=self.drain_seconds)
+            active = self._read_count(drain)
+            if active is not None:
+                ended = self._judge(drain, active)
+                if ended is _DRAINED:
+                    break
+                if isinstance(ended, NodeResult):
+                    return ended
+                if drain.just_forced:
+                    drain.just_forced = False
+                    continue  # look again at once: the force should have emptied the node
+            if self.ctx.stop.wait(self.plan.drain.poll):
+                reason = f"stopped ({self.ctx.stop.reason}) while waiting"
+                return self._back_in_service(ExitCode.INTERRUPTED, "interrupted", reason)
+        self.drain_seconds = self.ctx.monotonic() - drain.started
+        self.record(
+            "drained",
+            f"drained in {format_duration(self.drain_seconds)}",
+            seconds=self.drain_seconds,
+        )
         if self.ctx.stop.requested:
-            return self._back_in_service(ExitCode.INTERRUPTED, "interrupted", f"stopped ({self.ctx.stop.reason})")
+            return self._back_in_service(
+                ExitCode.INTERRUPTED, "interrupted", f"stopped ({self.ctx.stop.reason})"
+            )
+        return None
+
+    def _read_count(self, drain: _Drain) -> int | None:
+        """The live count, or None for an unreadable one (never zero; too many in a row raise)."""
+        try:
+            active = self.steps.count()
+        except UnreadableCount as exc:
+            drain.unreadable += 1
+            if drain.unreadable >= MAX_UNREADABLE_COUNTS:
+                raise
+            self.say(
+                "warning", f"{exc}; polling again ({drain.unreadable} of {MAX_UNREADABLE_COUNTS})"
+            )
+            return None
+        drain.unreadable = 0
+        drain.samples.append((self.ctx.monotonic(), active))
+        drain.zeros = drain.zeros + 1 if active == 0 else 0
+        return active
+
+    def _judge(self, drain: _Drain, active: int) -> NodeResult | object | None:
+        """Apply the straggler policy to a new reading: _DRAINED, a result that ends the drain, or None."""
+        policy = self.plan.drain
+        now = self.ctx.monotonic()
+        estimate = estimate_drain(drain.samples, stall_after=policy.stall_after)
+        self._poll_event(active, estimate, drain.wall_deadline)
+        if drain.forced_at is not None:
+            if drain.zeros >= policy.settle:
+                return _DRAINED
+            if now > drain.forced_at + FORCE_GRACE:
+                target = self.steps.target("force")
+                raise StepFailed("force", target, f"{active} sessions still live after force")
+            return None
+        eta = estimate.eta_low if estimate else None
+        verdict = judge(policy, DrainState(active, drain.zeros, now, drain.deadline, eta))
+        if verdict is Verdict.DRAINED:
+            return _DRAINED
+        if verdict is Verdict.ABORT:
+            return self._give_up(active)
+        if verdict is Verdict.FORCE:
+            self._force(active)
+            drain.forced_at = self.ctx.monotonic()
+            drain.just_forced = True
         return None
 
     def _poll_event(self, active: int, estimate: DrainEstimate | None, deadline: float) -> None:
@@ -345,10 +432,20 @@ class NodeRun:
         )
         self.steps.run("force")
         cut_at = self.ctx.wall()
-        self.forced = [{**s, "node": self.name, "run": self.ctx.run_id, "cut_at": cut_at} for s in listed]
+        self.forced = [
+            {**s, "node": self.name, "run": self.ctx.run_id, "cut_at": cut_at} for s in listed
+        ]
         self.forced_count = max(active, len(listed))
-        names = ", ".join(s["id"] for s in listed) or f"{active} unnamed (the playbook has no sessions step)"
-        self.record("forced", f"cut {self.forced_count}: {names}", sessions=self.forced, count=self.forced_count)
+        names = (
+            ", ".join(str(s["id"]) for s in listed)
+            or f"{active} unnamed (the playbook has no sessions step)"
+        )
+        self.record(
+            "forced",
+            f"cut {self.forced_count}: {names}",
+            sessions=self.forced,
+            count=self.forced_count,
+        )
 
     def _give_up(self, active: int) -> NodeResult:
         policy = self.plan.drain
@@ -358,7 +455,9 @@ class NodeRun:
             else f"{active} sessions left at the deadline (stragglers: abort)"
         )
         self.record("aborted", f"{why}; giving up, not upgraded", active=active)
-        return self._back_in_service(ExitCode.GAVE_UP, "aborted", f"{why}; back in service, not upgraded")
+        return self._back_in_service(
+            ExitCode.GAVE_UP, "aborted", f"{why}; back in service, not upgraded"
+        )
 
     def _upgrade_step(self) -> None:
         self.phase = "upgrade"
@@ -378,7 +477,9 @@ class NodeRun:
         self.phase = "unblock"
         if self.hand_blocked:
             self.record("left-blocked", "left blocked, as it was found before this run")
-            return self.result(result, ExitCode.OK, "done; left blocked as found (it was blocked by hand)")
+            return self.result(
+                result, ExitCode.OK, "done; left blocked as found (it was blocked by hand)"
+            )
         target = self.steps.target("unblock")
         self.steps.run("unblock")
         self.record("unblocked", f"unblocked at {target}; back in service")
@@ -398,7 +499,9 @@ class NodeRun:
         if self.phase in ("upgrade", "verify", "patch") and self._restored():
             return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; restored")
         where = "left blocked" if self.ours or self.hand_blocked else "left as it is"
-        self.record("left-blocked" if self.ours else "attention", f"{error}; {where}: needs a person")
+        self.record(
+            "left-blocked" if self.ours else "attention", f"{error}; {where}: needs a person"
+        )
         return self.result("attention", ExitCode.ATTENTION, f"{error}; {where}")
 
     def _restored(self) -> bool:
@@ -431,7 +534,9 @@ class NodeRun:
             self.steps.run("unblock")
         except (StepFailed, CommandTimedOut, TransportError) as exc:
             self.record("left-blocked", f"could not unblock: {exc}")
-            return self.result("attention", ExitCode.ATTENTION, f"{message}; could not unblock: {exc}")
+            return self.result(
+                "attention", ExitCode.ATTENTION, f"{message}; could not unblock: {exc}"
+            )
         self.record("unblocked", f"unblocked at {self.steps.target('unblock')}; back in service")
         return self.result(result, code, message)
 

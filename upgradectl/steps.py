@@ -63,7 +63,9 @@ class Steps:
                     return result
             if attempt < command.retries:
                 self.events.emit(
-                    "retry", self.plan.name, f"{step} failed ({failure}); retry {attempt + 1} of {command.retries}"
+                    "retry",
+                    self.plan.name,
+                    f"{step} failed ({failure}); retry {attempt + 1} of {command.retries}",
                 )
                 if self.pause(command.delay):
                     break
@@ -80,7 +82,9 @@ class Steps:
             repeatable = command.step in REPEATABLE_STEPS
         transport = self.transport_for(command.target)
         text = wrap_sudo(command.run) if command.sudo else command.run
-        self.events.emit("step", self.plan.name, f"{command.step} on {command.target}: {command.run}")
+        self.events.emit(
+            "step", self.plan.name, f"{command.step} on {command.target}: {command.run}"
+        )
         while True:
             try:
                 result = transport.run(text, command.timeout)
@@ -106,7 +110,9 @@ class Steps:
         value = extract(command, result.stdout)
         if value is None or not value.strip().isdigit():
             shown = (result.output.strip() or "no output")[:120]
-            raise UnreadableCount("active", command.target, f"not a session count: {shown!r}", result.output)
+            raise UnreadableCount(
+                "active", command.target, f"not a session count: {shown!r}", result.output
+            )
         return int(value)
 
     def sessions(self, now: float) -> list[Session]:
@@ -140,9 +146,12 @@ def check(command: Command, result: CommandResult) -> str:
         return f"exit code {result.exit_code}"
     if command.fail_if is not None and command.fail_if.search(result.output):
         return f"output matches fail_if /{command.fail_if.pattern}/"
-    if command.step not in _READING_STEPS and command.parse is not None:
-        if not command.parse.search(result.output):
-            return f"output does not match /{command.parse.pattern}/"
+    if (
+        command.step not in _READING_STEPS
+        and command.parse
+        and not command.parse.search(result.output)
+    ):
+        return f"output does not match /{command.parse.pattern}/"
     return ""
 
 

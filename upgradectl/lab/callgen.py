@@ -116,8 +116,8 @@ class Call:
 
     @property
     def live(self) -> bool:
-        """True until the call has ended."""
-        return self._thread.is_alive()
+        """True until the call has ended (its fate is known)."""
+        return self._record.fate is None
 
     def hang_up(self) -> None:
         """Say BYE now instead of at the planned end (the call still counts as completed).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import socket
 
@@ -30,5 +29,4 @@ def free_ports(count: int) -> list[int]:
         return list(held)
     finally:
         for probe in held.values():
-            with contextlib.suppress(OSError):
-                probe.close()
+            probe.close()

@@ -45,7 +45,8 @@ def _become_subreaper() -> None:
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid`."""
     children: list[int] = []
     with contextlib.suppress(FileNotFoundError, ProcessLookupError):
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -57,12 +58,12 @@ def _children(pid: int) -> list[int]:
 def descendants(pid: int) -> set[int]:
     """Every live process below `pid` (children, grandchildren, ...)."""
     found: set[int] = set()
-    pending = _children(pid)
+    pending = children(pid)
     while pending:
         child = pending.pop()
         if child not in found:
             found.add(child)
-            pending.extend(_children(child))
+            pending.extend(children(child))
     return found
 
 

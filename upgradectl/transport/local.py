@@ -30,7 +30,9 @@ class LocalTransport:
             )
         except subprocess.TimeoutExpired:
             raise CommandTimedOut(self.name, command, timeout) from None
-        return CommandResult(command, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+        return CommandResult(
+            command, done.returncode, done.stdout, done.stderr, time.monotonic() - started
+        )
 
     def reconnect(self, deadline: float) -> None:
         """Nothing to reconnect: this machine is always here."""

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import paramiko
 import tenacity
@@ -69,7 +70,9 @@ class _AcceptNewKey(paramiko.MissingHostKeyPolicy):
         self.known_hosts = known_hosts
         self.warn = warn
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
         with _known_hosts_lock:
             os.makedirs(os.path.dirname(self.known_hosts) or ".", mode=0o700, exist_ok=True)
@@ -122,7 +125,9 @@ class SshTransport:
                 self.endpoint.hostname,
                 port=self.endpoint.port,
                 username=self.endpoint.user,
-                key_filename=list(self.endpoint.identity_files) or None,
+                key_filename=cast(
+                    Any, list(self.endpoint.identity_files) or None
+                ),  # str or list: both work
                 look_for_keys=not self.endpoint.identity_files,
                 allow_agent=True,
                 timeout=CONNECT_TIMEOUT,
@@ -206,7 +211,9 @@ class SshTransport:
             code = channel.recv_exit_status()
         except _NETWORK_ERRORS as exc:
             self.close()
-            raise ConnectionLost(f"{self.name}: connection lost during {command!r}: {exc}") from None
+            raise ConnectionLost(
+                f"{self.name}: connection lost during {command!r}: {exc}"
+            ) from None
         finally:
             channel.close()
         return CommandResult(command, code, stdout, stderr, time.monotonic() - started)
@@ -231,4 +238,3 @@ class SshTransport:
                 raise CommandTimedOut(self.name, command, timeout)
             select.select([channel], [], [], min(remaining, 1.0))
         return stdout.decode(errors="replace"), stderr.decode(errors="replace")
-

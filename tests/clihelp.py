@@ -1,0 +1,82 @@
+"""Running the real command line against a lab, and making playbook variants for a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from upgradectl.lab import Lab, SshHome
+from upgradectl.loader import bundled_playbooks
+
+
+@dataclass
+class Ran:
+    """One finished CLI run: exit code, output, and the JSON events when --json was given."""
+
+    code: int
+    stdout: str
+    stderr: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The final summary event."""
+        return next(e for e in reversed(self.events) if e["event"] == "summary")
+
+    def kinds(self, node: str | None = None) -> list[str]:
+        """The event kinds, in order (of one node when given)."""
+        return [e["event"] for e in self.events if node is None or e.get("node") == node]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Ran:
+    """``python -m upgradectl ARGS`` with no terminal and no stdin, as cron would run it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "upgradectl", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    )
+    events = []
+    if "--json" in args:
+        events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return Ran(done.returncode, done.stdout, done.stderr, events)
+
+
+class LabCli:
+    """The CLI pointed at one lab, with its own HOME and state directory."""
+
+    def __init__(self, lab: Lab, home: SshHome, state_dir: Path) -> None:
+        self.lab = lab
+        self.home = home
+        self.state_dir = state_dir
+
+    def __call__(self, *args: str, inventory: Path | None = None) -> Ran:
+        """Run a command with --json against the lab's inventory."""
+        return run_cli(
+            "-i", str(inventory or self.lab.inventory_path), "--state-dir", str(self.state_dir), "--json", *args,
+            env=self.home.env,
+        )  # fmt: skip
+
+    def playbook_variant(self, name: str, drain: dict[str, Any] | None = None, **steps: Any) -> str:
+        """A copy of the bundled lab playbook with fast polls and some steps replaced (None removes one)."""
+        playbook = yaml.safe_load(Path(bundled_playbooks()["lab"]).read_text())
+        playbook["name"] = name
+        playbook["drain"] = {**playbook["drain"], "poll": "0.2s", **(drain or {})}
+        for step, spec in steps.items():
+            if spec is None:
+                playbook["steps"].pop(step, None)
+            else:
+                playbook["steps"][step] = spec
+        path = self.lab.inventory_path.parent / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(playbook))
+        return str(path)

@@ -1,0 +1,78 @@
+"""Fixtures for the whole suite: labs of real sshd nodes, a HOME that trusts them, and waiting.
+
+`wait_for` is re-exported here for tests: `from conftest import wait_for`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from upgradectl.lab import KeyPair, Lab, SshHome, lab_account, wait_for
+
+# What test modules import from here (wait_for is the lab's, re-exported).
+__all__ = ["LabFactory", "LabKeys", "wait_for"]
+
+
+@dataclass(frozen=True)
+class LabKeys:
+    """The host key and client key that every lab of a test session shares."""
+
+    host: KeyPair
+    client: KeyPair
+
+
+class LabFactory(Protocol):
+    """Builds and starts a lab; the fixture stops it after the test."""
+
+    def __call__(self, nodes: int = 2, *, haproxy: bool = False, version: str = "1.0") -> Lab: ...
+
+
+@pytest.fixture(scope="session")
+def lab_keys(tmp_path_factory: pytest.TempPathFactory) -> LabKeys:
+    """Keys made once per session: ssh-keygen per lab would add up over the suite."""
+    lab_account()  # creates the lab user once (cached), before any lab needs it
+    directory = tmp_path_factory.mktemp("lab-keys")
+    return LabKeys(
+        host=KeyPair.generate(directory / "host_key", "lab host"),
+        client=KeyPair.generate(directory / "client_key", "lab client"),
+    )
+
+
+@pytest.fixture
+def lab_factory(tmp_path: Path, lab_keys: LabKeys) -> Iterator[LabFactory]:
+    """`lab_factory(nodes=2, haproxy=False)` starts a lab in tmp_path, stopped after the test."""
+    labs: list[Lab] = []
+
+    def build(nodes: int = 2, *, haproxy: bool = False, version: str = "1.0") -> Lab:
+        lab = Lab(
+            tmp_path / f"lab-{len(labs) + 1}",
+            nodes,
+            haproxy=haproxy,
+            version=version,
+            host_key=lab_keys.host,
+            client_key=lab_keys.client,
+        )
+        labs.append(lab)
+        return lab.start()
+
+    yield build
+    for lab in reversed(labs):
+        lab.stop()
+
+
+@pytest.fixture
+def ssh_home(tmp_path: Path) -> Callable[[Lab], SshHome]:
+    """`ssh_home(lab)`: a HOME holding only `.ssh/known_hosts` for the lab, and an env using it.
+
+    The env has HOME set and no SSH_AUTH_SOCK, for subprocess runs of the CLI.
+    """
+
+    def make(lab: Lab) -> SshHome:
+        return lab.ssh_home(tmp_path / "home")
+
+    return make
