@@ -129,7 +129,7 @@ def cli(
 @plan_options
 @click.pass_obj
 def plan(
-    obj: Cli, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any
+    obj: Cli, /, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any
 ) -> int:
     """Show the rendered plan of an upgrade; connects to nothing."""
     from upgradectl import app, render  # noqa: PLC0415

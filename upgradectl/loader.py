@@ -78,8 +78,11 @@ def read_yaml(path: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
+        context = ""
+        if exc.context and exc.context_mark:
+            context = f" ({exc.context}, from line {exc.context_mark.line + 1})"
         raise UsageError(
-            f"malformed YAML: {exc.problem or exc}", Location(path, line, "")
+            f"malformed YAML: {exc.problem or exc}{context}", Location(path, line, "")
         ) from None
     finally:
         loader.dispose()
@@ -302,7 +305,7 @@ def bundled_playbooks() -> dict[str, str]:
 def find_playbook(reference: str, inventory_dir: str) -> str:
     """The file a playbook reference names: a path, ``playbooks/NAME.yaml``, or a bundled name."""
     if reference.endswith((".yaml", ".yml")) or os.sep in reference:
-        path = os.path.join(inventory_dir, os.path.expanduser(reference))
+        path = os.path.normpath(os.path.join(inventory_dir, os.path.expanduser(reference)))
         if not os.path.exists(path):
             raise UsageError(f"playbook {reference!r}: no such file {path}")
         return path
@@ -365,6 +368,9 @@ def _step(doc: Document, name: str, spec: Any) -> StepSpec:
             fields.get("sudo"), lambda v: _typed(doc, at("sudo"), v, bool, "true or false")
         ),
         where=doc.where(keys),
+        lines=frozen_mapping(
+            {key: doc.lines[(*keys, key)] for key in fields if (*keys, key) in doc.lines}
+        ),
     )
 
 

@@ -101,6 +101,15 @@ class StepSpec:
     reboot: bool = False
     sudo: bool | None = None
     where: Location | None = field(default=None, compare=False)
+    lines: Mapping[str, int] = field(default_factory=frozen_mapping, compare=False)  # field -> line
+
+    def at(self, key: str) -> Location | None:
+        """The location of one of this step's fields, for error messages."""
+        if self.where is None:
+            return None
+        return Location(
+            self.where.file, self.lines.get(key, self.where.line), f"{self.where.key}.{key}"
+        )
 
 
 @dataclass(frozen=True)

@@ -304,9 +304,7 @@ def _undefined_name(exc: jinja2.UndefinedError) -> str:
 
 
 def _command(renderer: _Renderer, inventory: Inventory, node: Node, spec: StepSpec) -> Command:
-    def where(key: str) -> Location | None:
-        return spec.where and replace(spec.where, key=f"{spec.where.key}.{key}")
-
+    where = spec.at
     target = node.name
     if spec.on is not None:
         target = renderer.render(spec.on, where("on"))

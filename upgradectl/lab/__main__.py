@@ -12,7 +12,9 @@ from types import FrameType
 import click
 
 from upgradectl.lab.callserver import read_configs, serve
+from upgradectl.lab.demo import run_demo
 from upgradectl.lab.lab import Lab
+from upgradectl.lab.unixsocket import ask as unix_ask
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -65,6 +67,25 @@ def _explain(lab: Lab) -> None:
     click.echo("upgradectl reads ~/.ssh/known_hosts; this HOME trusts the lab's host keys:")
     click.echo(f"  HOME={home} upgradectl -i {lab.inventory_path} status")
     click.echo("Ctrl-C stops the lab.")
+
+
+@main.command(epilog="Example: python -m upgradectl.lab demo")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the demo here.",
+)
+def demo(directory: Path | None) -> None:
+    """Upgrade a simulated node with live calls on this machine: no SSH, no balancer needed."""
+    raise SystemExit(run_demo(directory))
+
+
+@main.command(epilog="Example: echo count | python -m upgradectl.lab ask /tmp/lab/node-1/ctl.sock")
+@click.argument("socket_path", type=click.Path(path_type=Path))
+def ask(socket_path: Path) -> None:
+    """Send the command on standard input to a control socket; print the answer (like socat)."""
+    click.echo(unix_ask(socket_path, click.get_text_stream("stdin").read().strip()), nl=False)
 
 
 @main.command(epilog="Example: python -m upgradectl.lab callserver /tmp/lab/callserver.json")

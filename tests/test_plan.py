@@ -1,0 +1,135 @@
+"""Rendering a plan: variable precedence, shell quoting, delegation; connecting to nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from upgradectl.loader import load_inventory
+from upgradectl.plan import PlanOptions, build_plan
+
+PLAYBOOK = """\
+name: layered
+vars: {who: playbook, backend: pb, lb_socket: /run/haproxy/admin.sock}
+drain: {timeout: 15m, stragglers: force, max_stragglers: 3}
+steps:
+  precheck: {run: "check {{ node.pair }}", on: "{{ node.pair }}"}
+  block: {run: "echo {{ ('set server ' ~ backend ~ '/' ~ node.name ~ ' state drain') | quote }} | socat stdio {{ lb_socket | quote }}", on: lb}
+  active: {run: "count {{ who }}", parse: "(\\\\d+)"}
+  upgrade: {run: "install {{ version | quote }} {{ run_id }}", timeout: 20m}
+  unblock: {run: "ready {{ backend }}", on: lb}
+"""
+INVENTORY = """\
+defaults: {playbook: ./layered.yaml, vars: {who: defaults, backend: dflt}}
+groups:
+  voice: {max_unavailable: 1, vars: {who: group, backend: calls}}
+nodes:
+  lb: {host: 10.9.9.9}
+  node-a: {host: 10.9.9.11, groups: [voice], pair: node-b, vars: {who: node}}
+  node-b: {host: 10.9.9.12, groups: [voice]}
+"""
+
+
+@pytest.fixture
+def inventory_path(tmp_path: Path) -> Path:
+    (tmp_path / "layered.yaml").write_text(PLAYBOOK)
+    path = tmp_path / "inventory.yaml"
+    path.write_text(INVENTORY)
+    return path
+
+
+def render(path: Path, node: str, **options: object) -> dict[str, str]:
+    plan = build_plan(
+        load_inventory(str(path)),
+        [node],
+        "upgrade",
+        PlanOptions(version="2.4 beta", **options),
+        "R1",
+    )  # type: ignore[arg-type]
+    return {
+        name: f"{command.target}: {command.run}" for name, command in plan.nodes[0].steps.items()
+    }
+
+
+def test_variables_layer_playbook_defaults_group_node_then_command_line(
+    inventory_path: Path,
+) -> None:
+    assert render(inventory_path, "node-a")["active"] == "node-a: count node"
+    assert render(inventory_path, "node-b")["active"] == "node-b: count group"
+    assert (
+        render(inventory_path, "node-a", extra_vars={"who": "cli"})["active"] == "node-a: count cli"
+    )
+
+
+def test_templates_quote_for_the_shell_and_know_the_built_ins(inventory_path: Path) -> None:
+    steps = render(inventory_path, "node-a")
+    assert steps["upgrade"] == "node-a: install '2.4 beta' R1"
+    assert (
+        steps["block"]
+        == "lb: echo 'set server calls/node-a state drain' | socat stdio /run/haproxy/admin.sock"
+    )
+
+
+def test_on_runs_a_step_on_another_inventory_node_and_pairs_are_symmetric(
+    inventory_path: Path,
+) -> None:
+    assert render(inventory_path, "node-a")["precheck"] == "node-b: check node-b"
+    assert render(inventory_path, "node-b")["precheck"] == "node-a: check node-a"
+
+
+def test_plan_connects_to_nothing_and_never_imports_paramiko(inventory_path: Path) -> None:
+    probe = (
+        "import sys; from upgradectl.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as done:\n"
+        "    assert 'paramiko' not in sys.modules, 'paramiko was imported'\n    raise\n"
+    )
+    args = ["-i", str(inventory_path), "--json", "plan", "--group", "voice", "--version", "2.4"]
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert [node["node"] for node in plan["nodes"]] == ["node-a", "node-b"]
+    steps = {step["step"]: step for step in plan["nodes"][0]["steps"]}
+    assert steps["upgrade"]["timeout"] == 1200 and steps["block"]["on"] == "lb"
+    assert plan["nodes"][0]["drain"]["max_stragglers"] == 3
+
+
+def test_help_does_not_import_paramiko_rich_or_jinja() -> None:
+    probe = (
+        "import sys; from upgradectl.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n"
+        "    print(sorted(m for m in ('paramiko', 'rich', 'jinja2') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().endswith("[]")
+
+
+def test_all_means_the_grouped_nodes_not_the_balancer(inventory_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "upgradectl", "-i", str(inventory_path), "plan", "--all", "--version", "1"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "node-a (10.9.9.11)" in done.stdout and "lb (" not in done.stdout
+
+
+def test_the_readme_example_inventory_checks_and_plans() -> None:
+    example = str(Path(__file__).parent.parent / "examples" / "inventory.yaml")
+    for args in (
+        ["check"],
+        ["plan", "node-a", "--version", "2.4.1"],
+        ["drain", "node-a", "--help"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "upgradectl", "-i", example, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    assert "echo 'set server calls/node-a state drain'" in done.stdout or "Example" in done.stdout
