@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +20,19 @@ from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.loader import load_inventory
 from upgradectl.model import Inventory
+from upgradectl.nightly import (
+    Notifications,
+    Unattended,
+    deferral,
+    now_utc,
+    require_open,
+    within_window,
+    write_outputs,
+)
 from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
 from upgradectl.probe import not_started, probe
 from upgradectl.rollout import Fleet, parse_limit, roll
+from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
 
 
@@ -51,6 +62,7 @@ class RunOptions:
     break_lock: bool = False
     max_unavailable: str | None = None
     max_failures: int | None = None
+    unattended: Unattended = field(default_factory=Unattended)
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -82,9 +94,35 @@ def execute(
 ) -> dict[str, Any]:
     """Run ``plan`` on its nodes, journalled; returns the summary (also emitted as an event)."""
     if run.max_unavailable is not None:
-        parse_limit(
-            run.max_unavailable, 1
-        )  # a bad limit is a usage error before any host is touched
+        parse_limit(run.max_unavailable, 1)  # a usage error before any host is touched
+    require_open(run.unattended.window, now_utc())
+    with _run_lock(settings, plan, run):
+        return _execute(settings, plan, events, stop, run, start_at)
+
+
+@contextmanager
+def _run_lock(settings: Settings, plan: Plan, run: RunOptions) -> Iterator[None]:
+    """Overlapping upgrade runs (cron and cron, cron and a person) must not both act."""
+    if plan.command != "upgrade" or run.dry_run:
+        yield
+        return
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    with RunLock(os.path.join(settings.state_dir, "run.lock")) as lock:
+        lock.acquire(plan.run_id, run.argv)
+        yield
+
+
+def _execute(
+    settings: Settings,
+    plan: Plan,
+    events: Events,
+    stop: Stop,
+    run: RunOptions,
+    start_at: dict[str, str] | None,
+) -> dict[str, Any]:
+    notifications = Notifications(run.unattended.notify) if run.unattended.notify else None
+    if notifications is not None:
+        events.sinks.append(notifications)
     journal = Journal(settings.state_dir, plan.run_id)
     started = time.time()
     if not start_at:
@@ -117,7 +155,10 @@ def execute(
     summary = summarize(plan, results, started, opened)
     journal.append("run-end", None, exit_code=summary["exit_code"], result=summary["result"])
     journal.close()
+    write_outputs(run.unattended, summary, time.time())
     events.emit("summary", None, "", **{k: v for k, v in summary.items() if k != "event"})
+    if notifications is not None and (error := notifications.close()):
+        events.emit("warning", None, f"--notify {run.unattended.notify}: {error}")
     return summary
 
 
@@ -131,14 +172,24 @@ def _run_nodes(
     """Each node's run: in the fleet's order and limits, or one after another where limits mean nothing."""
     names = [node.name for node in plan.nodes if start_at is None or node.name in start_at]
 
+    window = run.unattended.window
+
     def run_node(name: str) -> NodeResult:
-        return NodeRun(plan.node(name), ctx).run((start_at or {}).get(name, "block"))
+        now = now_utc()
+        reason = deferral(window, plan.node(name), now)
+        if reason is not None:
+            return skip(name, reason)
+        node_plan = within_window(window, plan.node(name), now)
+        return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
 
     def skip(name: str, reason: str) -> NodeResult:
         code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
-        ctx.journal.append("result", name, result="skipped", exit_code=int(code), message=reason)
-        ctx.events.emit("skipped", name, reason)
-        return NodeResult(name, "skipped", code, reason)
+        result = "deferred" if reason.startswith("deferred") else "skipped"
+        ctx.journal.append("result", name, result=result, exit_code=int(code), message=reason)
+        ctx.events.emit(
+            "node-done", name, f"{result}: {reason}", result=result, exit_code=int(code)
+        )
+        return NodeResult(name, result, code, reason)
 
     if run.dry_run or plan.command == "unblock":
         # Nothing goes out of service: no limits to respect, so no probing either.

@@ -23,6 +23,7 @@ from upgradectl.options import (
     nodes_argument,
     plan_options,
     selection_options,
+    unattended_options,
 )
 
 if TYPE_CHECKING:
@@ -210,11 +211,13 @@ def drain(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 
 @cli.command(
     epilog="\b\nExamples:\n  upgradectl upgrade node-a --version 2.4.1\n"
-    "  upgradectl upgrade --group voice --version 2.4.1 --yes --dry-run"
+    "  upgradectl upgrade --group voice --version 2.4.1 --yes --dry-run\n"
+    "  upgradectl upgrade --group voice --version 2.4.1 --window 02:00-05:00 --yes -q"
 )
 @selection_options
 @drain_options
 @fleet_options
+@unattended_options
 @plan_options
 @acting_options
 @click.pass_obj
@@ -264,7 +267,7 @@ def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
 
 
 def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) -> int:
-    from upgradectl import app  # noqa: PLC0415
+    from upgradectl import app, nightly  # noqa: PLC0415
     from upgradectl.journal import new_run_id  # noqa: PLC0415
 
     run = app.RunOptions(
@@ -272,6 +275,12 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
         break_lock=options.pop("break_lock"),
         max_unavailable=options.pop("max_unavailable", None),
         max_failures=options.pop("max_failures", None),
+        unattended=nightly.unattended_options(
+            *(
+                options.pop(key, None)
+                for key in ("window", "tz", "report", "metrics_file", "notify")
+            )
+        ),
     )
     yes = options.pop("yes")
     made = app.make_plan(

@@ -24,14 +24,19 @@ from upgradectl import __version__
 USER_AGENT = f"upgradectl/{__version__}"
 
 
+def check_url(url: str) -> str:
+    """``url`` when it is an http:// or https:// URL; ValueError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--notify: expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
 class Notifier:
     """Posts events to ``url`` from a background thread; ``timeout`` bounds each request."""
 
     def __init__(self, url: str, timeout: float = 5.0, max_pending: int = 1000) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"--notify: expected an http:// or https:// URL, got {url!r}")
-        self.url = url
+        self.url = check_url(url)
         self.timeout = timeout
         self.last_error: str | None = None
         """Why the latest delivery failed or an event was dropped; None after a success."""

@@ -86,3 +86,21 @@ fleet_options = _stack(
         help="Start no new node after N failures.",
     ),
 )
+
+unattended_options = _stack(
+    click.option(
+        "--window",
+        metavar="HH:MM-HH:MM",
+        help="Start nothing outside this window; cut drains at its end.",
+    ),
+    click.option("--tz", metavar="ZONE", help="The window's time zone (default: local time)."),
+    click.option("--report", metavar="FILE", help="Write the JSON summary to FILE."),
+    click.option(
+        "--metrics-file",
+        metavar="FILE",
+        help="Write Prometheus metrics (textfile collector) to FILE.",
+    ),
+    click.option(
+        "--notify", metavar="URL", help="POST run start, node done and run end as JSON to URL."
+    ),
+)

@@ -1,0 +1,185 @@
+"""Nightly runs from cron: windows, the run lock, reports, metrics and webhooks, with no terminal."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from clihelp import run_cli
+from conftest import wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+# A service on this machine: sessions are files holding their end time; blocked is a flag file.
+PLAYBOOK = """\
+name: files
+drain: {timeout: 30s, poll: 0.2s, stragglers: abort, settle: 1}
+lock: "{{ dir }}/lock"
+steps:
+  is_blocked: "test -e {{ dir }}/blocked"
+  block: "touch {{ dir }}/blocked"
+  active:
+    run: "now=$(date +%s); n=0; for f in {{ dir }}/sessions/*; do [ -e \\"$f\\" ] && [ $(cat $f) -gt $now ] && n=$((n+1)); done; echo $n"
+  upgrade: {run: "echo {{ version | quote }} > {{ dir }}/version", expected: 1m}
+  verify: "test -s {{ dir }}/version"
+  unblock: "rm -f {{ dir }}/blocked"
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    (tmp_path / "work" / "sessions").mkdir(parents=True)
+    (tmp_path / "files.yaml").write_text(PLAYBOOK)
+    (tmp_path / "inventory.yaml").write_text(
+        f"defaults: {{transport: local, playbook: ./files.yaml, vars: {{dir: {tmp_path / 'work'}}}}}\n"
+        "groups:\n  voice: {max_unavailable: 1}\nnodes:\n  node-a: {groups: [voice]}\n"
+    )
+    return tmp_path
+
+
+def upgrade(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "upgradectl",
+        "-i",
+        str(site / "inventory.yaml"),
+        "--state-dir",
+        str(site / "state"),
+    ]
+    return subprocess.run(
+        [*command, "upgrade", "--all", "--version", "2.0", "--yes", *args],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False, timeout=60,
+    )  # fmt: skip
+
+
+def window_around(now: datetime, before: timedelta, after: timedelta) -> str:
+    return f"{(now - before):%H:%M}-{(now + after):%H:%M}"
+
+
+def test_outside_the_window_nothing_starts(site: Path) -> None:
+    now = datetime.now(UTC)
+    closed = window_around(now, -timedelta(hours=2), timedelta(hours=3))
+    done = upgrade(site, "--window", closed, "--tz", "UTC")
+    assert done.returncode == 75, done.stdout + done.stderr
+    assert "is closed; it opens" in done.stderr
+    assert not (site / "work" / "version").exists() and not (site / "state").exists()
+
+
+def test_a_node_whose_drain_and_upgrade_do_not_fit_the_rest_of_the_window_is_deferred(
+    site: Path,
+) -> None:
+    now = datetime.now(UTC)
+    short = window_around(
+        now, timedelta(minutes=5), timedelta(minutes=2)
+    )  # 30 s drain + 1 m upgrade do not fit
+    done = upgrade(site, "--window", short, "--tz", "UTC", "--report", str(site / "report.json"))
+    assert done.returncode == 75, done.stdout + done.stderr
+    report = json.loads((site / "report.json").read_text())
+    assert report["nodes"]["node-a"]["result"] == "deferred"
+    assert not (site / "work" / "version").exists() and not (site / "work" / "blocked").exists()
+
+
+def test_a_cron_run_prints_plain_lines_and_writes_report_and_metrics(site: Path) -> None:
+    now = datetime.now(UTC)
+    wide = window_around(now, timedelta(hours=1), timedelta(hours=2))
+    metrics = site / "upgradectl.prom"
+    done = upgrade(
+        site,
+        "--window",
+        wide,
+        "--tz",
+        "UTC",
+        "--report",
+        str(site / "r.json"),
+        "--metrics-file",
+        str(metrics),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "\x1b[" not in done.stdout  # no colour, no live view
+    assert all(
+        line[:4].isdigit() or line.startswith(("upgradectl ", "  "))
+        for line in done.stdout.splitlines()
+    )
+    assert (
+        "upgradectl upgrade" in done.stdout
+        and "1 upgraded; 0 sessions forced; exit 0 (ok)" in done.stdout
+    )
+    families = {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
+    assert families["upgradectl_last_run_exit_code"].samples[0].value == 0
+    upgraded = [s for s in families["upgradectl_nodes"].samples if s.labels["result"] == "upgraded"]
+    assert upgraded[0].value == 1
+    assert json.loads((site / "r.json").read_text())["exit_code"] == 0
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, object]]]]:
+    received: list[dict[str, object]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence the test log
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_the_webhook_hears_run_start_node_done_and_run_end(
+    site: Path, webhook: tuple[str, list[dict[str, object]]]
+) -> None:
+    url, received = webhook
+    done = upgrade(site, "--notify", url)
+    assert done.returncode == 0, done.stderr
+    assert [event["event"] for event in received] == ["run-start", "node-done", "summary"]
+    assert received[-1]["exit_code"] == 0
+
+
+def test_a_webhook_that_refuses_connections_does_not_fail_the_run(
+    site: Path, webhook: tuple[str, list[dict[str, object]]]
+) -> None:
+    url, _ = webhook
+    dead = url.rsplit(":", 1)[0] + ":9/hook"  # the discard port: nothing listens there on loopback
+    done = upgrade(site, "--notify", dead)
+    assert done.returncode == 0, done.stderr
+    assert "--notify" in done.stdout and "WARNING" in done.stdout
+
+
+def test_two_overlapping_runs_the_second_gets_75_naming_the_first(site: Path) -> None:
+    end = int(datetime.now(UTC).timestamp()) + 4
+    (site / "work" / "sessions" / "call-1").write_text(str(end))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "upgradectl", "-i", str(site / "inventory.yaml"), "--state-dir", str(site / "state"),
+         "upgrade", "node-a", "--version", "2.0", "--yes"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (site / "work" / "blocked").exists(), timeout=20)
+        second = upgrade(site)
+        assert second.returncode == 75, second.stdout + second.stderr
+        assert "held by" in second.stderr or "run " in second.stderr
+        assert f"pid {first.pid}" in second.stderr or str(first.pid) in second.stderr
+    finally:
+        out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, out + err
+    assert (
+        run_cli(
+            "-i", str(site / "inventory.yaml"), "--state-dir", str(site / "state"), "history"
+        ).code
+        == 0
+    )
