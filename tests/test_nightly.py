@@ -123,12 +123,12 @@ def webhook() -> Iterator[tuple[str, list[dict[str, object]]]]:
     received: list[dict[str, object]] = []
 
     class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+        def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence the test log
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
@@ -169,7 +169,7 @@ def test_two_overlapping_runs_the_second_gets_75_naming_the_first(site: Path) ->
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: (site / "work" / "blocked").exists(), timeout=20)
+        wait_for((site / "work" / "blocked").exists, timeout=20)
         second = upgrade(site)
         assert second.returncode == 75, second.stdout + second.stderr
         assert "held by" in second.stderr or "run " in second.stderr
