@@ -15,7 +15,7 @@ from typing import Any
 
 from upgradectl import journal as journals
 from upgradectl.connections import Connections
-from upgradectl.errors import ExitCode, UpgradectlError, UsageError, most_serious
+from upgradectl.errors import ExitCode, StepFailed, UpgradectlError, UsageError, most_serious
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.loader import load_inventory
@@ -369,6 +369,8 @@ def status(settings: Settings, names: Sequence[str]) -> StatusReport:
                     node_plan.name, node_plan.lock_path, steps.shell, "status", "status"
                 )
                 row["lock"] = lock.holder()
+            except StepFailed as exc:
+                row["failed"] = str(exc)  # reached, but a step's output says no
             except UpgradectlError as exc:
                 row["error"] = str(exc)
             rows.append(row)

@@ -117,6 +117,9 @@ def status_text(report: StatusReport) -> str:
         if "error" in row:
             lines.append(f"{row['node']}: UNREACHABLE: {row['error']}")
             continue
+        if "failed" in row:
+            lines.append(f"{row['node']}: a status step FAILED: {row['failed']}")
+            continue
         blocked = {True: "blocked", False: "in service", None: "blocked: unknown"}[row["blocked"]]
         active = "" if row["active"] is None else f", {row['active']} active"
         version = f", version {row['version']}" if row.get("version") else ""

@@ -9,7 +9,6 @@ each call from SIPp's own records.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import string
 import subprocess
@@ -59,7 +58,7 @@ def _udp_free(port: int) -> bool:
 
 
 def _udp_listening(port: int) -> bool:
-    """Whether some process has bound UDP ``port`` (read from /proc: probing by binding would race)."""
+    """Whether a process has bound UDP ``port`` (from /proc: probing by binding would race)."""
     wanted = f":{port:04X}"
     lines = Path("/proc/net/udp").read_text().splitlines()[1:]
     return any(line.split()[1].endswith(wanted) for line in lines)
@@ -85,7 +84,7 @@ class SipMessage:
 
 
 def read_trace(path: Path) -> list[SipMessage]:
-    """The messages of a ``-trace_shortmsg`` file: date, time, epoch, S|R, Call-ID, CSeq, first line."""
+    """The messages of a ``-trace_shortmsg`` file: date, time, epoch, S|R, Call-ID, CSeq, line."""
     if not path.exists():
         return []
     messages = []
@@ -158,7 +157,6 @@ class Caller:
         self, directory: Path, name: str, proxy_port: int, *, calls: int, rate: float, hold: float
     ) -> None:
         port, control_port = free_udp_ports(2)
-        self.calls = calls
         self.trace = directory / f"{name}.trace"
         self.stats = directory / f"{name}-stats.csv"
         scenario = directory / f"{name}.xml"
@@ -203,14 +201,14 @@ class Caller:
 class Proxy(LabServer):
     """Kamailio on 127.0.0.1:port: dispatcher set 1 holds ``destinations``; its own ctl socket."""
 
-    def __init__(self, directory: Path, port: int, destinations: Sequence[str]) -> None:
+    def __init__(
+        self, directory: Path, port: int, destinations: Sequence[str], ctl_socket: Path
+    ) -> None:
         self.directory = directory
         self.port = port
         self.destinations = list(destinations)
         self.dispatcher_list = directory / "dispatcher.list"
-        # A unix socket's path must fit in 108 bytes, which pytest's tmp paths may not.
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="kamctl-"))
-        self.ctl_socket = self._socket_dir / "ctl.sock"
+        self.ctl_socket = ctl_socket
         self.process = ServerProcess(
             "kamailio",
             [
@@ -262,11 +260,6 @@ class Proxy(LabServer):
             return False
         return set(self.flags()) == set(self.destinations)
 
-    def stop(self) -> None:
-        """Stop Kamailio and remove its socket directory."""
-        super().stop()
-        shutil.rmtree(self._socket_dir, ignore_errors=True)
-
 
 # --- the lab ------------------------------------------------------------------------------
 
@@ -282,9 +275,11 @@ class SipLab:
             f"cs-{i}": CallServer(directory, f"cs-{i}", ports[2 * i - 1], ports[2 * i])
             for i in range(1, call_servers + 1)
         }
-        self.proxy = Proxy(
-            directory, ports[0], [server.uri for server in self.call_servers.values()]
-        )
+        # A unix socket's path must fit in 108 bytes, which pytest's tmp paths may not.
+        self._socket_dir = tempfile.TemporaryDirectory(prefix="kamctl-")
+        destinations = [server.uri for server in self.call_servers.values()]
+        ctl_socket = Path(self._socket_dir.name) / "ctl.sock"
+        self.proxy = Proxy(directory, ports[0], destinations, ctl_socket)
         self.callers: list[Caller] = []
 
     def start(self) -> Self:
@@ -297,16 +292,17 @@ class SipLab:
         for caller in self.callers:
             caller.stop()
         stop_servers([self.proxy, *self.call_servers.values()])
+        self._socket_dir.cleanup()
 
     def call(self, calls: int, rate: float, hold: float) -> Caller:
-        """Start a caller placing ``calls`` calls at ``rate`` per second, each held ``hold`` seconds."""
+        """Start a caller: ``calls`` calls at ``rate`` per second, each held ``hold`` seconds."""
         name = f"caller-{len(self.callers) + 1}"
         caller = Caller(self.directory, name, self.proxy.port, calls=calls, rate=rate, hold=hold)
         self.callers.append(caller)
         return caller.start()
 
     def write_inventory(self, path: Path) -> Path:
-        """An inventory: ``proxy`` and the call servers, all ``transport: local``, playbook kamailio."""
+        """An inventory: ``proxy`` and the call servers, ``transport: local``, playbook kamailio."""
         nodes: dict[str, Any] = {"proxy": {"transport": "local"}}
         for name, server in self.call_servers.items():
             nodes[name] = {

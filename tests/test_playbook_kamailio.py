@@ -1,0 +1,335 @@
+"""The bundled kamailio playbook: against Debian's Kamailio with SIPp callers and call servers,
+and its parsing of kamcmd output recorded from that Kamailio."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from clihelp import Ran, run_cli
+from conftest import wait_for
+from kamailio.siplab import KAMCMD, CallTotals, SipLab, missing_programs
+
+from upgradectl.connections import Connections
+from upgradectl.errors import StepFailed, UnreadableCount
+from upgradectl.events import Events
+from upgradectl.lab import LabServer
+from upgradectl.loader import load_inventory
+from upgradectl.plan import PlanOptions, build_plan
+from upgradectl.steps import Steps
+
+RECORDED = Path(__file__).parent / "kamailio" / "recorded"
+# Where the call servers were when the outputs were recorded (kamailio/recorded/README.md).
+RECORDED_PORTS = {"cs-1": 21524, "cs-2": 29521}
+# The recording of each RPC method that a scenario does not replace.
+RECORDED_DEFAULTS = {
+    "dispatcher.list": "dispatcher.list.txt",
+    "dispatcher.set_state": "dispatcher.set_state.txt",
+    "dlg.profile_get_size": "dlg.profile_get_size.txt",
+    "dlg.profile_list": "dlg.profile_list.txt",
+    "dlg.end_dlg": "dlg.end_dlg.txt",
+}
+
+# The drain options of the straggler tests: calls last longer than the deadline.
+FORCE_AT_MOST_TWO_AFTER_1S = ("--timeout", "1s", "--stragglers", "force", "--max-stragglers", "2")
+
+needs_sip_lab = pytest.mark.skipif(
+    bool(missing_programs()),
+    reason=f"not installed: {', '.join(missing_programs())} (apt-get install kamailio sip-tester)",
+)
+
+
+# --- parsing recorded kamcmd output ---------------------------------------------------------
+
+
+class ReplayingKamcmd:
+    """A kamcmd stand-in: prints what the real one printed for each RPC method; logs its calls."""
+
+    def __init__(self, directory: Path, recordings: Mapping[str, str] | None = None) -> None:
+        home = Path(tempfile.mkdtemp(prefix="kamcmd-", dir=directory))
+        self.path = home / "kamcmd"
+        self.log = home / "calls.log"
+        chosen = {**RECORDED_DEFAULTS, **(recordings or {})}
+        cases = "".join(
+            f"  {method}) cat {shlex.quote(str(RECORDED / name))} ;;\n"
+            for method, name in chosen.items()
+        )
+        self.path.write_text(
+            "#!/bin/sh\n"
+            f'printf "%s\\n" "$*" >> {shlex.quote(str(self.log))}\n'
+            f'case "$1" in\n{cases}  *) echo "error: 500 - no recording of $1" ;;\nesac\n'
+        )
+        self.path.chmod(0o755)
+
+    @property
+    def command(self) -> str:
+        """What the playbook's ``kamcmd`` var is set to."""
+        return str(self.path)
+
+    def calls(self) -> list[str]:
+        """The argument lists it was called with, one string each."""
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+
+def recorded_steps(tmp_path: Path, kamcmd: str, node: str = "cs-1") -> Steps:
+    """The kamailio playbook's drain steps for ``node``, rendered and run on this machine."""
+    nodes: dict[str, object] = {"proxy": {"transport": "local"}}
+    for name, port in RECORDED_PORTS.items():
+        nodes[name] = {
+            "host": "127.0.0.1",
+            "transport": "local",
+            "playbook": "kamailio",
+            "vars": {"sip_port": port},
+        }
+    inventory_path = tmp_path / "inventory.yaml"
+    defaults = {"vars": {"kamcmd": kamcmd, "node_state_dir": str(tmp_path)}}
+    inventory_path.write_text(yaml.safe_dump({"defaults": defaults, "nodes": nodes}))
+    inventory = load_inventory(str(inventory_path))
+    plan = build_plan(inventory, [node], "drain", PlanOptions(), "recorded")
+    connections = Connections(inventory)
+    return Steps(
+        plan.nodes[0], connections.get, Events(), reconnect_for=0.0, pause=lambda seconds: False
+    )
+
+
+def recorded_field(name: str, key: str) -> list[str]:
+    """Every value of ``key`` at the top level of each dialog in a recorded ``dlg.profile_list``."""
+    return re.findall(rf"^\t{re.escape(key)}: (\S+)$", (RECORDED / name).read_text(), re.MULTILINE)
+
+
+def test_active_is_the_destinations_profile_size(tmp_path: Path) -> None:
+    busy = recorded_steps(tmp_path, ReplayingKamcmd(tmp_path).command)
+    assert busy.count() == 3
+    idle = ReplayingKamcmd(tmp_path, {"dlg.profile_get_size": "dlg.profile_get_size-idle.txt"})
+    assert recorded_steps(tmp_path, idle.command).count() == 0
+    assert idle.calls() == ["dlg.profile_get_size calls sip:127.0.0.1:21524"]
+
+
+def test_sessions_are_the_destinations_calls_by_call_id_and_age(tmp_path: Path) -> None:
+    steps = recorded_steps(tmp_path, ReplayingKamcmd(tmp_path).command)
+    sessions = steps.sessions(now=0.0)
+    call_ids = recorded_field("dlg.profile_list.txt", "call-id")
+    durations = [float(value) for value in recorded_field("dlg.profile_list.txt", "duration")]
+    assert len(call_ids) == 3
+    assert [(s.id, s.age) for s in sessions] == list(zip(call_ids, durations, strict=True))
+
+
+def test_is_blocked_reads_the_destinations_disabled_flag(tmp_path: Path) -> None:
+    active = ReplayingKamcmd(tmp_path)
+    assert recorded_steps(tmp_path, active.command).is_blocked() is False
+    disabled = ReplayingKamcmd(tmp_path, {"dispatcher.list": "dispatcher.list-cs-1-disabled.txt"})
+    assert recorded_steps(tmp_path, disabled.command, "cs-1").is_blocked() is True
+    assert recorded_steps(tmp_path, disabled.command, "cs-2").is_blocked() is False
+
+
+def test_precheck_refuses_to_take_out_the_last_active_destination(tmp_path: Path) -> None:
+    recorded_steps(tmp_path, ReplayingKamcmd(tmp_path).command, "cs-1").run("precheck")
+    disabled = ReplayingKamcmd(tmp_path, {"dispatcher.list": "dispatcher.list-cs-1-disabled.txt"})
+    with pytest.raises(StepFailed, match="other active destination"):
+        recorded_steps(tmp_path, disabled.command, "cs-2").run("precheck")
+
+
+def test_block_and_unblock_set_the_destination_state(tmp_path: Path) -> None:
+    kamcmd = ReplayingKamcmd(tmp_path)
+    steps = recorded_steps(tmp_path, kamcmd.command)
+    steps.run("block")
+    steps.run("unblock")
+    assert kamcmd.calls() == [
+        "dispatcher.set_state d 1 sip:127.0.0.1:21524",
+        "dispatcher.set_state a 1 sip:127.0.0.1:21524",
+    ]
+
+
+def test_an_error_printed_with_exit_code_0_fails_the_block(tmp_path: Path) -> None:
+    kamcmd = ReplayingKamcmd(
+        tmp_path, {"dispatcher.set_state": "dispatcher.set_state-unknown-destination.txt"}
+    )
+    with pytest.raises(StepFailed, match="fail_if"):
+        recorded_steps(tmp_path, kamcmd.command).run("block")
+
+
+def test_force_ends_every_listed_dialog_of_the_destination(tmp_path: Path) -> None:
+    kamcmd = ReplayingKamcmd(tmp_path)
+    recorded_steps(tmp_path, kamcmd.command).run("force")
+    entries = recorded_field("dlg.profile_list.txt", "h_entry")
+    ids = recorded_field("dlg.profile_list.txt", "h_id")
+    ended = [call for call in kamcmd.calls() if call.startswith("dlg.end_dlg")]
+    assert ended == [f"dlg.end_dlg {entry} {id_}" for entry, id_ in zip(entries, ids, strict=True)]
+
+
+def test_an_idle_destination_has_no_sessions_and_force_ends_nothing(tmp_path: Path) -> None:
+    kamcmd = ReplayingKamcmd(tmp_path, {"dlg.profile_list": "dlg.profile_list-idle.txt"})
+    steps = recorded_steps(tmp_path, kamcmd.command)
+    assert steps.sessions(now=0.0) == []
+    steps.run("force")
+    assert not [call for call in kamcmd.calls() if call.startswith("dlg.end_dlg")]
+
+
+def test_force_accepts_a_call_that_ended_by_itself_meanwhile(tmp_path: Path) -> None:
+    kamcmd = ReplayingKamcmd(tmp_path, {"dlg.end_dlg": "dlg.end_dlg-ended-meanwhile.txt"})
+    recorded_steps(tmp_path, kamcmd.command).run("force")
+
+
+def test_an_unknown_profile_is_an_error_never_zero_calls(tmp_path: Path) -> None:
+    kamcmd = ReplayingKamcmd(
+        tmp_path,
+        {
+            "dlg.profile_get_size": "dlg.profile_get_size-unknown-profile.txt",
+            "dlg.profile_list": "dlg.profile_list-unknown-profile.txt",
+        },
+    )
+    steps = recorded_steps(tmp_path, kamcmd.command)
+    with pytest.raises(UnreadableCount):
+        steps.count()
+    for step in ("sessions", "force"):
+        with pytest.raises(StepFailed, match="fail_if"):
+            steps.run(step)
+
+
+@pytest.mark.parametrize(
+    "kamcmd",
+    [
+        pytest.param("kamcmd-not-on-this-path", id="kamcmd not found"),
+        pytest.param(
+            f"{KAMCMD} -s unix:/nonexistent/kamailio_ctl",
+            id="no ctl socket",
+            marks=pytest.mark.skipif(not Path(KAMCMD).exists(), reason="kamcmd is not installed"),
+        ),
+    ],
+)
+def test_kamcmd_that_cannot_answer_fails_every_step(tmp_path: Path, kamcmd: str) -> None:
+    steps = recorded_steps(tmp_path, kamcmd)
+    with pytest.raises(UnreadableCount):
+        steps.count()
+    for step in ("precheck", "block", "sessions", "force", "unblock"):
+        with pytest.raises(StepFailed):
+            steps.run(step)
+
+
+def test_upgrade_takes_the_version_when_given_and_rollback_reads_what_it_saved(
+    tmp_path: Path,
+) -> None:
+    recorded_steps(tmp_path, "kamcmd")  # writes the inventory
+    inventory = load_inventory(str(tmp_path / "inventory.yaml"))
+    pinned = build_plan(inventory, ["cs-1"], "upgrade", PlanOptions(version="1:20.5.0-1"), "run-1")
+    newest = build_plan(inventory, ["cs-1"], "upgrade", PlanOptions(), "run-1")
+    upgrade, rollback = pinned.nodes[0].steps["upgrade"].run, pinned.nodes[0].steps["rollback"].run
+    assert "--only-upgrade asterisk=1:20.5.0-1 " in upgrade
+    assert "--only-upgrade asterisk " in newest.nodes[0].steps["upgrade"].run
+    saved = str(tmp_path / "upgradectl-cs-1-run-1.previous-version")
+    assert re.search(rf"dpkg-query .* > '?{re.escape(saved)}'? ", upgrade)
+    assert re.search(
+        rf"previous=\$\(cat '?{re.escape(saved)}'?\) && .* asterisk=\"\$previous\"", rollback
+    )
+
+
+# --- end to end: Kamailio, SIPp, the real CLI -------------------------------------------------
+
+
+@pytest.fixture
+def sip_lab(tmp_path: Path) -> Iterator[SipLab]:
+    """Kamailio in front of SIPp call servers cs-1 and cs-2 on 127.0.0.1; stopped after the test."""
+    lab = SipLab(tmp_path / "sip").start()
+    yield lab
+    lab.stop()
+    processes: list[LabServer] = [lab.proxy, *lab.call_servers.values()]
+    assert not any(process.pids() for process in processes), "a lab process outlived the test"
+
+
+def drain(lab: SipLab, tmp_path: Path, node: str, *options: str) -> Ran:
+    """``upgradectl drain NODE --yes`` against the lab, through the bundled kamailio playbook."""
+    inventory = str(lab.write_inventory(tmp_path / "inventory.yaml"))
+    state_dir = str(tmp_path / "state")
+    return run_cli(
+        "-i", inventory, "--state-dir", state_dir, "--json", "drain", node, "--yes", *options
+    )
+
+
+def event(ran: Ran, kind: str) -> dict[str, Any]:
+    """The first event of ``kind``."""
+    return next(e for e in ran.events if e["event"] == kind)
+
+
+def live_calls(lab: SipLab, counts: Mapping[str, int]) -> bool:
+    """Whether each call server named holds exactly that many calls at the proxy."""
+    return all(lab.proxy.active(lab.call_servers[name].uri) == n for name, n in counts.items())
+
+
+@needs_sip_lab
+@pytest.mark.slow
+def test_a_drain_sends_new_calls_elsewhere_and_lets_live_calls_finish(
+    sip_lab: SipLab, tmp_path: Path
+) -> None:
+    cs1, cs2 = sip_lab.call_servers["cs-1"], sip_lab.call_servers["cs-2"]
+    caller = sip_lab.call(calls=30, rate=5, hold=3.0)
+    wait_for(lambda: sip_lab.proxy.active(cs1.uri) >= 2, 10, what="live calls on cs-1")
+
+    ran = drain(sip_lab, tmp_path, "cs-1")
+    totals = caller.wait(timeout=30)
+
+    assert ran.code == 0, ran.stderr
+    summary = ran.summary["nodes"]["cs-1"]
+    assert (summary["result"], summary["forced"]) == ("drained", [])
+    polls = [e for e in ran.events if e["event"] == "poll"]
+    assert polls[0]["active"] >= 2 and polls[-1]["active"] == 0
+    # Every call placed after the block went to cs-2; cs-1's calls (placed before) ended normally.
+    blocked_at = float(event(ran, "blocked")["time"])
+    placed_after = {call for call, sent in caller.invites().items() if sent > blocked_at}
+    assert placed_after, "the caller placed no call after the block"
+    assert placed_after <= cs2.calls()
+    assert not placed_after & cs1.calls()
+    assert cs1.calls() and cs1.ended() == cs1.calls()
+    assert caller.cut() == set()
+    assert totals == CallTotals(successful=30, failed=0)
+    assert sip_lab.proxy.flags()[cs1.uri].startswith("D"), "a drain leaves the call server blocked"
+
+
+@needs_sip_lab
+@pytest.mark.slow
+def test_stragglers_past_the_deadline_are_cut_and_named(sip_lab: SipLab, tmp_path: Path) -> None:
+    cs1 = sip_lab.call_servers["cs-1"]
+    caller = sip_lab.call(calls=4, rate=10, hold=10.0)
+    wait_for(lambda: live_calls(sip_lab, {"cs-1": 2, "cs-2": 2}), 10, what="2 calls on each server")
+
+    ran = drain(sip_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S)
+    totals = caller.wait(timeout=30)
+
+    assert ran.code == 0, ran.stderr
+    summary = ran.summary["nodes"]["cs-1"]
+    assert summary["result"] == "drained"
+    forced = {session["id"] for session in summary["forced"]}
+    assert len(forced) == 2
+    assert forced == cs1.calls() == caller.cut()
+    assert cs1.ended() == cs1.calls()
+    assert all(session["age"] >= 1 for session in summary["forced"])
+    assert totals == CallTotals(successful=4, failed=0)  # a cut call ends with a BYE, not an error
+
+
+@needs_sip_lab
+@pytest.mark.slow
+def test_more_stragglers_than_allowed_abort_and_put_the_server_back(
+    sip_lab: SipLab, tmp_path: Path
+) -> None:
+    cs1 = sip_lab.call_servers["cs-1"]
+    caller = sip_lab.call(calls=6, rate=10, hold=9.0)
+    wait_for(lambda: live_calls(sip_lab, {"cs-1": 3, "cs-2": 3}), 10, what="3 calls on each server")
+
+    ran = drain(sip_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S)
+
+    assert ran.code == 3, ran.stderr
+    summary = ran.summary["nodes"]["cs-1"]
+    assert (summary["result"], summary["forced"]) == ("aborted", [])
+    assert sip_lab.proxy.flags()[cs1.uri].startswith("A")
+    assert caller.wait(timeout=30) == CallTotals(successful=6, failed=0)
+    assert caller.cut() == set()
+    # Back in service: of the next two calls, round robin gives cs-1 one.
+    offered_before = cs1.calls()
+    follow_up = sip_lab.call(calls=2, rate=10, hold=0.2)
+    assert follow_up.wait(timeout=10) == CallTotals(successful=2, failed=0)
+    assert len(cs1.calls() - offered_before) == 1
