@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from upgradectl.errors import UsageError
 from upgradectl.loader import load_inventory
 from upgradectl.plan import PlanOptions, build_plan
 
@@ -133,3 +134,36 @@ def test_the_readme_example_inventory_checks_and_plans() -> None:
         )
         assert done.returncode == 0, done.stderr
     assert "echo 'set server calls/node-a state drain'" in done.stdout or "Example" in done.stdout
+
+
+def test_a_variable_holding_a_template_is_resolved_before_it_is_quoted(
+    inventory_path: Path,
+) -> None:
+    options = {"extra_vars": {"who": "{{ node.name }}'s {{ version }}"}}
+    assert (
+        render(inventory_path, "node-a", **options)["active"] == "node-a: count node-a's 2.4 beta"
+    )
+    quoted = {"extra_vars": {"backend": "{{ node.name }} pool"}}
+    steps = render(inventory_path, "node-a", **quoted)
+    assert steps["block"].startswith("lb: echo 'set server node-a pool/node-a state drain'")
+
+
+def test_a_variable_that_needs_an_undefined_one_fails_only_where_used(inventory_path: Path) -> None:
+    plan = build_plan(
+        load_inventory(str(inventory_path)),
+        ["node-a"],
+        "drain",
+        PlanOptions(extra_vars={"unused": "{{ version }}"}),
+        "R",
+    )
+    assert (
+        "upgrade" not in plan.nodes[0].steps
+    )  # drain renders only what it runs; `unused` never bites
+    with pytest.raises(UsageError, match="'version' \\(give --version V\\), which 'who' needs"):
+        build_plan(
+            load_inventory(str(inventory_path)),
+            ["node-a"],
+            "drain",
+            PlanOptions(extra_vars={"who": "{{ version }}"}),
+            "R",
+        )

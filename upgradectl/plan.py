@@ -271,8 +271,10 @@ def _variables(
 class _Renderer:
     """Jinja2 with strict undefined variables and a ``quote`` filter for shell quoting."""
 
-    # Variables may hold templates ("{{ node.name }}-backend"): a rendered command is rendered
-    # again while it still holds one, so a variable is resolved only where a step uses it.
+    # Variables may hold templates ("{{ node.name }}-backend"). They are resolved first, a few
+    # passes deep, so that filters such as `quote` see the final value. A variable that cannot
+    # be resolved (it needs `version` and no --version was given) becomes a strict undefined
+    # that fails only if a step of this command uses it.
     MAX_PASSES = 5
 
     def __init__(self, variables: dict[str, Any]) -> None:
@@ -280,20 +282,42 @@ class _Renderer:
             undefined=jinja2.StrictUndefined, keep_trailing_newline=False
         )
         self.env.filters["quote"] = lambda value: shlex.quote(str(value))
-        self.variables = variables
+        self.variables = self._resolved(variables)
+
+    def _resolved(self, variables: dict[str, Any]) -> dict[str, Any]:
+        resolved = dict(variables)
+        for _ in range(self.MAX_PASSES):
+            pending = {key: value for key, value in resolved.items() if _is_template(value)}
+            if not pending:
+                return resolved
+            for key, value in pending.items():
+                try:
+                    resolved[key] = self.env.from_string(value).render(resolved)
+                except jinja2.UndefinedError as exc:
+                    resolved[key] = jinja2.StrictUndefined(
+                        hint=f"{_undefined_name(exc)}, which {key!r} needs"
+                    )
+                except jinja2.TemplateError as exc:
+                    resolved[key] = jinja2.StrictUndefined(
+                        hint=f"variable {key!r} is a bad template: {exc}"
+                    )
+        for key in [key for key, value in resolved.items() if _is_template(value)]:
+            resolved[key] = jinja2.StrictUndefined(
+                hint=f"variable {key!r} refers to itself in a loop"
+            )
+        return resolved
 
     def render(self, template: str, where: Location | None) -> str:
-        text = template
-        for _ in range(self.MAX_PASSES):
-            if "{{" not in text and "{%" not in text:
-                return text.strip()
-            try:
-                text = self.env.from_string(text).render(self.variables)
-            except jinja2.UndefinedError as exc:
-                raise UsageError(f"missing variable: {_undefined_name(exc)}", where) from None
-            except jinja2.TemplateError as exc:
-                raise UsageError(f"bad template: {exc}", where) from None
-        raise UsageError("variables refer to each other in a loop", where)
+        try:
+            return self.env.from_string(template).render(self.variables).strip()
+        except jinja2.UndefinedError as exc:
+            raise UsageError(f"missing variable: {_undefined_name(exc)}", where) from None
+        except jinja2.TemplateError as exc:
+            raise UsageError(f"bad template: {exc}", where) from None
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def _undefined_name(exc: jinja2.UndefinedError) -> str:
