@@ -36,7 +36,7 @@ from upgradectl.model import Playbook
 from upgradectl.runner import Stop
 from upgradectl.transport.base import CommandResult
 
-__all__ = ["ManualClock", "Reply", "Rule", "ScriptedTransport", "UnscriptedCommand"]
+__all__ = ["Answer", "ManualClock", "Reply", "Rule", "ScriptedTransport", "UnscriptedCommand"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,9 @@ def _compile(
 ) -> list[tuple[re.Pattern[str], Answer]]:
     if callable(script):
         return [(re.compile(""), script)]
+    for pattern, answer in script:
+        if not isinstance(answer, Reply) and not callable(answer) and not answer:
+            raise ValueError(f"the rule for {pattern!r} has an empty list of replies")
     return [(re.compile(pattern), answer) for pattern, answer in script]
 
 
@@ -131,8 +134,6 @@ def _reply(answer: Answer, command: str, turn: int) -> Reply:
         return answer
     if callable(answer):
         return answer(command)
-    if not answer:
-        raise ValueError("an empty list of replies answers nothing")
     return answer[min(turn, len(answer) - 1)]
 
 

@@ -1,0 +1,278 @@
+"""The bundled erlang playbook against a real OTP node: `upgradectl patch` loads new code under
+live calls, refuses a soft purge that would cut a call, and rolls back a version that fails verify.
+
+Every Erlang process here is ours: epmd runs in the foreground on a port of its own (erl would
+otherwise start a daemon we could not stop), and every erl, erl_call and `upgradectl` run is
+pointed at it with ERL_EPMD_PORT. Distribution listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from clihelp import Ran, run_cli
+from conftest import wait_for
+
+from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
+from upgradectl.lab.process import ServerProcess
+
+HANDLER_SOURCE = Path(__file__).parent / "erlang" / "call_handler.erl"
+MODULE = "call_handler"
+ANSWER_DEADLINE = 5.0
+# Calls with media wake this often, so they leave old code within a fraction of a second.
+MEDIA_TICK_MS = 50
+QUIET = "infinity"
+
+
+class Epmd(LabServer):
+    """The Erlang port mapper on a port of our own, in the foreground, on loopback only."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.port = port
+        self.process = ServerProcess(
+            "epmd", ["epmd", "-port", str(port), "-address", "127.0.0.1"], directory / "epmd.log"
+        )
+
+    def _write_config(self) -> None:
+        """epmd reads no files."""
+
+    def _is_ready(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+
+class ErlangNode(LabServer):
+    """An OTP node running the call handler from its own code directory."""
+
+    def __init__(self, directory: Path, env: dict[str, str]) -> None:
+        self.name = f"callserver_{secrets.token_hex(3)}@localhost"
+        self.cookie = secrets.token_hex(8)
+        self.code_dir = directory / "code"
+        self.env = env
+        argv = ["erl", "-noshell", "-sname", self.name, "-setcookie", self.cookie]
+        argv += ["-pa", str(self.code_dir)]
+        # Stopping kills erl_child_setup first, and the node would write a crash dump on its
+        # way out: no dump.
+        node_env = {**env, "ERL_CRASH_DUMP_SECONDS": "0"}
+        # `env` sets the environment and then becomes erl: the PID we stop is the node's.
+        self.process = ServerProcess(
+            "erlang node",
+            ["env", *(f"{k}={v}" for k, v in node_env.items()), *argv],
+            directory / "node.log",
+        )
+
+    def _write_config(self) -> None:
+        self.code_dir.mkdir(parents=True, exist_ok=True)
+        build_handler("1", self.code_dir)
+
+    def _is_ready(self) -> bool:
+        return self._erl_call("erlang:node().").returncode == 0
+
+    def eval(self, expression: str) -> str:
+        """Evaluate Erlang on the node; the result term as erl_call prints it (strings unquoted)."""
+        done = self._erl_call(expression)
+        match = re.fullmatch(r"\{ok, (.*)\}", done.stdout.strip(), re.DOTALL)
+        assert done.returncode == 0 and match, (
+            f"erl_call {expression!r}: {done.stdout}{done.stderr}"
+        )
+        return match.group(1).strip('"')
+
+    def _erl_call(self, expression: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["erl_call", "-sname", self.name, "-c", self.cookie, "-e"],
+            input=expression + "\n",
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+
+    def start_calls(self, ids: range, tick: int | str) -> dict[str, str]:
+        """Start calls (registered as call_ID); their names and pids."""
+        names = [f"call_{i}" for i in ids]
+        for i in ids:
+            self.eval(f"{MODULE}:start_call({i}, {tick}).")
+        return {name: self.pid(name) for name in names}
+
+    def pid(self, call: str) -> str:
+        """The pid of a live call ("undefined" once it is gone)."""
+        return self.eval(
+            f"case whereis({call}) of undefined -> undefined; Pid -> pid_to_list(Pid) end."
+        )
+
+    def ask(self, call: str) -> str:
+        """What a call answers now: the version of the code it runs after this message."""
+        wait_ms = int(ANSWER_DEADLINE * 1000)
+        return self.eval(
+            f"{call} ! {{ask, self()}}, receive {{_, Vsn}} -> Vsn after {wait_ms} -> timeout end."
+        )
+
+    def loaded_version(self) -> str:
+        """The vsn of the call handler the node runs."""
+        return self.eval(f"proplists:get_value(vsn, {MODULE}:module_info(attributes)).")
+
+    def beam_version(self, beam: Path) -> str:
+        """The vsn a .beam file on disk was built with."""
+        return self.eval(f'{{ok, {{_, Vsn}}}} = beam_lib:version("{beam}"), Vsn.')
+
+    def old_code_users(self) -> int:
+        """How many processes still run the call handler's old code."""
+        return int(
+            self.eval(f"length([P || P <- processes(), erlang:check_process_code(P, {MODULE})]).")
+        )
+
+
+def build_handler(vsn: str, directory: Path) -> Path:
+    """The call handler compiled as version ``vsn`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["erlc", "-o", str(directory), f'-DVSN="{vsn}"', str(HANDLER_SOURCE)], check=True
+    )
+    return directory / f"{MODULE}.beam"
+
+
+@dataclass
+class Otp:
+    """A running node, the patches ready for it on disk, and the CLI aimed at it."""
+
+    node: ErlangNode
+    tmp: Path
+    env: dict[str, str]
+
+    @property
+    def patch_dir(self) -> Path:
+        return self.tmp / "patches"
+
+    @property
+    def kept_dir(self) -> Path:
+        return self.tmp / "kept"
+
+    def provide(self, version: str, *, built_as: str | None = None) -> None:
+        """Put ``version`` where the playbook looks for it (built as another vsn if asked)."""
+        beam = build_handler(built_as or version, self.tmp / "build" / version)
+        self.patch_dir.mkdir(exist_ok=True)
+        (self.patch_dir / f"{MODULE}-{version}.beam").write_bytes(beam.read_bytes())
+
+    def cli(self, *args: str) -> Ran:
+        """`upgradectl --json ARGS` on an inventory of one local node with the erlang playbook."""
+        node_vars = {
+            "erlang_node": self.node.name,
+            "module": MODULE,
+            "cookie": self.node.cookie,
+            "patch_dir": str(self.patch_dir),
+            "kept_dir": str(self.kept_dir),
+        }
+        node = {"transport": "local", "playbook": "erlang", "vars": node_vars}
+        inventory = self.tmp / "inventory.yaml"
+        inventory.write_text(yaml.safe_dump({"nodes": {"erl-1": node}}))
+        state = str(self.tmp / "state")
+        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=self.env)
+
+    def patch(self, version: str) -> Ran:
+        """`upgradectl patch erl-1 --version VERSION --yes`."""
+        return self.cli("patch", "erl-1", "--version", version, "--yes")
+
+
+@pytest.fixture
+def otp(tmp_path: Path) -> Iterator[Otp]:
+    """epmd and one node running call handler version 1; both stopped after the test."""
+    (epmd_port,) = free_ports(1)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "HOME": str(home),  # erl may write ~/.erlang.cookie: never the real one
+        "ERL_EPMD_PORT": str(epmd_port),
+        "ERL_ZFLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        "ERL_CRASH_DUMP": str(tmp_path / "erl_crash.dump"),  # never into the working directory
+    }
+    epmd = Epmd(tmp_path, epmd_port)
+    node = ErlangNode(tmp_path, env)
+    start_servers([epmd])
+    try:
+        start_servers([node])
+        yield Otp(node, tmp_path, env)
+    finally:
+        stop_servers([node, epmd])
+
+
+def test_a_hot_patch_loads_the_new_version_while_the_calls_keep_running(otp: Otp) -> None:
+    calls = otp.node.start_calls(range(1, 3), MEDIA_TICK_MS) | otp.node.start_calls(
+        range(3, 4), QUIET
+    )
+    otp.provide("2")
+
+    ran = otp.patch("2")
+
+    assert ran.code == 0, ran.stdout + ran.stderr
+    assert ran.summary["nodes"]["erl-1"]["result"] == "patched"
+    assert otp.node.loaded_version() == "2"
+    assert {call: otp.node.pid(call) for call in calls} == calls  # not one call was restarted
+    assert {call: otp.node.ask(call) for call in calls} == dict.fromkeys(calls, "2")
+    kept = otp.kept_dir / ran.summary["run_id"] / f"{MODULE}.beam"
+    assert otp.node.beam_version(kept) == "1"  # what a rollback would load again
+    status = otp.cli("status", "erl-1")
+    assert status.code == 0, status.stdout
+    assert status.events[0]["nodes"][0]["version"] == "2"
+
+
+def test_a_patch_is_refused_while_a_call_runs_old_code_and_works_after_it_moves_on(
+    otp: Otp,
+) -> None:
+    calls = otp.node.start_calls(range(1, 2), QUIET)
+    otp.provide("2")
+    otp.provide("3")
+    assert otp.patch("2").code == 0
+    # The quiet call has had no message since version 2 came: it still runs version 1, now the
+    # old code, and loading version 3 would need that code purged from under it.
+
+    refused = otp.patch("3")
+
+    assert refused.code == 1, refused.stdout + refused.stderr
+    message = refused.summary["nodes"]["erl-1"]["message"]
+    assert "soft_purge_failed: old code of call_handler still running in 1 process" in message
+    assert otp.node.loaded_version() == "2"
+    assert {call: otp.node.pid(call) for call in calls} == calls
+    assert otp.node.ask("call_1") == "2"  # the call moves on to the current code...
+    assert otp.node.old_code_users() == 0
+
+    retried = otp.patch("3")  # ...and the patch goes through when tried again
+
+    assert retried.code == 0, retried.stdout + retried.stderr
+    assert otp.node.loaded_version() == "3"
+    assert otp.node.ask("call_1") == "3"
+
+
+def test_a_patch_whose_verify_fails_is_rolled_back_with_the_calls_still_up(otp: Otp) -> None:
+    calls = otp.node.start_calls(range(1, 4), MEDIA_TICK_MS)
+    otp.provide("2")
+    otp.provide("3", built_as="2.9")  # a wrong build shipped as version 3
+    assert otp.patch("2").code == 0
+    wait_for(
+        lambda: otp.node.old_code_users() == 0, ANSWER_DEADLINE, what="the calls to leave version 1"
+    )
+
+    ran = otp.patch("3")
+
+    assert ran.code == 1, ran.stdout + ran.stderr
+    node = ran.summary["nodes"]["erl-1"]
+    assert (
+        node["result"] == "failed"
+        and "verify_failed: call_handler has vsn 2.9 loaded, expected 3" in node["message"]
+    )
+    assert "rolled-back" in ran.kinds("erl-1")
+    assert otp.node.loaded_version() == "2"
+    assert {call: otp.node.pid(call) for call in calls} == calls
+    assert {call: otp.node.ask(call) for call in calls} == dict.fromkeys(calls, "2")

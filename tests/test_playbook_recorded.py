@@ -1,0 +1,448 @@
+"""The bundled freeswitch, asterisk and systemd playbooks through the real core.
+
+FreeSWITCH and Asterisk are not in Debian: their playbooks read recorded output of the real CLIs
+(tests/recorded, with where each text comes from) answered by a ScriptedTransport, and whole
+drains run on a ManualClock. The systemd playbook counts connections with this machine's `ss`.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from clihelp import run_cli
+from conftest import wait_for
+
+from upgradectl.connections import Connections
+from upgradectl.errors import ExitCode, StepFailed, UnreadableCount
+from upgradectl.events import Event, Events
+from upgradectl.journal import Journal
+from upgradectl.loader import bundled_playbooks, load_inventory, load_playbook
+from upgradectl.model import Inventory
+from upgradectl.plan import NodePlan, PlanOptions, build_plan
+from upgradectl.runner import NodeResult, NodeRun, RunContext
+from upgradectl.steps import Steps
+from upgradectl.testing import Answer, ManualClock, Reply, Rule, ScriptedTransport
+from upgradectl.transport.base import Transport
+from upgradectl.transport.local import LocalTransport
+
+RECORDED = Path(__file__).parent / "recorded"
+RUN_ID = "20261125T020000-test"
+SYSTEMD_VARS = {"service": "web", "block_command": "true", "unblock_command": "true"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One recorded output, and what the playbook must make of it."""
+
+    playbook: str
+    name: str
+    step: str
+    reply: Reply
+    expect: Any
+    now: float = 0.0
+
+
+def recorded(playbook: str) -> list[Case]:
+    """The cases of ``tests/recorded/PLAYBOOK.yaml``."""
+    data = yaml.safe_load((RECORDED / f"{playbook}.yaml").read_text())
+    return [
+        Case(
+            playbook=playbook,
+            name=case["name"],
+            step=case["step"],
+            reply=Reply(case.get("stdout", ""), case.get("stderr", ""), case.get("exit", 0)),
+            expect=case["expect"],
+            now=case.get("now", 0.0),
+        )
+        for case in data["cases"]
+    ]
+
+
+def case_named(playbook: str, name: str) -> Case:
+    """A recorded case, to reuse its output in a whole run."""
+    return next(case for case in recorded(playbook) if case.name == name)
+
+
+CASES = recorded("freeswitch") + recorded("asterisk")
+# An error is an error by its text alone: the same outputs as a wrapper that drops the exit code
+# (`fs_cli ... | tee`, a monitoring shim) would leave them.
+ERRORS_EXITING_0 = [
+    replace(case, name=f"{case.name}, exit code lost", reply=replace(case.reply, exit_code=0))
+    for case in CASES
+    if case.expect in ("unreadable", "fails") and case.reply.exit_code != 0
+]
+
+
+def case_id(case: Case) -> str:
+    return f"{case.playbook}-{case.step}-{case.name}"
+
+
+@dataclass
+class Node:
+    """The one node of an inventory, running a bundled playbook."""
+
+    inventory: Inventory
+    events: list[Event] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, tmp_path: Path, playbook: str, node_vars: dict[str, Any] | None = None) -> Node:
+        """A node called PLAYBOOK-1 with ``playbook`` and ``node_vars``."""
+        spec = {"playbook": playbook, "transport": "local", "vars": node_vars or {}}
+        path = tmp_path / "inventory.yaml"
+        path.write_text(yaml.safe_dump({"nodes": {f"{playbook}-1": spec}}))
+        return cls(load_inventory(str(path)))
+
+    @property
+    def name(self) -> str:
+        (name,) = self.inventory.nodes
+        return name
+
+    def plan(self, command: str, options: PlanOptions | None = None) -> NodePlan:
+        """The rendered plan of ``command``."""
+        return build_plan(
+            self.inventory, [self.name], command, options or PlanOptions(), RUN_ID
+        ).nodes[0]
+
+    def steps(self, plan: NodePlan, transport: Transport) -> Steps:
+        """The core's step runner for ``plan`` over ``transport``; retries do not wait."""
+        connections = Connections(self.inventory, make=lambda node: transport)
+        return Steps(plan, connections.get, Events(), reconnect_for=1.0, pause=lambda s: False)
+
+    def run(
+        self,
+        command: str,
+        transport: Transport,
+        state_dir: Path,
+        clock: ManualClock,
+        options: PlanOptions | None = None,
+    ) -> NodeResult:
+        """One whole run of ``command`` by the real runner; polls and delays take no real time."""
+        context = RunContext(
+            run_id=RUN_ID,
+            command=command,
+            connections=Connections(self.inventory, make=lambda node: transport),
+            journal=Journal(str(state_dir), RUN_ID),
+            events=Events(self.events.append),
+            stop=clock.stop(),
+            state_dir=str(state_dir),
+            monotonic=clock.monotonic,
+            wall=clock.wall,
+        )
+        return NodeRun(self.plan(command, options), context).run()
+
+    def kinds(self) -> list[str]:
+        """The kinds of the events the runs emitted, in order."""
+        return [event.kind for event in self.events]
+
+
+def _run(steps: Steps, case: Case) -> str:
+    steps.run(case.step)
+    return "ok"
+
+
+READINGS: dict[str, Callable[[Steps, Case], Any]] = {
+    "active": lambda steps, case: steps.count(),
+    "sessions": lambda steps, case: [{"id": s.id, "age": s.age} for s in steps.sessions(case.now)],
+    "is_blocked": lambda steps, case: steps.is_blocked(),
+    "version": lambda steps, case: steps.version(),
+}
+
+
+def reading(steps: Steps, case: Case) -> Any:
+    """What the playbook makes of the case's output, in the terms of the case's ``expect``."""
+    try:
+        return READINGS.get(case.step, _run)(steps, case)
+    except UnreadableCount:
+        return "unreadable"
+    except StepFailed:
+        return "fails"
+
+
+@pytest.mark.parametrize("case", CASES + ERRORS_EXITING_0, ids=case_id)
+def test_recorded_output_reads_as_the_playbook_says(case: Case, tmp_path: Path) -> None:
+    node = Node.make(tmp_path, case.playbook)
+    plan = node.plan("status" if case.step == "version" else "upgrade", PlanOptions(version="2.0"))
+    command = plan.steps[case.step].run
+    # Only the step's own command is answered: any other command fails the test.
+    transport = ScriptedTransport(node.name, [(re.escape(command), case.reply)])
+
+    assert reading(node.steps(plan, transport), case) == case.expect
+    assert transport.commands and set(transport.commands) == {command}
+
+
+def test_the_erlang_freeswitch_asterisk_and_systemd_playbooks_load_and_are_listed() -> None:
+    listed = run_cli("playbooks")
+    assert listed.code == 0, listed.stderr
+    for name in ("erlang", "freeswitch", "asterisk", "systemd"):
+        playbook = load_playbook(bundled_playbooks()[name])
+        assert playbook.name == name
+        assert re.search(rf"(?m)^{name}\s+{re.escape(playbook.description)}$", listed.stdout)
+
+
+# --- whole drains on recorded output ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Telephony:
+    """How a FreeSWITCH or Asterisk node answers its playbook's drain commands."""
+
+    playbook: str
+    is_blocked: Rule  # answered "not blocked"
+    block: Rule
+    unblock: Rule
+    count: str
+    counted: Callable[[int], Reply]
+    error_exiting_0: str  # a recorded case of an error text behind exit code 0
+
+    def node(self, counts: Answer, *more: Rule) -> ScriptedTransport:
+        """A node that answers the count with ``counts``, and ``more`` commands as they say."""
+        rules = [self.is_blocked, self.block, self.unblock, (self.count, counts), *more]
+        return ScriptedTransport(f"{self.playbook}-1", rules)
+
+
+FREESWITCH = Telephony(
+    playbook="freeswitch",
+    is_blocked=("fsctl pause_check inbound", Reply("false\n")),
+    block=("fsctl pause inbound", Reply("+OK\n\n")),
+    unblock=("fsctl resume inbound", Reply("+OK\n\n")),
+    count="show calls count",
+    counted=lambda n: Reply(f"\n{n} total.\n\n"),
+    error_exiting_0="core database disabled",
+)
+ASTERISK = Telephony(
+    playbook="asterisk",
+    is_blocked=("database get upgradectl blocked", Reply("Database entry not found.\n")),
+    block=("database put upgradectl blocked 1", Reply("Updated database successfully\n")),
+    unblock=("database del upgradectl blocked", Reply("Database entry removed.\n")),
+    count="core show channels count",
+    counted=lambda n: Reply(
+        f"{n} active channel{'s' if n != 1 else ''}\n0 active calls\n9 calls processed\n"
+    ),
+    error_exiting_0="no such command",
+)
+
+
+@pytest.mark.parametrize("kind", [FREESWITCH, ASTERISK], ids=lambda kind: kind.playbook)
+def test_a_drain_whose_count_goes_3_2_0_0_ends_drained_and_left_blocked(
+    kind: Telephony, tmp_path: Path
+) -> None:
+    transport = kind.node([kind.counted(3), kind.counted(2), kind.counted(0)])
+    node = Node.make(tmp_path, kind.playbook)
+
+    result = node.run("drain", transport, tmp_path / "state", ManualClock())
+
+    assert (result.result, result.exit_code) == ("drained", ExitCode.OK)
+    assert len(transport.ran(kind.count)) == 4  # 3, 2, 0 and the second 0 that settles it
+    poll = load_playbook(bundled_playbooks()[kind.playbook]).drain.poll
+    assert result.drain_seconds == 3 * poll
+    assert len(transport.ran(kind.block[0])) == 1 and transport.ran(kind.unblock[0]) == []
+
+
+@pytest.mark.parametrize("kind", [FREESWITCH, ASTERISK], ids=lambda kind: kind.playbook)
+def test_an_error_text_exiting_0_is_never_a_zero_and_stops_the_drain_back_in_service(
+    kind: Telephony, tmp_path: Path
+) -> None:
+    error = case_named(kind.playbook, kind.error_exiting_0).reply
+    assert error.exit_code == 0
+    transport = kind.node([kind.counted(3), error])
+    node = Node.make(tmp_path, kind.playbook)
+
+    result = node.run("drain", transport, tmp_path / "state", ManualClock())
+
+    assert (result.result, result.exit_code) == ("failed", ExitCode.STEP_FAILED)
+    assert "drained" not in node.kinds()
+    assert len(transport.ran(kind.count)) == 4  # one reading, then the unreadable ones retried
+    assert len(transport.ran(kind.unblock[0])) == 1 and "unblocked" in node.kinds()
+    assert result.in_service
+
+
+def test_stragglers_past_the_deadline_are_hung_up_and_reported_by_uuid_and_age(
+    tmp_path: Path,
+) -> None:
+    listed = case_named("freeswitch", "two calls listed")
+
+    hung_up = case_named("freeswitch", "all hung up").reply
+
+    def count(command: str) -> Reply:  # two calls until they are hung up
+        return FREESWITCH.counted(0 if transport.ran("hupall") else 2)
+
+    transport = FREESWITCH.node(
+        count,
+        (re.escape("show calls as delim |"), listed.reply),
+        ("hupall MANAGER_REQUEST", hung_up),
+    )
+    node = Node.make(tmp_path, "freeswitch")
+    timeout = 60.0
+    clock = ManualClock(wall=listed.now - timeout)  # the deadline falls when the recording was made
+
+    result = node.run("drain", transport, tmp_path / "state", clock, PlanOptions(timeout=timeout))
+
+    assert (result.result, result.exit_code) == ("drained", ExitCode.OK)
+    assert [(s["id"], s["age"]) for s in result.forced] == [
+        (s["id"], s["age"]) for s in listed.expect
+    ]
+    assert result.forced_count == 2
+    assert len(transport.ran("hupall")) == 1
+
+
+# --- systemd: this machine's ss ---------------------------------------------------------------
+
+
+@dataclass
+class Listener:
+    """A TCP server on 127.0.0.1 with some clients connected."""
+
+    server: socket.socket
+    clients: list[socket.socket] = field(default_factory=list)
+    accepted: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.getsockname()[1])
+
+    def connect(self) -> None:
+        """One more established connection."""
+        self.clients.append(socket.create_connection(("127.0.0.1", self.port)))
+        self.accepted.append(self.server.accept()[0])
+
+    def hang_up(self) -> None:
+        """Close the oldest connection at both ends."""
+        self.clients.pop(0).close()
+        self.accepted.pop(0).close()
+
+    def peers(self) -> list[str]:
+        """The clients' addresses, as ss names the peers of the server's connections."""
+        return ["{}:{}".format(*client.getsockname()) for client in self.clients]
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        opened = Listener(server)
+        try:
+            yield opened
+        finally:
+            for connection in opened.clients + opened.accepted:
+                connection.close()
+
+
+def test_the_systemd_playbook_counts_established_connections_with_this_machines_ss(
+    listener: Listener, tmp_path: Path
+) -> None:
+    node = Node.make(tmp_path, "systemd", {**SYSTEMD_VARS, "port": listener.port})
+    steps = node.steps(node.plan("drain"), LocalTransport(node.name))
+    listener.connect()
+    listener.connect()
+
+    assert steps.count() == 2
+    assert sorted(s.id for s in steps.sessions(0.0)) == sorted(listener.peers())
+    listener.hang_up()
+    wait_for(lambda: steps.count() == 1, 5.0, what="ss to see one connection closed")
+    listener.hang_up()
+    wait_for(lambda: steps.count() == 0, 5.0, what="ss to see no connection")
+
+
+def test_an_ss_that_fails_is_an_unreadable_count_not_a_zero(tmp_path: Path) -> None:
+    # A login whose PATH lacks ss, or a filter this ss cannot parse: `ss | wc -l` would say 0.
+    for broken in ("no-such-ss -Htn", "ss -Htn state established '( sport = :not-a-port )'"):
+        node = Node.make(tmp_path, "systemd", {**SYSTEMD_VARS, "port": 1, "connections": broken})
+        with pytest.raises(UnreadableCount):
+            node.steps(node.plan("status"), LocalTransport(node.name)).count()
+
+
+# --- systemd: the upgrade and rollback commands, with apt stood in for -----------------------
+
+STUBS = {
+    # The installed version lives in $STATE/installed; every call is logged to $STATE/calls.
+    "dpkg-query": 'echo "dpkg-query $*" >> "$STATE/calls"; cat "$STATE/installed"',
+    "apt-get": 'echo "apt-get $*" >> "$STATE/calls"; for a; do v=$a; done; echo "${v#*=}" > "$STATE/installed"',
+    "systemctl": 'echo "systemctl $*" >> "$STATE/calls"',
+}
+
+
+@dataclass
+class Apt:
+    """A directory of stand-ins for dpkg-query, apt-get and systemctl, and what they were asked."""
+
+    root: Path
+
+    @classmethod
+    def make(cls, root: Path, installed: str) -> Apt:
+        (root / "bin").mkdir(parents=True)
+        for name, body in STUBS.items():
+            stub = root / "bin" / name
+            stub.write_text(f"#!/bin/sh\nSTATE={root}\n{body}\n")
+            stub.chmod(0o755)
+        (root / "installed").write_text(installed + "\n")
+        (root / "calls").touch()
+        return cls(root)
+
+    @property
+    def installed(self) -> str:
+        return (self.root / "installed").read_text().strip()
+
+    def calls(self, program: str) -> list[str]:
+        return [
+            line
+            for line in (self.root / "calls").read_text().splitlines()
+            if line.startswith(program)
+        ]
+
+    def run(self, command: str) -> int:
+        """Run a rendered step on this machine with the stand-ins first on PATH."""
+        shell = LocalTransport("apt")
+        return shell.run(f"PATH={self.root / 'bin'}:$PATH; {command}", 30).exit_code
+
+
+def systemd_steps(tmp_path: Path, **node_vars: str) -> dict[str, str]:
+    """The systemd playbook's rendered upgrade to 2.0 (and its rollback) for service `web`."""
+    previous_file = str(tmp_path / "web.previous")
+    node = Node.make(
+        tmp_path,
+        "systemd",
+        {**SYSTEMD_VARS, "port": 8080, "previous_version_file": previous_file, **node_vars},
+    )
+    plan = node.plan("upgrade", PlanOptions(version="2.0"))
+    return {step: command.run for step, command in plan.steps.items()}
+
+
+def test_the_upgrade_writes_down_the_installed_version_and_the_rollback_goes_back_to_it(
+    tmp_path: Path,
+) -> None:
+    apt = Apt.make(tmp_path / "apt", installed="1.4-1")
+    steps = systemd_steps(tmp_path)
+
+    assert apt.run(steps["upgrade"]) == 0
+    assert apt.installed == "2.0"
+    assert apt.calls("systemctl") == ["systemctl restart web"]
+    assert apt.run(steps["rollback"]) == 0
+    assert apt.installed == "1.4-1"
+    assert [call.split()[-1] for call in apt.calls("apt-get")] == ["web=2.0", "web=1.4-1"]
+
+
+def test_a_previous_version_given_wins_over_the_one_written_down(tmp_path: Path) -> None:
+    apt = Apt.make(tmp_path / "apt", installed="1.4-1")
+    steps = systemd_steps(tmp_path, previous_version="1.3-2")
+
+    assert apt.run(steps["upgrade"]) == 0
+    assert apt.run(steps["rollback"]) == 0
+    assert apt.installed == "1.3-2"
+
+
+def test_a_rollback_with_no_version_to_go_back_to_fails_without_touching_apt(
+    tmp_path: Path,
+) -> None:
+    apt = Apt.make(tmp_path / "apt", installed="1.4-1")
+    steps = systemd_steps(tmp_path)  # no upgrade ran: nothing was written down
+
+    assert apt.run(steps["rollback"]) != 0
+    assert apt.calls("apt-get") == [] and apt.installed == "1.4-1"
