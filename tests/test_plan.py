@@ -167,3 +167,25 @@ def test_a_variable_that_needs_an_undefined_one_fails_only_where_used(inventory_
             PlanOptions(extra_vars={"who": "{{ version }}"}),
             "R",
         )
+
+
+def test_plan_shows_a_patch_for_a_playbook_that_can_only_patch(tmp_path: Path) -> None:
+    (tmp_path / "inventory.yaml").write_text(
+        "defaults: {transport: local, playbook: erlang, vars: {erlang_node: calls@host, module: call_handler,"
+        " beam_source: /srv/call_handler.beam}}\nnodes:\n  erl-1: {}\n"
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "upgradectl",
+        "-i",
+        str(tmp_path / "inventory.yaml"),
+        "--json",
+        "plan",
+        "erl-1",
+    ]
+    done = subprocess.run([*args, "--version", "2"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["command"] == "patch"
+    assert [step["step"] for step in plan["nodes"][0]["steps"]] == ["patch", "verify", "rollback"]

@@ -18,7 +18,7 @@ from upgradectl.connections import Connections
 from upgradectl.errors import ExitCode, StepFailed, UpgradectlError, UsageError, most_serious
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
-from upgradectl.loader import load_inventory
+from upgradectl.loader import find_playbook, load_inventory, load_playbook
 from upgradectl.model import Inventory
 from upgradectl.nightly import (
     Notifications,
@@ -82,6 +82,21 @@ def make_plan(
     inventory = load(settings)
     names = select_nodes(inventory, selection.names, selection.group, selection.everything)
     return build_plan(inventory, names, command, options, run_id)
+
+
+def default_plan_command(settings: Settings, selection: Selection) -> str:
+    """What `plan` shows: an upgrade, or a patch when every chosen node's playbook can only patch."""
+    inventory = load(settings)
+    folder = os.path.dirname(os.path.abspath(inventory.path))
+    playbooks = [
+        load_playbook(find_playbook(node.playbook, folder))
+        for name in select_nodes(inventory, selection.names, selection.group, selection.everything)
+        if (node := inventory.nodes[name]).playbook
+    ]
+    patch_only = playbooks and all(
+        "patch" in p.steps and "upgrade" not in p.steps for p in playbooks
+    )
+    return "patch" if patch_only else "upgrade"
 
 
 def execute(

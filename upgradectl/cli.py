@@ -124,20 +124,33 @@ def cli(
 
 
 @cli.command(
-    epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice"
+    epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice\n"
+    "  upgradectl plan erl-1 --for patch --version 2"
 )
 @selection_options
 @plan_options
+@click.option(
+    "--for",
+    "command",
+    type=click.Choice(["upgrade", "drain", "patch", "unblock"]),
+    help="The command to plan [default: upgrade; patch for a playbook that can only patch].",
+)
 @click.pass_obj
 def plan(
-    obj: Cli, /, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any
+    obj: Cli,
+    /,
+    nodes: tuple[str, ...],
+    group: str | None,
+    everything: bool,
+    command: str | None,
+    **options: Any,
 ) -> int:
-    """Show the rendered plan of an upgrade; connects to nothing."""
+    """Show the rendered plan of a command (an upgrade by default); connects to nothing."""
     from upgradectl import app, render  # noqa: PLC0415
 
-    made = app.make_plan(
-        obj.settings(), "upgrade", _selection(nodes, group, everything), _plan_options(options)
-    )
+    selection = _selection(nodes, group, everything)
+    command = command or app.default_plan_command(obj.settings(), selection)
+    made = app.make_plan(obj.settings(), command, selection, _plan_options(options))
     click.echo(render.plan_json(made) if obj.as_json else render.plan_text(made))
     return ExitCode.OK
 

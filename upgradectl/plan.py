@@ -227,10 +227,11 @@ def _node_plan(
         )
     pair = pair_of(inventory, node.name)
     renderer = _Renderer(_variables(inventory, node, playbook, options, run_id, pair))
+    # In the order the command runs them, for the plan's readers.
     steps = {
-        name: _command(renderer, inventory, node, spec)
-        for name, spec in playbook.steps.items()
-        if name in wanted
+        name: _command(renderer, inventory, node, playbook.steps[name])
+        for name in wanted
+        if name in playbook.steps
     }
     lock_where = playbook.where and Location(playbook.where.file, None, "lock")
     return NodePlan(

@@ -7,7 +7,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from upgradectl.duration import format_duration
-from upgradectl.model import STEP_NAMES
 from upgradectl.policy import describe
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ def _dumps(data: Any) -> str:
 
 
 def _node_plan_data(node: NodePlan) -> dict[str, Any]:
-    ordered = [name for name in STEP_NAMES if name in node.steps]
+    ordered = list(node.steps)  # already in the order the command runs them
     return {
         "node": node.name,
         "host": node.node.address,
