@@ -77,6 +77,10 @@ nodes:
             "inventory.yaml:2: nodes.node-a.groups.0: unknown group 'voice'",
         ),
         ("nodes: {}\n", "inventory.yaml:1: nodes: the inventory has no nodes"),
+        (
+            "groups:\n  voice: {max_unavailable: 0}\nnodes:\n  a: {}\n",
+            "inventory.yaml:2: groups.voice.max_unavailable: expected a number of nodes (1 or more)",
+        ),
         ("nodes:\n  a: {}\n  a: {}\n", "inventory.yaml:3: nodes.a: duplicate key"),
     ],
 )

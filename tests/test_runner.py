@@ -64,8 +64,12 @@ def test_stragglers_under_max_stragglers_are_forced_and_reported_by_id(one_node:
     assert len(cut) == 2
     assert {session["id"] for session in ran.summary["forced"]} == cut
     assert all(session["age"] >= 1 for session in ran.summary["forced"])
-    history = one_node("history", "--forced")
-    assert {session["id"] for session in history.events[0]} == cut if history.events else cut
+    report = one_node("history", "--forced").events  # the helpdesk report, one line per session cut
+    assert {session["id"] for session in report} == cut
+    assert {session["node"] for session in report} == {"node-1"}
+    assert all(
+        session["run"] == ran.summary["run_id"] and session["cut_at"] > 0 for session in report
+    )
 
 
 def test_more_stragglers_than_the_limit_abort_unblock_and_leave_the_version(

@@ -31,7 +31,7 @@ from upgradectl.nightly import (
 )
 from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
 from upgradectl.probe import not_started, probe
-from upgradectl.rollout import Fleet, parse_limit, roll
+from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
 
@@ -186,7 +186,6 @@ def _run_nodes(
 ) -> list[NodeResult]:
     """Each node's run: in the fleet's order and limits, or one after another where limits mean nothing."""
     names = [node.name for node in plan.nodes if start_at is None or node.name in start_at]
-
     window = run.unattended.window
 
     def run_node(name: str) -> NodeResult:
@@ -213,6 +212,7 @@ def _run_nodes(
             for name in names
         ]
     probes = probe(plan, ctx, names)
+    failed = [not_started(ctx, name, probes[name]) for name in names if probes[name].error]
     fleet = Fleet(
         plan.inventory,
         names,
@@ -220,12 +220,9 @@ def _run_nodes(
         override=run.max_unavailable,
         max_failures=run.max_failures,
         out_of_service={name for name, found in probes.items() if not found.in_service},
+        failures=sum(result.exit_code in FAILURES for result in failed),
     )
-    failed = [not_started(ctx, name, probes[name]) for name in names if probes[name].error]
-    order = sorted(
-        (name for name in names if not probes[name].error),
-        key=lambda name: (probes[name].active is None, probes[name].active or 0),
-    )
+    order = fewest_active_first({n: probes[n].active for n in names if not probes[n].error})
     if len(order) > 1:
         ctx.events.emit(
             "order", None, f"order (fewest active first): {', '.join(order)}", order=order
@@ -283,7 +280,7 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
     """The plan of an interrupted run, and where each unfinished node starts again."""
     found = journals.find_run(settings.state_dir, run_id)
     if found is None:
-        wanted = f"run {run_id}" if run_id else "an unfinished run"
+        wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
     inputs = found.start.get("data", {})
     options = PlanOptions(**inputs.get("options", {}))
@@ -292,11 +289,15 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
     return plan, _resume_points(found, inputs["nodes"]), found
 
 
+# Results that `resume` carries on: the run was stopped, or the node stopped answering.
+RESUMABLE = frozenset({"interrupted", "unreachable"})
+
+
 def _resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
     points = {}
     for node in nodes:
         results = [r for r in run.records if r["kind"] == "result" and r.get("node") == node]
-        if results and results[-1].get("data", {}).get("exit_code") != ExitCode.INTERRUPTED:
+        if results and results[-1].get("data", {}).get("result") not in RESUMABLE:
             continue  # finished in the original run, one way or another
         stage = resume_stage([r["kind"] for r in run.records if r.get("node") == node])
         if stage is not None:

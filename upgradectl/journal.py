@@ -22,7 +22,7 @@ from typing import Any
 # Node states that mean "this tool left the node out of service".
 OUT_OF_SERVICE = frozenset(
     {"blocking", "blocked", "drained", "forcing", "forced", "upgrading", "upgraded", "rebooting", "verified",
-     "rolling-back", "rolled-back", "left-blocked"}
+     "rolling-back", "rolled-back", "left-blocked", "attention"}
 )  # fmt: skip
 # States after which the node is back to how the run found it, or better.
 SETTLED = frozenset({"unblocked", "in-service", "patched"})
@@ -89,8 +89,14 @@ class Journal:
         self.path = self.dir / f"{run_id}.jsonl"
         self._who = controller()
         self._lock = threading.Lock()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)  # the file may predate us (a resumed run) with looser permissions
+        self.torn_tail = _ends_torn(fd)
         self._stream = os.fdopen(fd, "a", encoding="utf-8")
+        if self.torn_tail:
+            # A crash cut the last line short: end it, so that it stays the only torn line and
+            # the records appended now are read back whole.
+            self._write("\n")
 
     def append(self, kind: str, node: str | None = None, **data: Any) -> dict[str, Any]:
         """Write one record and fsync it."""
@@ -103,17 +109,25 @@ class Journal:
         }
         if data:
             record["data"] = data
-        line = json.dumps(record, default=str, separators=(",", ":"))
+        self._write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
+        return record
+
+    def _write(self, text: str) -> None:
         with self._lock:
-            self._stream.write(line + "\n")
+            self._stream.write(text)
             self._stream.flush()
             os.fsync(self._stream.fileno())
-        return record
 
     def close(self) -> None:
         """Close the file."""
         with self._lock:
             self._stream.close()
+
+
+def _ends_torn(fd: int) -> bool:
+    """Whether the file open on ``fd`` ends in a line without its newline."""
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
 def read_run(path: str | Path) -> RunRecord:
@@ -147,11 +161,14 @@ def runs(state_dir: str) -> Iterator[RunRecord]:
 
 
 def find_run(state_dir: str, run_id: str | None) -> RunRecord | None:
-    """Run ``run_id``, or the newest unfinished run when no id is given."""
+    """Run ``run_id``, or the newest unfinished run when no id is given.
+
+    A run whose start record was torn is never found: nothing could rebuild its plan.
+    """
     for run in runs(state_dir):
-        if run_id is None and run.finished is None and run.start:
-            return run
-        if run.run_id == run_id:
+        if not run.start:
+            continue
+        if run.run_id == run_id or (run_id is None and run.finished is None):
             return run
     return None
 
@@ -162,9 +179,22 @@ def left_out_of_service(state_dir: str) -> dict[str, dict[str, Any]]:
     for run in sorted(runs(state_dir), key=lambda r: r.run_id):
         for node, record in run.node_states().items():
             latest[node] = record
-    return {node: record for node, record in latest.items() if record["kind"] in OUT_OF_SERVICE}
+    return {node: record for node, record in latest.items() if _out_of_service(record)}
+
+
+def _out_of_service(record: dict[str, Any]) -> bool:
+    """Whether a node's latest state record leaves it out of service: blocked by this tool, or in
+    a state that needs a person. (A hot patch's `verified` is not: nothing was blocked.)"""
+    if record["kind"] in ("attention", "left-blocked"):
+        return True
+    return bool(record.get("data", {}).get("blocked", record["kind"] in OUT_OF_SERVICE))
 
 
 def blocked_by_us(state_dir: str, node: str) -> Mapping[str, Any] | None:
-    """The record of an earlier run that left ``node`` blocked (e.g. ``drain``), if any."""
-    return left_out_of_service(state_dir).get(node)
+    """The record of an earlier run that left ``node`` blocked by this tool (e.g. ``drain``), if any."""
+    record = left_out_of_service(state_dir).get(node)
+    if record is None or not record.get("data", {}).get(
+        "blocked", record["kind"] in OUT_OF_SERVICE
+    ):
+        return None
+    return record

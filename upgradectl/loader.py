@@ -41,9 +41,10 @@ STEP_FIELDS = (
 )  # fmt: skip
 DRAIN_FIELDS = (
     "timeout", "poll", "stragglers", "max_stragglers", "settle", "force_when", "stall_after",
+    "reconnect_for",
 )  # fmt: skip
 PLAYBOOK_FIELDS = ("name", "description", "vars", "drain", "steps", "lock")
-_MAX_UNAVAILABLE = re.compile(r"^\d+%?$")
+_MAX_UNAVAILABLE = re.compile(r"^(?:[1-9]\d*|\d+%)$")  # at least one node, or a share
 
 
 @dataclass
@@ -160,7 +161,8 @@ def _duration(doc: Document, keys: KeyPath, value: Any) -> float:
 def _regex(doc: Document, keys: KeyPath, value: Any) -> re.Pattern[str]:
     text = _typed(doc, keys, value, str, "a regular expression")
     try:
-        return re.compile(text)
+        # Multi-line: `fail_if: "^error"` must catch an error on any line of the output.
+        return re.compile(text, re.MULTILINE)
     except re.error as exc:
         raise doc.error(keys, f"bad regular expression {text!r}: {exc}") from None
 
@@ -217,7 +219,8 @@ def _group(doc: Document, name: str, spec: Any) -> Group:
     limit = fields.get("max_unavailable")
     if limit is not None and not _MAX_UNAVAILABLE.match(str(limit)):
         raise doc.error(
-            (*keys, "max_unavailable"), f"expected a number or a percentage, got {limit!r}"
+            (*keys, "max_unavailable"),
+            f"expected a number of nodes (1 or more) or a percentage, got {limit!r}",
         )
     group_vars = _mapping(doc, (*keys, "vars"), fields.get("vars"), None)
     return Group(name, None if limit is None else str(limit), frozen_mapping(group_vars))
@@ -353,6 +356,9 @@ def _step(doc: Document, name: str, spec: Any) -> StepSpec:
     def at(key: str) -> KeyPath:
         return (*keys, key)
 
+    reboot = _typed(doc, at("reboot"), fields.get("reboot", False), bool, "true or false")
+    if reboot and name != "upgrade":
+        raise doc.error(at("reboot"), "only the upgrade step may reboot the node")
     return StepSpec(
         name=name,
         run=_typed(doc, at("run"), fields["run"], str, "a command"),
@@ -363,7 +369,7 @@ def _step(doc: Document, name: str, spec: Any) -> StepSpec:
         retries=_count(doc, at("retries"), fields.get("retries", 1), 1),
         delay=_duration(doc, at("delay"), fields.get("delay", "2s")),
         expected=_optional(fields.get("expected"), lambda v: _duration(doc, at("expected"), v)),
-        reboot=_typed(doc, at("reboot"), fields.get("reboot", False), bool, "true or false"),
+        reboot=reboot,
         sudo=_optional(
             fields.get("sudo"), lambda v: _typed(doc, at("sudo"), v, bool, "true or false")
         ),
@@ -400,5 +406,8 @@ def _drain(doc: Document, spec: Any) -> DrainPolicy:
         force_when=force_when,
         stall_after=_duration(
             doc, (*keys, "stall_after"), fields.get("stall_after", base.stall_after)
+        ),
+        reconnect_for=_duration(
+            doc, (*keys, "reconnect_for"), fields.get("reconnect_for", base.reconnect_for)
         ),
     )

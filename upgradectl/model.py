@@ -22,6 +22,7 @@ STEP_NAMES = (
     "sessions",
     "force",
     "upgrade",
+    "ready",
     "verify",
     "rollback",
     "unblock",
@@ -29,7 +30,7 @@ STEP_NAMES = (
     "version",
 )
 # Steps that change nothing on a host: the only ones --dry-run runs.
-READ_ONLY_STEPS = frozenset({"precheck", "is_blocked", "active", "sessions", "version"})
+READ_ONLY_STEPS = frozenset({"precheck", "is_blocked", "active", "sessions", "version", "ready"})
 # Steps that can be run again without harm after a dropped connection or a crash.
 REPEATABLE_STEPS = READ_ONLY_STEPS | {"block", "unblock", "verify"}
 
@@ -123,6 +124,8 @@ class DrainPolicy:
     settle: int = 2
     force_when: Literal["deadline", "eta_exceeds_deadline"] = "deadline"
     stall_after: float = 600.0
+    # How long a dropped connection is re-tried (with backoff) before the node counts as unreachable.
+    reconnect_for: float = 60.0
 
 
 @dataclass(frozen=True)

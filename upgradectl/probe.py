@@ -1,15 +1,18 @@
 """Ask every node how it is before a rollout starts: cheap, parallel, over the run's connections.
 
-The answers order the rollout (fewest active sessions first) and tell the fleet which nodes,
-and which pairs outside the selection, are already out of service.
+The answers order the rollout (fewest active sessions first) and tell the fleet which nodes are
+already out of service: the selected ones, and those outside the selection that the fleet's
+rules look at (their pairs, the other members of their groups).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from upgradectl.errors import ExitCode, StepFailed, UpgradectlError
+from upgradectl.model import Inventory
 from upgradectl.plan import NodePlan, Plan, build_plan
 from upgradectl.runner import NodeResult, RunContext
 from upgradectl.steps import Steps
@@ -20,7 +23,7 @@ MAX_PROBE_THREADS = 64
 
 @dataclass(frozen=True)
 class Probe:
-    """One node's answer."""
+    """One node's answer; ``blocked`` is None when the playbook cannot tell or it was not read."""
 
     active: int | None = None
     blocked: bool | None = None
@@ -29,24 +32,44 @@ class Probe:
 
     @property
     def in_service(self) -> bool:
-        """Reachable and not blocked."""
-        return self.reachable and not self.blocked
+        """Reachable, not blocked, and not a node whose state could not be read."""
+        unknown = self.error is not None and self.blocked is None
+        return self.reachable and not self.blocked and not unknown
 
 
 def probe(plan: Plan, ctx: RunContext, names: list[str]) -> dict[str, Probe]:
-    """The state of ``names`` and of their pairs outside the selection."""
+    """The state of ``names`` and of their pairs and group mates outside the selection."""
     plans = [plan.node(name) for name in names]
-    outside = sorted({p.pair for p in plans if p.pair} - set(names))
-    if outside:
-        try:
-            plans += build_plan(plan.inventory, outside, "status", plan.options, plan.run_id).nodes
-        except UpgradectlError as exc:
-            ctx.events.emit("warning", None, f"cannot check the pairs {', '.join(outside)}: {exc}")
+    plans += _plans_of(plan, sorted(neighbours(plan.inventory, plans) - set(names)), ctx)
     with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plans) or 1)) as pool:
-        answers = dict(
-            zip([p.name for p in plans], pool.map(lambda p: _ask(p, ctx), plans), strict=True)
-        )
-    return answers
+        answers = pool.map(lambda node_plan: _ask(node_plan, ctx), plans)
+        return dict(zip([node_plan.name for node_plan in plans], answers, strict=True))
+
+
+def neighbours(inventory: Inventory, plans: Iterable[NodePlan]) -> set[str]:
+    """The nodes whose state decides whether these may start: their pairs and group mates."""
+    found: set[str] = set()
+    for node_plan in plans:
+        if node_plan.pair:
+            found.add(node_plan.pair)
+        for group in node_plan.node.groups:
+            found.update(inventory.members(group))
+    return found
+
+
+def _plans_of(plan: Plan, names: list[str], ctx: RunContext) -> list[NodePlan]:
+    """The status plans of ``names``; one that cannot be rendered is left out, with a warning."""
+    try:
+        return list(build_plan(plan.inventory, names, "status", plan.options, plan.run_id).nodes)
+    except UpgradectlError:
+        pass  # which ones? Rendering them one by one says.
+    plans: list[NodePlan] = []
+    for name in names:
+        try:
+            plans += build_plan(plan.inventory, [name], "status", plan.options, plan.run_id).nodes
+        except UpgradectlError as exc:
+            ctx.events.emit("warning", name, f"cannot check {name} before the run: {exc}")
+    return plans
 
 
 def _ask(node_plan: NodePlan, ctx: RunContext) -> Probe:
@@ -54,15 +77,16 @@ def _ask(node_plan: NodePlan, ctx: RunContext) -> Probe:
         node_plan,
         ctx.connections.get,
         ctx.events,
-        reconnect_for=ctx.reconnect_for,
+        reconnect_for=node_plan.drain.reconnect_for,
         pause=ctx.stop.wait,
     )
+    blocked = None
     try:
         blocked = steps.is_blocked()
         active = steps.count() if steps.has("active") else None
     except UpgradectlError as exc:
         ctx.events.emit("probe", node_plan.name, f"cannot ask: {exc}", error=str(exc))
-        return Probe(error=str(exc), reachable=isinstance(exc, StepFailed))
+        return Probe(blocked=blocked, error=str(exc), reachable=isinstance(exc, StepFailed))
     state = ", blocked" if blocked else ""
     ctx.events.emit(
         "probe",
@@ -83,4 +107,4 @@ def not_started(ctx: RunContext, name: str, found: Probe) -> NodeResult:
     message = f"not started: {found.error}"
     ctx.journal.append("result", name, result=result, exit_code=int(code), message=message)
     ctx.events.emit("node-done", name, f"{result}: {message}")
-    return NodeResult(name, result, code, message, in_service=found.reachable)
+    return NodeResult(name, result, code, message, in_service=found.in_service)

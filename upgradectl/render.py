@@ -126,7 +126,9 @@ def status_text(report: StatusReport) -> str:
         held = f", locked by run {lock.get('run')} ({lock.get('owner')})" if lock else ""
         lines.append(f"{row['node']}: {blocked}{active}{version}{held}")
     for node, record in report.left_out.items():
-        lines.append(f"left out of service by upgradectl: {node} ({record['kind']} in run {record['run']}, "
+        after = record.get("data", {}).get("last_state")
+        state = f"{record['kind']} after {after}" if after else record["kind"]
+        lines.append(f"left out of service by upgradectl: {node} ({state} in run {record['run']}, "
                      f"{_when(record.get('time'))})")  # fmt: skip
     for run in report.unfinished:
         data = run.start.get("data", {})
@@ -154,9 +156,14 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
     }
 
 
+def _json_lines(kind: str, rows: list[dict[str, Any]]) -> str:
+    """One JSON object per line, like every other --json output."""
+    return "\n".join(_dumps({"event": kind, **row}) for row in rows)
+
+
 def history_json(runs: list[RunRecord]) -> str:
-    """History as JSON."""
-    return _dumps([_run_row(run) for run in runs])
+    """History as JSON lines, one run each."""
+    return _json_lines("run", [_run_row(run) for run in runs])
 
 
 def history_text(runs: list[RunRecord]) -> str:
@@ -187,8 +194,8 @@ def forced_sessions(runs: list[RunRecord]) -> list[dict[str, Any]]:
 
 
 def forced_json(runs: list[RunRecord]) -> str:
-    """The helpdesk report as JSON."""
-    return _dumps(forced_sessions(runs))
+    """The helpdesk report as JSON lines, one session cut each."""
+    return _json_lines("forced-session", forced_sessions(runs))
 
 
 def forced_text(runs: list[RunRecord]) -> str:

@@ -13,27 +13,34 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from upgradectl.errors import ExitCode, UsageError
 from upgradectl.model import Inventory
 
 # Exit codes that count towards --max-failures.
 FAILURES = frozenset({ExitCode.STEP_FAILED, ExitCode.ATTENTION})
+# How often a rollout waiting on running nodes looks whether the operator asked it to stop.
+STOP_CHECK_SECONDS = 1.0
 _LIMIT = re.compile(r"^(\d+)(%?)$")
 
 
-def parse_limit(text: str, size: int) -> int:
-    """``2`` or ``25%`` of ``size`` nodes, at least 1: a rollout that may take no node is no rollout."""
+def parse_limit(text: str, size: int, what: str = "--max-unavailable") -> int:
+    """``2``, or ``25%`` of ``size`` nodes but at least 1: a rollout that may take no node is no rollout."""
     match = _LIMIT.match(text.strip())
     if not match:
-        raise UsageError(f"--max-unavailable: expected N or N%, got {text!r}")
+        raise UsageError(f"{what}: expected N or N%, got {text!r}")
     number = int(match.group(1))
     if match.group(2):
         return max(1, math.floor(size * number / 100))
     if number < 1:
-        raise UsageError("--max-unavailable: must be at least 1")
+        raise UsageError(f"{what}: must be at least 1, got {text!r}")
     return number
+
+
+def fewest_active_first(active: Mapping[str, int | None]) -> list[str]:
+    """Node names by live session count, fewest first; unknown counts last; ties keep their order."""
+    return sorted(active, key=lambda name: (active[name] is None, active[name] or 0))
 
 
 class Outcome(Protocol):
@@ -50,54 +57,99 @@ class Outcome(Protocol):
 OutcomeT = TypeVar("OutcomeT", bound=Outcome)
 
 
+class Hold(NamedTuple):
+    """Why a node may not start now; ``final`` when nothing left in this run can change that."""
+
+    reason: str
+    final: bool
+
+
+STOPPED = Hold("not started: the run was stopped", final=True)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Nodes of which at most ``limit`` may be out of service at once: a group, or the whole run."""
+
+    name: str
+    members: tuple[str, ...]
+    limit: int
+
+
 @dataclass
 class Fleet:
-    """What is running and what is out of service, and whether a node may start now."""
+    """What is waiting, running and out of service, and whether a node may start now.
+
+    ``out_of_service`` starts as the probe found the fleet (pairs and group members outside the
+    selection included) and follows each node's outcome. A node waits only on nodes of this run
+    that are running or still waiting to start; that is what makes every rollout end.
+    """
 
     inventory: Inventory
     selected: Sequence[str]
     pairs: Mapping[str, str | None]
     override: str | None = None  # --max-unavailable, for the whole run
     max_failures: int | None = None
-    running: set[str] = field(default_factory=set)
     out_of_service: set[str] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)
+    running: set[str] = field(default_factory=set)
     failures: int = 0
+    scopes: dict[str, list[Scope]] = field(init=False)
 
-    def limits(self, node: str) -> list[tuple[str, list[str], int]]:
-        """Each (scope, members, limit) that ``node`` counts against."""
+    def __post_init__(self) -> None:
+        # Every limit is read now: a bad one is a usage error before any node starts.
+        self.scopes = {node: self._scopes_of(node) for node in self.selected}
+
+    def _scopes_of(self, node: str) -> list[Scope]:
         if self.override is not None:
-            return [("run", list(self.selected), parse_limit(self.override, len(self.selected)))]
-        scopes = []
-        for group in self.inventory.nodes[node].groups:
-            members = self.inventory.members(group)
-            limit = self.inventory.groups[group].max_unavailable or "1"
-            scopes.append((f"group {group}", members, parse_limit(limit, len(members))))
-        return scopes or [("run", list(self.selected), 1)]
-
-    def why_not(self, node: str) -> tuple[str, bool] | None:
-        """None when ``node`` may start now, else (reason, whether waiting can help)."""
-        if self.max_failures is not None and self.failures >= self.max_failures:
-            return (
-                f"not started: {self.failures} failures reached --max-failures {self.max_failures}",
-                False,
+            return [self._scope("the run", self.selected, self.override, "--max-unavailable")]
+        scopes = [
+            self._scope(
+                f"group {group}",
+                self.inventory.members(group),
+                self.inventory.groups[group].max_unavailable or "1",
+                f"{self.inventory.path}: groups.{group}.max_unavailable",
             )
+            for group in self.inventory.nodes[node].groups
+        ]
+        return scopes or [Scope("the run", tuple(self.selected), 1)]
+
+    @staticmethod
+    def _scope(name: str, members: Sequence[str], limit: str, what: str) -> Scope:
+        return Scope(name, tuple(members), parse_limit(limit, len(members), what))
+
+    def why_not(self, node: str) -> Hold | None:
+        """None when ``node`` may start now, else why not."""
+        if self.max_failures is not None and self.failures >= self.max_failures:
+            reason = f"{self.failures} failures reached --max-failures {self.max_failures}"
+            return Hold(f"not started: {reason}", final=True)
         pair = self.pairs.get(node)
-        if pair is not None:
-            if pair in self.running:
-                return f"waiting for its pair {pair}", True
-            if pair in self.out_of_service:
-                return f"not started: its pair {pair} is not in service", False
-        for scope, members, limit in self.limits(node):
-            busy = [
-                m for m in members if m != node and (m in self.running or m in self.out_of_service)
-            ]
-            if len(busy) >= limit:
-                waiting_helps = any(m in self.running for m in busy)
-                return (
-                    f"{scope} has {len(busy)} of at most {limit} nodes out of service",
-                    waiting_helps,
+        if pair in self.running:
+            return Hold(f"waiting for its pair {pair}", final=False)
+        if pair in self.out_of_service:
+            # A pair still to run here may come back; a node already out waits for nobody.
+            may_return = pair in self.pending and node not in self.out_of_service
+            return Hold(f"not started: its pair {pair} is not in service", final=not may_return)
+        if node in self.out_of_service:
+            return None  # already out: starting it takes nothing more out of service
+        for scope in self.scopes[node]:
+            busy = [m for m in scope.members if m != node and self._busy(m)]
+            if len(busy) >= scope.limit:
+                reason = (
+                    f"{scope.name} has {len(busy)} of at most {scope.limit} nodes out of service"
+                    f" ({', '.join(busy)})"
                 )
+                may_change = any(m in self.running or m in self.pending for m in busy)
+                return Hold(f"not started: {reason}", final=not may_change)
         return None
+
+    def _busy(self, node: str) -> bool:
+        return node in self.running or node in self.out_of_service
+
+    def start(self, node: str) -> None:
+        """``node`` has started."""
+        self.pending.discard(node)
+        self.running.add(node)
 
     def finished(self, outcome: Outcome) -> None:
         """Record how a node ended."""
@@ -117,29 +169,27 @@ def roll(
     skip: Callable[[str, str], OutcomeT],
     stopping: Callable[[], bool],
 ) -> list[OutcomeT]:
-    """Start nodes in ``order`` as the fleet allows, up to its limits, until all are done or skipped."""
-    pending = list(order)
+    """Start nodes in ``order`` as the fleet allows, until every one has run or been skipped.
+
+    Outcomes come back in the order the nodes ended.
+    """
+    fleet.pending.update(order)
     outcomes: list[OutcomeT] = []
-    futures: dict[Future[OutcomeT], str] = {}
+    futures: set[Future[OutcomeT]] = set()
     with ThreadPoolExecutor(max_workers=max(1, len(order)), thread_name_prefix="node") as pool:
-        while pending or futures:
-            if stopping():
-                outcomes += [skip(node, "not started: the run was stopped") for node in pending]
-                pending.clear()
-            for node in list(pending):
-                verdict = fleet.why_not(node)
-                if verdict is None:
-                    fleet.running.add(node)
-                    futures[pool.submit(run_node, node)] = node
-                    pending.remove(node)
-                elif not verdict[1]:
-                    outcomes.append(skip(node, verdict[0]))
-                    pending.remove(node)
+        while fleet.pending or futures:
+            for node in [node for node in order if node in fleet.pending]:
+                hold = STOPPED if stopping() else fleet.why_not(node)
+                if hold is None:
+                    fleet.start(node)
+                    futures.add(pool.submit(run_node, node))
+                elif hold.final:
+                    fleet.pending.discard(node)
+                    outcomes.append(skip(node, hold.reason))
             if not futures:
-                continue
-            done, _ = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                continue  # what waited on a node that was just skipped is decided next pass
+            done, futures = wait(futures, STOP_CHECK_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
-                futures.pop(future)
                 outcome = future.result()
                 fleet.finished(outcome)
                 outcomes.append(outcome)

@@ -19,10 +19,12 @@ from upgradectl.connections import Connections
 from upgradectl.duration import format_duration
 from upgradectl.errors import (
     CommandTimedOut,
+    ConnectionLost,
     ExitCode,
     LockHeld,
     StepFailed,
     TransportError,
+    Unreachable,
     UnreadableCount,
 )
 from upgradectl.estimate import DrainEstimate, estimate_drain, format_eta
@@ -30,7 +32,7 @@ from upgradectl.events import Events
 from upgradectl.journal import Journal
 from upgradectl.lock import NodeLock, describe_holder
 from upgradectl.model import DrainPolicy
-from upgradectl.plan import NodePlan
+from upgradectl.plan import Command, NodePlan
 from upgradectl.policy import DrainState, Verdict, judge
 from upgradectl.steps import Steps
 
@@ -42,17 +44,27 @@ FORCE_GRACE = 30.0
 STAGES = ("block", "upgrade", "verify", "unblock")
 
 
-def resume_stage(states: list[str]) -> str | None:
-    """Where an interrupted node carries on, from its journalled states in order (None: it is done).
+def resume_stage(kinds: list[str]) -> str | None:
+    """Where an interrupted node carries on, from its journal record kinds in order (None: done).
 
-    Block, verify and unblock are safe to repeat; the upgrade is re-run only if it never completed.
+    Only state changes count (not notes such as ``interrupted`` or ``result``). Block, verify and
+    unblock are safe to repeat; the upgrade is re-run only if it never completed; a node that
+    went down for its reboot is verified, which waits for it to answer.
     """
+    states = [kind for kind in kinds if kind in journals.OUT_OF_SERVICE | journals.SETTLED]
     last = states[-1] if states else None
     if "upgraded" in states and last in ("unblocked", "left-blocked"):
         return None
-    return {"upgrading": "upgrade", "upgraded": "verify", "verified": "unblock"}.get(
-        last or "", "block"
-    )
+    return _RESUME_AT.get(last or "", "block")
+
+
+# The stage that follows each state, for a resumed node; any other state starts from block.
+_RESUME_AT = {
+    "upgrading": "upgrade",
+    "rebooting": "verify",
+    "upgraded": "verify",
+    "verified": "unblock",
+}
 
 
 _DRAINED = object()  # the drain's marker for "done waiting", distinct from any result
@@ -117,7 +129,6 @@ class RunContext:
     state_dir: str
     dry_run: bool = False
     break_lock: bool = False
-    reconnect_for: float = 60.0
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
 
@@ -159,7 +170,7 @@ class NodeRun:
             plan,
             ctx.connections.get,
             ctx.events,
-            reconnect_for=ctx.reconnect_for,
+            reconnect_for=plan.drain.reconnect_for,
             pause=ctx.stop.wait,
         )
         self.phase = "prepare"
@@ -169,13 +180,24 @@ class NodeRun:
         self.forced_count = 0
         self.drain_seconds: float | None = None
         self.last_state: str | None = None
+        self.blocked = False  # this tool has the node blocked now (its own block, not a hand's)
 
     # -- journal and events ----------------------------------------------------------------
 
     def record(self, kind: str, message: str, **data: Any) -> None:
         """A state change: on disk first, then announced."""
+        if kind == "blocking":
+            self.blocked = self.ours
+        elif kind == "unblocked":
+            self.blocked = False
         self.ctx.journal.append(
-            kind, self.name, hand_blocked=self.hand_blocked, ours=self.ours, **data
+            kind,
+            self.name,
+            message=message,
+            hand_blocked=self.hand_blocked,
+            ours=self.ours,
+            blocked=self.blocked,
+            **data,
         )
         if kind in journals.OUT_OF_SERVICE | journals.SETTLED:
             self.last_state = kind
@@ -187,11 +209,7 @@ class NodeRun:
 
     def result(self, result: str, code: ExitCode, message: str) -> NodeResult:
         """This node's result, with what the drain measured and cut, and whether it serves now."""
-        in_service = (
-            code != ExitCode.ATTENTION
-            and not self.hand_blocked
-            and self.last_state not in journals.OUT_OF_SERVICE
-        )
+        in_service = code != ExitCode.ATTENTION and not self.hand_blocked and not self.blocked
         return NodeResult(
             self.name,
             result,
@@ -245,16 +263,29 @@ class NodeRun:
         return outcome
 
     def _guarded(self, body: Callable[[], NodeResult]) -> NodeResult:
+        # The outer handler also catches a connection lost while recovering from a failed step.
         try:
-            return body()
-        except (StepFailed, CommandTimedOut) as exc:
-            return self._recover(exc)
+            try:
+                return body()
+            except (StepFailed, CommandTimedOut) as exc:
+                return self._recover(exc)
         except TransportError as exc:
-            state = "left out of service" if self.ours else "not changed by this run"
-            self.record(
-                "attention", f"{exc}; the node is in an unknown state ({state} as far as we know)"
-            )
-            return self.result("attention", exc.exit_code, str(exc))
+            return self._lost(exc)
+
+    def _lost(self, error: TransportError) -> NodeResult:
+        """The node cannot be reached (or trusted): its state is unknown, and that needs a person."""
+        known = (
+            f"last recorded state: {self.last_state}"
+            if self.last_state
+            else "nothing was changed by this run"
+        )
+        self.record(
+            "attention",
+            f"{error}; the node is in an unknown state ({known})",
+            last_state=self.last_state,
+        )
+        result = "unreachable" if isinstance(error, Unreachable) else "attention"
+        return self.result(result, error.exit_code, str(error))
 
     # -- the commands ----------------------------------------------------------------------
 
@@ -312,6 +343,7 @@ class NodeRun:
             data = earlier.get("data", {})
             self.hand_blocked = bool(data.get("hand_blocked"))
             self.ours = not self.hand_blocked
+            self.blocked = self.ours
             self.last_state = earlier["kind"]
             self.say(
                 "note",
@@ -403,13 +435,15 @@ class NodeRun:
         if verdict is Verdict.ABORT:
             return self._give_up(active)
         if verdict is Verdict.FORCE:
-            self._force(active)
+            # Before the deadline only the estimate can force: journal that it did.
+            self._force(active, "eta_exceeds_deadline" if now < drain.deadline else "deadline")
             drain.forced_at = self.ctx.monotonic()
             drain.just_forced = True
         return None
 
     def _poll_event(self, active: int, estimate: DrainEstimate | None, deadline: float) -> None:
-        insight = format_eta(estimate) if estimate else f"{active} active"
+        # At zero the drain is not over until `settle` readings agree: say the count, not "drained".
+        insight = format_eta(estimate) if estimate and active else f"{active} active"
         data: dict[str, Any] = {"active": active, "deadline": deadline, "insight": insight}
         if estimate is not None:
             data.update(
@@ -420,15 +454,21 @@ class NodeRun:
             )
         self.say("poll", insight, **data)
 
-    def _force(self, active: int) -> None:
+    def _force(self, active: int, because: str) -> None:
         policy = self.plan.drain
         sessions = self.steps.sessions(self.ctx.wall())
         listed = [{"id": s.id, "age": s.age, "line": s.line} for s in sessions]
         self.record(
             "forcing",
-            f"{active} session{'s' if active != 1 else ''} left (at most {policy.max_stragglers} may be forced); forcing",
+            f"{active} session{'s' if active != 1 else ''} left (at most {policy.max_stragglers} may be forced); "
+            + (
+                "forcing"
+                if because == "deadline"
+                else "forcing now: the estimate says they will outlast the deadline"
+            ),
             active=active,
             sessions=listed,
+            because=because,
         )
         self.steps.run("force")
         cut_at = self.ctx.wall()
@@ -460,11 +500,46 @@ class NodeRun:
         )
 
     def _upgrade_step(self) -> None:
-        self.phase = "upgrade"
         command = self.plan.steps["upgrade"]
+        # Read before the phase changes: a node that cannot be judged is never upgraded.
+        boot_id = self._boot_id_before_reboot() if command.reboot else None
+        self.phase = "upgrade"
         self.record("upgrading", f"upgrading: {command.run}", expected=command.expected)
-        self.steps.run("upgrade")
+        if command.reboot:
+            self._reboot(command, boot_id)
+        else:
+            self.steps.run("upgrade")
         self.record("upgraded", "upgrade step done")
+
+    def _boot_id_before_reboot(self) -> str | None:
+        """The boot id before a rebooting upgrade; without it or a ``ready`` step, nothing could
+        tell that the node is back."""
+        target = self.steps.target("upgrade")
+        boot_id = self.steps.boot_id(target)
+        if boot_id is None and not self.steps.has("ready"):
+            raise StepFailed(
+                "upgrade",
+                target,
+                "cannot tell when the node is back from its reboot: it shows no boot id and "
+                "the playbook has no `ready` step",
+            )
+        return boot_id
+
+    def _reboot(self, command: Command, boot_id: str | None) -> None:
+        """Run the rebooting upgrade, expecting the connection to drop; wait for the node to return."""
+        deadline = time.monotonic() + command.timeout
+        try:
+            self.steps.run("upgrade")
+            how = "the upgrade command returned"
+        except ConnectionLost:
+            how = "the connection dropped"
+        self.record(
+            "rebooting",
+            f"{how}; waiting up to {format_duration(command.timeout)} for the node to come back",
+            boot_id=boot_id,
+        )
+        why = self.steps.await_return(boot_id, deadline)
+        self.say("back", f"back from the reboot: {why}")
 
     def _verify(self) -> None:
         if self.phase != "check":
@@ -493,7 +568,7 @@ class NodeRun:
     # -- failures --------------------------------------------------------------------------
 
     def _recover(self, error: Exception) -> NodeResult:
-        self.say("failed", str(error))
+        self.record("failed", str(error))
         if self.phase in ("prepare", "drain"):
             return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; not upgraded")
         if self.phase in ("upgrade", "verify", "patch") and self._restored():

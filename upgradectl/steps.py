@@ -20,6 +20,12 @@ from upgradectl.transport.base import CommandResult, Transport, wrap_sudo
 
 # Steps whose `parse` extracts a value rather than deciding success.
 _READING_STEPS = frozenset({"active", "sessions", "version", "is_blocked"})
+# Linux's id of the current boot: it changes with every boot, and only then.
+BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
+# The tool's own commands (the node lock, the boot id) are quick.
+TOOL_TIMEOUT = 30.0
+# How often a rebooting node is asked whether it is back.
+REBOOT_POLL = 1.0
 
 
 class Steps:
@@ -76,8 +82,18 @@ class Steps:
         command = Command(step="lock", target=self.plan.name, run=text, timeout=timeout)
         return self.execute(command, repeatable=True).stdout
 
-    def execute(self, command: Command, *, repeatable: bool | None = None) -> CommandResult:
-        """One attempt of ``command``; a dropped connection is re-opened and a repeatable step re-run."""
+    def execute(
+        self,
+        command: Command,
+        *,
+        repeatable: bool | None = None,
+        reconnect_until: float | None = None,
+    ) -> CommandResult:
+        """One attempt of ``command``; a dropped connection is re-opened and a repeatable step re-run.
+
+        Reconnecting goes on until ``reconnect_until`` (monotonic), by default ``reconnect_for``
+        seconds from the drop; then the node is Unreachable.
+        """
         if repeatable is None:
             repeatable = command.step in REPEATABLE_STEPS
         transport = self.transport_for(command.target)
@@ -92,7 +108,11 @@ class Steps:
                 if not repeatable:
                     raise
                 self.events.emit("warning", self.plan.name, f"{exc}; reconnecting")
-                transport.reconnect(time.monotonic() + self.reconnect_for)
+                transport.reconnect(
+                    time.monotonic() + self.reconnect_for
+                    if reconnect_until is None
+                    else reconnect_until
+                )
                 continue
             self.events.emit(
                 "step-output", self.plan.name, f"{command.step}: exit {result.exit_code}: {result.output.strip()}",
@@ -131,6 +151,48 @@ class Steps:
         if command.parse is not None:
             return command.parse.search(result.output) is not None
         return result.exit_code == 0
+
+    def boot_id(self, target: str, *, reconnect_until: float | None = None) -> str | None:
+        """The boot id of node ``target``, or None when it shows none (not Linux)."""
+        command = Command(
+            step="boot-id",
+            target=target,
+            run=f"{BOOT_ID_COMMAND} 2>/dev/null",
+            timeout=TOOL_TIMEOUT,
+        )
+        result = self.execute(command, repeatable=True, reconnect_until=reconnect_until)
+        text = result.stdout.strip()
+        return text if result.exit_code == 0 and text else None
+
+    def await_return(self, boot_id: str | None, deadline: float) -> str:
+        """Wait, reconnecting, until the upgrade's node is back from its reboot; why it counts as back.
+
+        Back means a boot id other than ``boot_id``, or the playbook's ``ready`` step passing.
+        Raises Unreachable when the node cannot be reached by ``deadline`` (monotonic), and
+        StepFailed when it answers but never counts as back.
+        """
+        target = self.target("upgrade")
+        while True:
+            try:
+                why = self._back(target, boot_id, deadline)
+            except CommandTimedOut:
+                why = ""  # half up: it answers, but too slowly yet
+            if why:
+                return why
+            if time.monotonic() >= deadline:
+                raise StepFailed("upgrade", target, "the node did not come back from its reboot")
+            time.sleep(REBOOT_POLL)
+
+    def _back(self, target: str, boot_id: str | None, deadline: float) -> str:
+        """Why the node counts as back from its reboot, or "" while it does not."""
+        now = self.boot_id(target, reconnect_until=deadline)
+        if boot_id is not None and now is not None and now != boot_id:
+            return f"its boot id changed to {now}"
+        if self.has("ready"):
+            ready = self.plan.steps["ready"]
+            if not check(ready, self.execute(ready, reconnect_until=deadline)):
+                return f"the ready step passed on {ready.target}"
+        return ""
 
     def version(self) -> str | None:
         """The version the node reports (``version`` step), or None."""

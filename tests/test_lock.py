@@ -1,0 +1,137 @@
+"""The node lock, taken and contested over real SSH connections to a lab node."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from threading import Barrier
+from typing import Any
+
+import pytest
+from conftest import LabFactory
+
+from upgradectl.errors import ExitCode, LockHeld
+from upgradectl.lab import Lab
+from upgradectl.lock import NodeLock
+from upgradectl.transport.ssh import Endpoint, SshTransport
+
+Shell = Callable[[str, float], str]
+
+
+@pytest.fixture
+def lab(lab_factory: LabFactory) -> Lab:
+    """One lab node."""
+    return lab_factory(1)
+
+
+@pytest.fixture
+def connect(lab: Lab) -> Iterator[Callable[[], Shell]]:
+    """``connect()``: a shell on node-1 over a connection of its own, as a controller has."""
+    opened: list[SshTransport] = []
+    node = lab.node("node-1")
+    endpoint = Endpoint(
+        alias="node-1", hostname=node.ssh.host, port=node.ssh.port, user=lab.user,
+        identity_files=(str(lab.identity_file),), known_hosts=str(lab.known_hosts_path),
+        proxy_jump=None,
+    )  # fmt: skip
+
+    def shell() -> Shell:
+        opened.append(SshTransport(endpoint))
+        transport = opened[-1]
+        return lambda command, timeout: transport.run(command, timeout).stdout
+
+    yield shell
+    for transport in opened:
+        transport.close()
+
+
+@pytest.fixture
+def path(lab: Lab) -> Path:
+    """Where the lock lives on the node (a directory the lock creates)."""
+    return lab.node("node-1").node_dir / "locks" / "upgradectl.lock"
+
+
+def lock(shell: Shell, path: Path, run: str) -> NodeLock:
+    """Run ``run``'s lock on node-1."""
+    return NodeLock("node-1", str(path), shell, run, "upgrade")
+
+
+def never_broken(holder: dict[str, Any]) -> None:
+    raise AssertionError(f"the lock of {holder} was broken without --break-lock")
+
+
+def test_a_lock_records_who_holds_it_and_is_removed_on_release(
+    connect: Callable[[], Shell], path: Path
+) -> None:
+    mine = lock(connect(), path, "run-a")
+    mine.acquire(break_lock=False, on_break=never_broken)
+    holder = json.loads(path.read_text())
+    assert holder["run"] == "run-a" and holder["command"] == "upgrade"
+    assert "@" in holder["owner"] and holder["pid"] and holder["started"]
+    assert mine.holder() == holder
+    mine.release()
+    assert not path.exists() and mine.holder() is None
+
+
+def test_a_second_run_is_turned_away_naming_the_holder(
+    connect: Callable[[], Shell], path: Path
+) -> None:
+    lock(connect(), path, "run-a").acquire(break_lock=False, on_break=never_broken)
+    with pytest.raises(LockHeld) as refused:
+        lock(connect(), path, "run-b").acquire(break_lock=False, on_break=never_broken)
+    assert refused.value.exit_code == ExitCode.NOT_NOW
+    assert "run run-a (upgrade) by " in str(refused.value) and "--break-lock" in str(refused.value)
+    assert json.loads(path.read_text())["run"] == "run-a"
+
+
+def test_the_same_run_takes_its_own_lock_back_when_it_resumes(
+    connect: Callable[[], Shell], path: Path
+) -> None:
+    lock(connect(), path, "run-a").acquire(break_lock=False, on_break=never_broken)
+    resumed = lock(connect(), path, "run-a")
+    resumed.acquire(break_lock=False, on_break=never_broken)
+    resumed.release()
+    assert not path.exists()
+
+
+def test_break_lock_takes_over_reports_the_old_holder_and_the_old_run_cannot_release_it(
+    connect: Callable[[], Shell], path: Path
+) -> None:
+    stale = lock(connect(), path, "run-a")
+    stale.acquire(break_lock=False, on_break=never_broken)
+    broken: list[dict[str, Any]] = []
+    taker = lock(connect(), path, "run-b")
+    taker.acquire(break_lock=True, on_break=broken.append)
+    assert [holder["run"] for holder in broken] == ["run-a"]
+    stale.release()  # the old run, come back to life, must not remove the new run's lock
+    assert json.loads(path.read_text())["run"] == "run-b"
+    taker.release()
+    assert not path.exists()
+
+
+def test_of_many_runs_racing_for_a_free_lock_exactly_one_wins(
+    connect: Callable[[], Shell], path: Path
+) -> None:
+    racers = 6
+    shells = [connect() for _ in range(racers)]
+    for shell in shells:
+        shell("true", 10)  # connected before the race, so that they start together
+    start = Barrier(racers)
+
+    def race(number: int) -> str:
+        start.wait()
+        try:
+            lock(shells[number], path, f"run-{number}").acquire(
+                break_lock=False, on_break=never_broken
+            )
+        except LockHeld:
+            return "refused"
+        return f"run-{number}"
+
+    with ThreadPoolExecutor(racers) as pool:
+        outcomes = list(pool.map(race, range(racers)))
+    winners = [outcome for outcome in outcomes if outcome != "refused"]
+    assert len(winners) == 1
+    assert json.loads(path.read_text())["run"] == winners[0]
