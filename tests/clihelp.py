@@ -67,6 +67,10 @@ class LabCli:
             env=self.home.env,
         )  # fmt: skip
 
+    def ask(self, command: str, node: str = "node-1") -> str:
+        """A control command to a lab node's call server, its answer stripped."""
+        return self.lab.node(node).control(command).strip()
+
     def playbook_variant(self, name: str, drain: dict[str, Any] | None = None, **steps: Any) -> str:
         """A copy of the bundled lab playbook with fast polls and some steps replaced (None removes one)."""
         playbook = yaml.safe_load(Path(bundled_playbooks()["lab"]).read_text())

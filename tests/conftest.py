@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from clihelp import LabCli
 
 from upgradectl.lab import KeyPair, Lab, SshHome, lab_account, wait_for
 
@@ -63,6 +64,13 @@ def lab_factory(tmp_path: Path, lab_keys: LabKeys) -> Iterator[LabFactory]:
     yield build
     for lab in reversed(labs):
         lab.stop()
+
+
+@pytest.fixture
+def cli(lab_factory: LabFactory, ssh_home: Callable[[Lab], SshHome], tmp_path: Path) -> LabCli:
+    """A lab of two paired nodes (tests act on node-1) and the CLI pointed at it."""
+    lab = lab_factory(2)
+    return LabCli(lab, ssh_home(lab), tmp_path / "state")
 
 
 @pytest.fixture

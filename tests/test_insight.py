@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
-import pytest
 from clihelp import LabCli, run_cli
-from conftest import LabFactory, wait_for
+from conftest import wait_for
 
-from upgradectl.lab import Call, Fate, Lab, SshHome, place_calls
-
-
-@pytest.fixture
-def cli(lab_factory: LabFactory, ssh_home: Callable[[Lab], SshHome], tmp_path: Path) -> LabCli:
-    lab = lab_factory(2)
-    return LabCli(lab, ssh_home(lab), tmp_path / "state")
+from upgradectl.lab import Call, Fate, place_calls
 
 
 def calls(cli: LabCli, durations: list[float]) -> list[Call]:

@@ -15,10 +15,10 @@ from typing import IO, Any
 
 import pytest
 from clihelp import LabCli, Ran
-from conftest import LabFactory, wait_for
+from conftest import wait_for
 
 from upgradectl.journal import RunRecord, read_run
-from upgradectl.lab import Call, Lab, LabNode, SshHome, place_calls
+from upgradectl.lab import Call, LabNode, place_calls
 
 CTL = "socat - UNIX-CONNECT:{{ ctl_socket }}"
 DEADLINE = 30.0  # for anything a test waits on; a healthy run needs a few seconds
@@ -110,13 +110,6 @@ Start = Callable[..., Controller]
 
 
 @pytest.fixture
-def cli(lab_factory: LabFactory, ssh_home: Callable[[Lab], SshHome], tmp_path: Path) -> LabCli:
-    """A lab of two paired nodes (the tests act on node-1) and the CLI pointed at it."""
-    lab = lab_factory(2)
-    return LabCli(lab, ssh_home(lab), tmp_path / "state")
-
-
-@pytest.fixture
 def start(cli: LabCli) -> Iterator[Start]:
     """``start(*args)``: a controller in the background, killed after the test."""
     started: list[Controller] = []
@@ -128,11 +121,6 @@ def start(cli: LabCli) -> Iterator[Start]:
     yield launch
     for controller in started:
         controller.kill()
-
-
-def ask(cli: LabCli, command: str, node: str = "node-1") -> str:
-    """A control command to a node's call server, answer stripped."""
-    return cli.lab.node(node).control(command).strip()
 
 
 def one_call(cli: LabCli, seconds: float = 60) -> Call:
@@ -161,7 +149,7 @@ def test_a_controller_killed_mid_drain_is_shown_by_status_and_finished_by_resume
     killed = start(*upgrade(cli.playbook_variant("fast")))
     killed.wait_for_event(lambda e: e["event"] == "poll", "the drain to poll")
     killed.kill()
-    assert ask(cli, "state") == "blocked"
+    assert cli.ask("state") == "blocked"
 
     status = cli("status")
     assert status.code == 0, status.stderr
@@ -176,7 +164,7 @@ def test_a_controller_killed_mid_drain_is_shown_by_status_and_finished_by_resume
     resumed = cli("resume")
     assert resumed.code == 0, resumed.stdout  # the dead run's node lock is this run's own
     assert resumed.summary["run_id"] == killed.run_id
-    assert ask(cli, "version") == "version 2.0" and ask(cli, "state") == "ready"
+    assert cli.ask("version") == "version 2.0" and cli.ask("state") == "ready"
     assert not lock_file(cli).exists()
     assert cli("status").events[0]["left_out_of_service"] == {}
 
@@ -191,7 +179,7 @@ def test_a_stop_during_the_wait_puts_the_node_back_in_service(
     running.send(signum)
     ran = running.finish()
     assert ran.code == 5, ran.stdout
-    assert ask(cli, "state") == "ready" and ask(cli, "version") == "version 1.0"
+    assert cli.ask("state") == "ready" and cli.ask("version") == "version 1.0"
     assert call.live  # nobody was cut
     kinds = running.kinds("node-1")
     assert kinds[-2:] == ["unblocked", "result"] and "upgrading" not in kinds
@@ -223,12 +211,12 @@ def test_ctrl_c_during_the_upgrade_lets_the_step_finish_then_stops(
     assert ran.code == 5, ran.stdout
     kinds = running.kinds("node-1")
     assert kinds[-3:] == ["upgraded", "interrupted", "result"]
-    assert ask(cli, "version") == "version 2.0" and ask(cli, "state") == "blocked"
+    assert cli.ask("version") == "version 2.0" and cli.ask("state") == "blocked"
 
     resumed = cli("resume", running.run_id)
     assert resumed.code == 0, resumed.stdout
     assert "upgrading" not in resumed.kinds("node-1")  # the finished upgrade is not run again
-    assert ask(cli, "state") == "ready"
+    assert cli.ask("state") == "ready"
 
 
 def test_a_second_ctrl_c_exits_at_once_leaving_a_resumable_journal(
@@ -247,22 +235,22 @@ def test_a_second_ctrl_c_exits_at_once_leaving_a_resumable_journal(
 
     # The abandoned upgrade command still runs on the node, and completes.
     gate.touch()
-    wait_for(lambda: ask(cli, "version") == "version 2.0", DEADLINE)
+    wait_for(lambda: cli.ask("version") == "version 2.0", DEADLINE)
     resumed = cli("resume")
     assert resumed.code == 0, resumed.stdout
     assert resumed.summary["run_id"] == running.run_id
-    assert ask(cli, "state") == "ready" and not lock_file(cli).exists()
+    assert cli.ask("state") == "ready" and not lock_file(cli).exists()
 
 
 def test_a_node_blocked_by_hand_stays_blocked_after_an_abort(cli: LabCli) -> None:
     calls = place_calls("127.0.0.1", cli.lab.node("node-1").call_port, [60, 60, 60], "held")
-    ask(cli, "block")  # an operator took the node out of service before the run
+    cli.ask("block")  # an operator took the node out of service before the run
     ran = cli(
         *upgrade(cli.playbook_variant("fast")),
         "--timeout", "1s", "--stragglers", "force", "--max-stragglers", "2",
     )  # fmt: skip
     assert ran.code == 3, ran.stdout
-    assert ask(cli, "state") == "blocked" and ask(cli, "version") == "version 1.0"
+    assert cli.ask("state") == "blocked" and cli.ask("version") == "version 1.0"
     assert "unblocked" not in ran.kinds("node-1")
     assert all(call.live for call in calls)
     for call in calls:
@@ -296,7 +284,7 @@ def test_a_second_controller_on_the_same_node_is_turned_away_and_break_lock_take
     journal = read_run(cli.state_dir / "runs" / f"{took_over.summary['run_id']}.jsonl")
     (broken,) = [r for r in journal.records if r["kind"] == "lock-broken"]
     assert broken["node"] == "node-1" and broken["data"]["holder"]["run"] == first.run_id
-    assert ask(cli, "state") == "ready"  # the dead run's block was ours to undo
+    assert cli.ask("state") == "ready"  # the dead run's block was ours to undo
     assert not lock_file(cli).exists()
 
 
@@ -321,7 +309,7 @@ def test_a_connection_dropped_during_the_wait_is_reopened_and_the_drain_carries_
     assert kinds.count("blocked") == 1 and "drained" in kinds and "upgraded" in kinds
     # One drain throughout: the same deadline before and after the drop.
     assert len({e["deadline"] for e in ran.events if e["event"] == "poll"}) == 1
-    assert ask(cli, "version") == "version 2.0" and ask(cli, "state") == "ready"
+    assert cli.ask("version") == "version 2.0" and cli.ask("state") == "ready"
 
 
 def test_a_node_unreachable_after_the_retries_needs_attention_and_the_journal_says_so(
@@ -339,7 +327,7 @@ def test_a_node_unreachable_after_the_retries_needs_attention_and_the_journal_sa
     assert kinds[-2:] == ["attention", "result"] and "unblocked" not in kinds
     last = running.journal().node_states()["node-1"]
     assert last["kind"] == "attention" and last["data"]["blocked"] is True  # as far as we know
-    assert ask(cli, "state") == "blocked"  # and so it is
+    assert cli.ask("state") == "blocked"  # and so it is
 
 
 def reboot_once_upgraded(node: LabNode, *, comes_back: bool = True) -> None:
@@ -376,7 +364,7 @@ def test_an_upgrade_that_reboots_waits_for_the_node_to_come_back_then_verifies(
         < kinds.index("verified")
         < kinds.index("unblocked")
     )
-    assert ask(cli, "version") == "version 2.0" and ask(cli, "state") == "ready"
+    assert cli.ask("version") == "version 2.0" and cli.ask("state") == "ready"
 
 
 def test_a_node_that_does_not_come_back_from_its_reboot_needs_attention(cli: LabCli) -> None:
@@ -447,7 +435,7 @@ def test_a_failed_upgrade_leaves_a_journal_that_matches_what_happened(cli: LabCl
     assert records[-1]["data"]["exit_code"] == 1
     assert all(r["run"] == ran.summary["run_id"] and r["user"] and r["host"] for r in records)
     # What happened: the old version, back in service; and nothing is left out of service.
-    assert ask(cli, "version") == "version 1.0" and ask(cli, "state") == "ready"
+    assert cli.ask("version") == "version 1.0" and cli.ask("state") == "ready"
     assert cli("status").events[0]["left_out_of_service"] == {}
 
 
@@ -465,7 +453,7 @@ def test_a_connection_lost_mid_upgrade_is_recorded_as_unknown_not_as_upgraded(
     assert kinds[-3:] == ["upgrading", "attention", "result"]
     last = journal.node_states()["node-1"]
     assert last["kind"] == "attention" and last["data"]["last_state"] == "upgrading"
-    assert ask(cli, "state") == "blocked"  # left out of service, for a person to look at
+    assert cli.ask("state") == "blocked"  # left out of service, for a person to look at
     left = cli("status").events[0]["left_out_of_service"]
     assert (
         left["node-1"]["kind"] == "attention"

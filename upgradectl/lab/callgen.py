@@ -15,8 +15,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from types import TracebackType
 from typing import Self
+
+from upgradectl.lab.running import Running
 
 ANSWER_TIMEOUT = 5.0
 
@@ -214,7 +215,7 @@ class CallResult:
         return [call for call in self.calls if call.fate is fate]
 
 
-class CallGenerator:
+class CallGenerator(Running):
     """Places calls at a steady rate with random lengths, each on its own thread, until stopped."""
 
     def __init__(
@@ -274,14 +275,3 @@ class CallGenerator:
                 self._calls.append(call)
             call.dial()
             next_call += self.interval
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import yaml
@@ -25,6 +24,7 @@ from upgradectl.lab.haproxy import HaProxy
 from upgradectl.lab.keys import KeyPair
 from upgradectl.lab.ports import free_ports
 from upgradectl.lab.process import LabServer, start_servers, stop_servers
+from upgradectl.lab.running import Running
 from upgradectl.lab.sshd import SshServer
 from upgradectl.lab.unixsocket import ask
 
@@ -76,7 +76,7 @@ class SshHome:
     env: dict[str, str]
 
 
-class Lab:
+class Lab(Running):
     """Start `nodes` lab nodes (and HAProxy with `haproxy=True`) and describe them in an inventory.
 
     Pass `host_key`/`client_key` to reuse keys across labs (a test session does); otherwise the
@@ -268,17 +268,6 @@ class Lab:
         if self.balancer is not None:
             servers.append(self.balancer)
         return "".join(server.known_hosts_line() + "\n" for server in servers)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _make_node_dir(node_root: Path, account: LabAccount) -> Path:

@@ -13,12 +13,12 @@ import ctypes
 import os
 import signal
 import subprocess
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from upgradectl.lab.running import Running
 from upgradectl.lab.waiting import wait_for
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -177,7 +177,7 @@ def stop_processes(processes: Iterable[ServerProcess], deadline: float = STOP_DE
         process.wait(deadline)
 
 
-class LabServer(ABC):
+class LabServer(Running):
     """A lab server: writes its configuration, runs as a ServerProcess, knows when it is ready."""
 
     process: ServerProcess
@@ -223,17 +223,6 @@ class LabServer(ABC):
     def pids(self) -> set[int]:
         """The PIDs of the server and its live children."""
         return self.process.pids()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_servers(servers: Sequence[LabServer]) -> None:
