@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from upgradectl.model import DrainPolicy
-from upgradectl.policy import DrainState, Verdict, describe, judge
+from upgradectl.policy import DrainState, Verdict, describe, judge, next_poll
 
 FORCE_3 = DrainPolicy(timeout=60, stragglers="force", max_stragglers=3, settle=2)
 
@@ -48,3 +48,26 @@ def test_the_policy_in_words() -> None:
         describe(FORCE_3, 3600)
         == "wait up to 1h, then force at most 3 stragglers (more: give up and unblock)"
     )
+
+
+TEN_SECONDS = DrainPolicy(timeout=3600, poll=10, stragglers="force", max_stragglers=3)
+
+
+def test_polls_start_fast_and_slow_down_to_the_playbooks_poll() -> None:
+    waits = [next_poll(TEN_SECONDS, polls, 50, None, 3000) for polls in range(1, 7)]
+    assert waits == [1, 2, 4, 8, 10, 10]
+
+
+def test_zero_readings_settle_fast_and_the_expected_end_is_watched_closely() -> None:
+    assert next_poll(TEN_SECONDS, 20, 0, None, 3000) == 1
+    assert next_poll(TEN_SECONDS, 20, 3, 6.0, 3000) == 3  # half the optimistic ETA
+    assert next_poll(TEN_SECONDS, 20, 3, 0.5, 3000) == 1  # but never faster than once a second
+
+
+def test_the_poll_wakes_at_the_deadline_and_never_exceeds_the_playbooks_poll() -> None:
+    assert next_poll(TEN_SECONDS, 20, 3, None, 2.5) == 2.5
+    assert (
+        next_poll(TEN_SECONDS, 20, 3, None, -5) == 10
+    )  # past it (stragglers: wait): the usual pace
+    quick = DrainPolicy(poll=0.2)
+    assert next_poll(quick, 0, 9, None, 100) == 0.2  # a playbook's poll below a second is kept

@@ -54,6 +54,31 @@ def _hopeless(policy: DrainPolicy, state: DrainState) -> bool:
     )
 
 
+# The quickest poll: one cheap command a second at most, per node.
+FAST_POLL = 1.0
+# Never sleep less than this, even right before the deadline.
+MIN_SLEEP = 0.05
+
+
+def next_poll(
+    policy: DrainPolicy, polls: int, active: int | None, eta_low: float | None, to_deadline: float
+) -> float:
+    """Seconds until the next poll: never more than the playbook's ``poll`` (so the end of a
+    drain is noticed within one interval), and less where it pays: right after the block
+    (doubling from one second), while zero readings settle, near the expected end, and at the
+    deadline. In between, a large fleet's nodes are polled only every ``poll``.
+    """
+    fast = min(FAST_POLL, policy.poll)
+    if active == 0:
+        return fast
+    wait = min(policy.poll, fast * 2.0 ** max(polls - 1, 0))
+    if eta_low is not None:
+        wait = min(wait, max(fast, eta_low / 2))
+    if to_deadline > 0:
+        wait = min(wait, max(MIN_SLEEP, to_deadline))
+    return wait
+
+
 def describe(policy: DrainPolicy, timeout: float) -> str:
     """What happens at the deadline, in words: ``wait up to 1h, then force at most 5 stragglers``."""
     wait = f"wait up to {format_duration(timeout)}"

@@ -33,7 +33,7 @@ from upgradectl.journal import Journal
 from upgradectl.lock import NodeLock, describe_holder
 from upgradectl.model import DrainPolicy
 from upgradectl.plan import Command, NodePlan
-from upgradectl.policy import DrainState, Verdict, judge
+from upgradectl.policy import DrainState, Verdict, judge, next_poll
 from upgradectl.steps import Steps
 
 # A count that cannot be read this many times in a row stops the drain: never read as zero.
@@ -383,7 +383,7 @@ class NodeRun:
                 if drain.just_forced:
                     drain.just_forced = False
                     continue  # look again at once: the force should have emptied the node
-            if self.ctx.stop.wait(self.plan.drain.poll):
+            if self.ctx.stop.wait(self._next_poll(drain)):
                 reason = f"stopped ({self.ctx.stop.reason}) while waiting"
                 return self._back_in_service(ExitCode.INTERRUPTED, "interrupted", reason)
         self.drain_seconds = self.ctx.monotonic() - drain.started
@@ -397,6 +397,13 @@ class NodeRun:
                 ExitCode.INTERRUPTED, "interrupted", f"stopped ({self.ctx.stop.reason})"
             )
         return None
+
+    def _next_poll(self, drain: _Drain) -> float:
+        active = drain.samples[-1][1] if drain.samples else None
+        estimate = estimate_drain(drain.samples, stall_after=self.plan.drain.stall_after)
+        eta = estimate.eta_low if estimate and active else None
+        to_deadline = drain.deadline - self.ctx.monotonic()
+        return next_poll(self.plan.drain, len(drain.samples), active, eta, to_deadline)
 
     def _read_count(self, drain: _Drain) -> int | None:
         """The live count, or None for an unreadable one (never zero; too many in a row raise)."""
