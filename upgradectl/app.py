@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,8 +30,8 @@ from upgradectl.nightly import (
     within_window,
     write_outputs,
 )
-from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
-from upgradectl.probe import not_started, probe
+from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.probe import MAX_PROBE_THREADS, not_started, probe
 from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
@@ -360,42 +361,43 @@ class StatusReport:
         return any("error" in node for node in self.nodes)
 
 
-def status(settings: Settings, names: Sequence[str]) -> StatusReport:
-    """Ask every node (or those named) how it is; read the journal for unfinished business."""
-    from upgradectl.lock import NodeLock  # noqa: PLC0415
-    from upgradectl.steps import Steps  # noqa: PLC0415
-
+def status(settings: Settings, names: Sequence[str], options: PlanOptions) -> StatusReport:
+    """Ask every node (or those named) how it is, in parallel; read the journal for unfinished business."""
     inventory = load(settings)
     chosen = select_nodes(inventory, names, everything=not names)
-    plan = build_plan(inventory, chosen, "status", PlanOptions(), "status")
-    events = Events()
+    plan = build_plan(inventory, chosen, "status", options, "status")
     connections = Connections(inventory, accept_new_host_keys=settings.accept_new_host_keys)
-    rows = []
     try:
-        for node_plan in plan.nodes:
-            steps = Steps(
-                node_plan, connections.get, events, reconnect_for=5.0, pause=lambda s: False
+        with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plan.nodes))) as pool:
+            rows = list(
+                pool.map(lambda node_plan: _node_status(node_plan, connections), plan.nodes)
             )
-            row: dict[str, Any] = {"node": node_plan.name}
-            try:
-                row["blocked"] = steps.is_blocked()
-                row["active"] = steps.count() if steps.has("active") else None
-                row["version"] = steps.version()
-                lock = NodeLock(
-                    node_plan.name, node_plan.lock_path, steps.shell, "status", "status"
-                )
-                row["lock"] = lock.holder()
-            except StepFailed as exc:
-                row["failed"] = str(exc)  # reached, but a step's output says no
-            except UpgradectlError as exc:
-                row["error"] = str(exc)
-            rows.append(row)
     finally:
         connections.close()
     unfinished = [
         run for run in journals.runs(settings.state_dir) if run.finished is None and run.start
     ]
     return StatusReport(rows, journals.left_out_of_service(settings.state_dir), unfinished)
+
+
+def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any]:
+    from upgradectl.lock import NodeLock  # noqa: PLC0415
+    from upgradectl.steps import Steps  # noqa: PLC0415
+
+    steps = Steps(node_plan, connections.get, Events(), reconnect_for=5.0, pause=lambda s: False)
+    row: dict[str, Any] = {"node": node_plan.name}
+    try:
+        row["blocked"] = steps.is_blocked()
+        row["active"] = steps.count() if steps.has("active") else None
+        row["version"] = steps.version()
+        row["lock"] = NodeLock(
+            node_plan.name, node_plan.lock_path, steps.shell, "status", "status"
+        ).holder()
+    except StepFailed as exc:
+        row["failed"] = str(exc)  # reached, but a step's output says no
+    except UpgradectlError as exc:
+        row["error"] = str(exc)
+    return row
 
 
 def history(settings: Settings, limit: int) -> list[RunRecord]:

@@ -176,14 +176,17 @@ def playbooks() -> int:
     return ExitCode.OK
 
 
-@cli.command(epilog="\b\nExamples:\n  upgradectl status\n  upgradectl status node-a node-b")
+@cli.command(
+    epilog="\b\nExamples:\n  upgradectl status\n  upgradectl status node-a node-b --playbook haproxy"
+)
 @nodes_argument
+@plan_options
 @click.pass_obj
-def status(obj: Cli, nodes: tuple[str, ...]) -> int:
+def status(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
     """Live: blocked?, active sessions, version, lock holder; and unfinished runs."""
     from upgradectl import app, render  # noqa: PLC0415
 
-    report = app.status(obj.settings(), nodes)
+    report = app.status(obj.settings(), nodes, _plan_options(options))
     click.echo(render.status_json(report) if obj.as_json else render.status_text(report))
     return ExitCode.ATTENTION if report.unreachable else ExitCode.OK
 

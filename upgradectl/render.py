@@ -102,6 +102,7 @@ def status_json(report: StatusReport) -> str:
                     "run": run.run_id,
                     "command": run.start.get("data", {}).get("command"),
                     "started": run.start.get("time"),
+                    "torn_lines": run.torn_lines,
                 }
                 for run in report.unfinished
             ],
@@ -132,8 +133,9 @@ def status_text(report: StatusReport) -> str:
                      f"{_when(record.get('time'))})")  # fmt: skip
     for run in report.unfinished:
         data = run.start.get("data", {})
+        torn = f"; {len(run.torn_lines)} torn journal line(s) skipped" if run.torn_lines else ""
         lines.append(f"unfinished run {run.run_id}: {data.get('command')} {' '.join(data.get('nodes', []))} "
-                     f"(started {_when(run.start.get('time'))}; `upgradectl resume {run.run_id}`)")  # fmt: skip
+                     f"(started {_when(run.start.get('time'))}{torn}; `upgradectl resume {run.run_id}`)")  # fmt: skip
     return "\n".join(lines)
 
 
