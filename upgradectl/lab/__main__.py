@@ -11,6 +11,7 @@ from types import FrameType
 
 import click
 
+from upgradectl.lab.callgen import CallGenerator
 from upgradectl.lab.callserver import read_configs, serve
 from upgradectl.lab.demo import run_demo
 from upgradectl.lab.lab import Lab
@@ -67,6 +68,38 @@ def _explain(lab: Lab) -> None:
     click.echo("upgradectl reads ~/.ssh/known_hosts; this HOME trusts the lab's host keys:")
     click.echo(f"  HOME={home} upgradectl -i {lab.inventory_path} status")
     click.echo("Ctrl-C stops the lab.")
+
+
+@main.command(
+    epilog="Example: python -m upgradectl.lab calls 127.0.0.1:20000 --rate 2 --length 2-8"
+)
+@click.argument("address", metavar="HOST:PORT")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.01),
+    default=2.0,
+    show_default=True,
+    help="Calls a second.",
+)
+@click.option(
+    "--length", default="2-8", show_default=True, metavar="LO-HI", help="Call lengths, seconds."
+)
+def calls(address: str, rate: float, length: str) -> None:
+    """Keep placing calls to ADDRESS (HAProxy's frontend) until Ctrl-C; then count their fates."""
+    host, _, port = address.rpartition(":")
+    low, _, high = length.partition("-")
+    signal.signal(signal.SIGTERM, _interrupt)
+    generator = CallGenerator(
+        host or "127.0.0.1", int(port), rate, duration=(float(low), float(high or low))
+    )
+    generator.start()
+    click.echo("placing calls; Ctrl-C stops placing them and waits for the live ones to end")
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        counts = generator.stop().counts
+    click.echo(", ".join(f"{count} {fate}" for fate, count in counts.items()))
 
 
 @main.command(epilog="Example: python -m upgradectl.lab demo")

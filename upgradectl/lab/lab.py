@@ -32,6 +32,7 @@ PLAYBOOK = "lab"
 GROUP = "voice"
 BACKEND = "calls"
 BALANCER = "lb"
+CALL_SERVER = "socat - UNIX-CONNECT:{{ ctl_socket }}"
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,11 @@ class Lab(Running):
                 "lb_host": BALANCER,
                 "lb_socket": str(self.haproxy.admin_socket),
                 "backend": BACKEND,
+                # The bundled haproxy playbook asks how a node itself is upgraded: here, by its
+                # call server, so `--playbook haproxy` works on the lab as it is.
+                "upgrade_command": f"echo upgrade {{{{ version | quote }}}} | {CALL_SERVER} | grep '^upgraded to '",
+                "verify_command": f"echo version | {CALL_SERVER} | grep '^version '",
+                "version_command": f"echo version | {CALL_SERVER}",
             }
             nodes[BALANCER] = {"host": self.balancer.host, "port": self.balancer.port}
         nodes.update({node.name: node.inventory_entry() for node in self.nodes})
