@@ -292,12 +292,17 @@ def test_the_inventory_describes_nodes_pairs_group_and_balancer(lab_factory: Lab
 
     inventory = yaml.safe_load(lab.inventory_path.read_text())
 
+    defaults_vars = inventory["defaults"].pop("vars")
     assert inventory["defaults"] == {
         "user": lab.user,
         "identity_file": str(lab.identity_file),
         "playbook": "lab",
-        "vars": {"lb_host": "lb", "lb_socket": str(lab.haproxy.admin_socket), "backend": "calls"},
     }
+    balancer = {"lb_host": "lb", "lb_socket": str(lab.haproxy.admin_socket), "backend": "calls"}
+    assert balancer.items() <= defaults_vars.items()
+    # What the bundled haproxy playbook needs to upgrade a node: its call server's commands.
+    for command in ("upgrade_command", "verify_command", "version_command"):
+        assert "UNIX-CONNECT:{{ ctl_socket }}" in defaults_vars[command]
     assert inventory["groups"] == {"voice": {"max_unavailable": 1}}
     nodes = inventory["nodes"]
     assert nodes["lb"] == {"host": "127.0.0.1", "port": lab.balancer.port}
