@@ -2,17 +2,20 @@
 
     python bench/fleet.py --nodes 50 --mode parallel
     python bench/fleet.py --nodes 10 --mode sequential
-    python bench/fleet.py --nodes 50 --sessions 5 --drain 3     # sessions end within 3 s
+    python bench/fleet.py --nodes 50 --sessions 5 --drain 3     # the last session ends at 3 s
 
 Each node is a real OpenSSH sshd from the lab (`upgradectl.lab`), logged in as a user with a
-plain /bin/sh. Its "service" is a few files in its `node_dir` (bench/playbook.yaml): sessions are
-end times, so the intrinsic drain time of the run is known in advance: the latest end. Whatever
-the run takes beyond that is overhead: the controller's start-up, SSH handshakes, commands, polls.
+plain /bin/sh. Its "service" is a few files in its `node_dir`, driven by bench/playbook.yaml
+with sh, date, awk and grep only: sessions are end times, so the intrinsic drain time of a run
+is known in advance (the latest end) and whatever the run takes beyond it is overhead: the
+controller's start-up, SSH handshakes, commands and polls.
 
-The figures: wall time, intrinsic drain time, overhead, the controller's CPU seconds and peak RSS
-(from wait4() on the controller process: it and the children it reaped), SSH connections per
-node (the run's summary, and sshd's own "Accepted" log lines), and `upgradectl --help` time.
-With ansible-playbook installed, bench/ansible/drain.yml runs the same commands on the same nodes.
+Printed per run: wall time, intrinsic drain time, overhead, the controller's CPU seconds and
+peak RSS (wait4() on the controller: it and the children it reaped), the nodes' CPU seconds
+(every sshd and what it ran: on this machine too, competing for the same cores), SSH
+connections per node (the run's summary, and sshd's own log), where the wall time went (from
+the events' timestamps), and `upgradectl --help` time. With ansible-playbook installed,
+bench/ansible/drain.yml runs the same commands on the same nodes, and the ratio is printed.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import argparse
 import json
 import os
 import re
-import resource
+import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,12 +35,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version as package_version
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import yaml
 
-from upgradectl.lab import Lab, SshHome, lab_account
+from upgradectl.duration import parse_duration
+from upgradectl.lab import Lab, SshHome, lab_account, wait_for
 
 BENCH_DIR = Path(__file__).resolve().parent
 PLAYBOOK = BENCH_DIR / "playbook.yaml"
@@ -45,7 +52,8 @@ GROUP = "fleet"
 OLD_VERSION = "1"
 NEW_VERSION = "2"
 RUN_DEADLINE = 600.0  # a run that takes longer than this is hung, not slow
-# sshd (LogLevel INFO) logs one such line per SSH connection that logged in.
+REAP_DEADLINE = 30.0  # for the nodes' sshd to reap their sessions after a run
+# sshd (LogLevel INFO) logs one such line for each connection that logged in.
 _ACCEPTED = re.compile(rb"^Accepted publickey for ", re.MULTILINE)
 
 
@@ -57,8 +65,8 @@ class Scenario:
     mode: str  # parallel: max_unavailable = nodes; sequential: 1
     sessions: int  # live sessions per node when the run starts
     drain: float  # the last of them ends this many seconds after the start
-    poll: float | None  # override the playbook's drain.poll
-    settle: int | None  # override the playbook's drain.settle
+    poll: float | None = None  # overrides the playbook's drain.poll
+    settle: int | None = None  # overrides the playbook's drain.settle
 
     @property
     def max_unavailable(self) -> int:
@@ -66,26 +74,20 @@ class Scenario:
         return self.nodes if self.mode == "parallel" else 1
 
     def session_ends(self, start: float) -> list[float]:
-        """Each node's session end times (epoch), evenly spread up to ``start + drain``."""
+        """A node's session end times (epoch), evenly spread up to ``start + drain``."""
         return [start + self.drain * (i + 1) / self.sessions for i in range(self.sessions)]
 
 
 @dataclass(frozen=True)
 class Measured:
-    """One finished process: how long, how much CPU and memory, what it said."""
+    """One finished process: how long, how much CPU and memory, what it printed."""
 
     wall: float
-    cpu_user: float
-    cpu_system: float
+    cpu: float  # user + system, its own and its reaped children's
     peak_rss_mb: float
     exit_code: int
     stdout: str
     stderr: str
-
-    @property
-    def cpu(self) -> float:
-        """User plus system CPU seconds."""
-        return self.cpu_user + self.cpu_system
 
 
 @dataclass
@@ -97,8 +99,9 @@ class Figures:
     intrinsic: float
     cpu: float
     peak_rss_mb: float
-    accepted_per_node: list[int]  # sshd's count, node by node
-    reported_per_node: list[int] = field(default_factory=list)  # the tool's own count, if any
+    node_cpu: float
+    accepted_per_node: list[int]  # sshd's count
+    reported_per_node: list[int] = field(default_factory=list)  # the tool's own, if it says
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -106,9 +109,14 @@ class Figures:
         """Wall time beyond the intrinsic drain time."""
         return self.wall - self.intrinsic
 
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as JSON data."""
+        return asdict(self) | {"overhead": self.overhead}
+
 
 def measure(argv: Sequence[str], env: dict[str, str], timeout: float = RUN_DEADLINE) -> Measured:
-    """Run ``argv`` to the end; its rusage comes from wait4() on it, not on our other children."""
+    """Run ``argv`` to the end; its rusage comes from wait4() on it alone, not on our other
+    children (the lab's servers)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
         process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
@@ -119,13 +127,12 @@ def measure(argv: Sequence[str], env: dict[str, str], timeout: float = RUN_DEADL
         finally:
             watchdog.cancel()
         wall = time.monotonic() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         out.seek(0)
         err.seek(0)
         return Measured(
             wall=wall,
-            cpu_user=usage.ru_utime,
-            cpu_system=usage.ru_stime,
+            cpu=usage.ru_utime + usage.ru_stime,
             peak_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
             exit_code=process.returncode,
             stdout=out.read().decode(errors="replace"),
@@ -134,31 +141,31 @@ def measure(argv: Sequence[str], env: dict[str, str], timeout: float = RUN_DEADL
 
 
 class BenchFleet:
-    """A lab of N sshd nodes whose shell-only 'service' is files in each node's ``node_dir``."""
+    """A lab of N sshd nodes whose shell-only service is files in each node's ``node_dir``."""
 
     def __init__(self, workdir: Path, nodes: int) -> None:
         self.workdir = workdir
         self.lab = Lab(workdir / "lab", nodes)
-        self.home: SshHome | None = None
+        self._home: SshHome | None = None
 
     def start(self) -> None:
         """Start every sshd and make a HOME whose known_hosts trusts them."""
         self.lab.start()
-        self.home = self.lab.ssh_home(self.workdir / "home")
+        self._home = self.lab.ssh_home(self.workdir / "home")
 
     def stop(self) -> None:
         """Stop every server the lab started."""
         self.lab.stop()
 
     @property
-    def env(self) -> dict[str, str]:
-        """The environment the tools run in: HOME with the lab's known_hosts, no ssh-agent."""
-        if self.home is None:
+    def home(self) -> SshHome:
+        """HOME with the lab's known_hosts, and an environment (no ssh-agent) that uses it."""
+        if self._home is None:
             raise RuntimeError("the fleet was never started")
-        return self.home.env
+        return self._home
 
     def reset(self, session_ends: list[float]) -> None:
-        """Every node back to version 1, unblocked, unlocked, with these live sessions."""
+        """Every node back to the old version, unblocked, unlocked, with these live sessions."""
         account = lab_account()
         for node in self.lab.nodes:
             for name in ("blocked", "upgradectl.lock"):
@@ -183,6 +190,23 @@ class BenchFleet:
             for node in self.lab.nodes
         ]
 
+    def node_cpu(self) -> float:
+        """CPU seconds that every node's sshd, and all it ran, has used so far.
+
+        Waits for the sessions to end first: a process's time reaches its parent when reaped.
+        """
+
+        def reaped() -> bool:
+            return all(len(node.ssh.pids()) <= 1 for node in self.lab.nodes)
+
+        wait_for(reaped, REAP_DEADLINE, interval=0.02, what="the nodes' SSH sessions to end")
+        ticks = 0
+        for node in self.lab.nodes:
+            stat = Path(f"/proc/{node.ssh.process.pid}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+            ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def write_inventory(self, scenario: Scenario, playbook: Path) -> Path:
         """An upgradectl inventory: every node in one group, no pairs, max_unavailable per mode."""
         nodes = {
@@ -203,17 +227,13 @@ class BenchFleet:
             "groups": {GROUP: {"max_unavailable": scenario.max_unavailable}},
             "nodes": nodes,
         }
-        path = self.workdir / "inventory.yaml"
-        path.write_text(yaml.safe_dump(inventory, sort_keys=False))
-        return path
+        return self._write("inventory.yaml", inventory)
 
     def write_ansible_inventory(self) -> Path:
         """The same nodes for ansible-playbook (its `raw` module needs no Python on them).
 
-        OpenSSH finds ~/.ssh by the passwd entry, not $HOME: known_hosts is named explicitly.
+        OpenSSH finds ~/.ssh by the passwd entry, not $HOME, so known_hosts is named here.
         """
-        if self.home is None:
-            raise RuntimeError("the fleet was never started")
         hosts = {
             node.name: {
                 "ansible_host": node.ssh.host,
@@ -222,28 +242,72 @@ class BenchFleet:
             }
             for node in self.lab.nodes
         }
-        inventory = {
-            GROUP: {
-                "hosts": hosts,
-                "vars": {
-                    "ansible_user": self.lab.user,
-                    "ansible_ssh_private_key_file": str(self.lab.identity_file),
-                    "ansible_ssh_common_args": f"-o UserKnownHostsFile={self.home.known_hosts}",
-                },
-            }
+        connection = {
+            "ansible_user": self.lab.user,
+            "ansible_ssh_private_key_file": str(self.lab.identity_file),
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={self.home.known_hosts}",
         }
-        path = self.workdir / "ansible-inventory.yaml"
-        path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        return self._write("ansible-inventory.yaml", {GROUP: {"hosts": hosts, "vars": connection}})
+
+    def _write(self, name: str, document: dict[str, Any]) -> Path:
+        path = self.workdir / name
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
         return path
 
 
+@dataclass(frozen=True)
+class FleetRun:
+    """A measured run and what the nodes saw of it."""
+
+    measured: Measured
+    accepted_per_node: list[int]
+    node_cpu: float
+    spawned: float  # epoch seconds
+    intrinsic: float  # from the spawn to the last session's end: no tool can beat it
+
+
+def run_on_fleet(
+    fleet: BenchFleet, scenario: Scenario, argv: Sequence[str], env: dict[str, str], tool: str
+) -> FleetRun:
+    """Reset the nodes, run ``argv`` measured, and check that it upgraded every node."""
+    accepted_before, node_cpu_before = fleet.accepted(), fleet.node_cpu()
+    ends = scenario.session_ends(time.time())
+    fleet.reset(ends)
+    spawned = time.time()
+    try:
+        measured = measure(argv, env)
+    finally:
+        _close_ssh_masters(Path(env["HOME"]) / ".ansible" / "cp", env)
+    if measured.exit_code != 0:
+        raise RuntimeError(
+            f"{tool} exited {measured.exit_code}:\n{measured.stderr[-3000:]}\n{measured.stdout[-3000:]}"
+        )
+    stale = [v for v in fleet.versions() if v != NEW_VERSION]
+    if stale:
+        raise RuntimeError(f"{tool} exited 0 but left {len(stale)} nodes not upgraded")
+    accepted = [a - b for a, b in zip(fleet.accepted(), accepted_before, strict=True)]
+    intrinsic = max(max(ends, default=spawned) - spawned, 0.0)
+    return FleetRun(measured, accepted, fleet.node_cpu() - node_cpu_before, spawned, intrinsic)
+
+
+def _close_ssh_masters(control_dir: Path, env: dict[str, str]) -> None:
+    """OpenSSH ControlMasters (Ansible's) outlive the run by ControlPersist: ask each to exit."""
+    if not control_dir.is_dir():
+        return
+    for control_path in control_dir.iterdir():
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={control_path}", "-O", "exit", "bench-node"],
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
+
+
 def bench_playbook(workdir: Path, scenario: Scenario) -> Path:
-    """bench/playbook.yaml, or a copy of it with the scenario's drain.poll/settle."""
-    overrides: dict[str, Any] = {}
-    if scenario.poll is not None:
-        overrides["poll"] = scenario.poll
-    if scenario.settle is not None:
-        overrides["settle"] = scenario.settle
+    """bench/playbook.yaml, or a copy of it with the scenario's drain.poll and drain.settle."""
+    overrides = {"poll": scenario.poll, "settle": scenario.settle}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
     if not overrides:
         return PLAYBOOK
     playbook = yaml.safe_load(PLAYBOOK.read_text())
@@ -253,178 +317,130 @@ def bench_playbook(workdir: Path, scenario: Scenario) -> Path:
     return path
 
 
-def run_upgradectl(fleet: BenchFleet, scenario: Scenario, number: int) -> Figures:
-    """`upgradectl upgrade --all` on the fleet; raises if any node was not upgraded."""
+def run_upgradectl(
+    fleet: BenchFleet, scenario: Scenario, number: int, wrap: Sequence[str] = ()
+) -> Figures:
+    """`upgradectl upgrade --all` on the fleet, under ``wrap`` (a profiler) if given."""
     inventory = fleet.write_inventory(scenario, bench_playbook(fleet.workdir, scenario))
     state_dir = fleet.workdir / f"state-{number}"  # a fresh journal: no earlier runs to read
-    argv = [sys.executable, "-m", "upgradectl", "-i", str(inventory), "--state-dir", str(state_dir),
-            "--json", "upgrade", "--all", "--version", NEW_VERSION, "--yes"]  # fmt: skip
-    accepted_before = fleet.accepted()
-    start = time.time()
-    fleet.reset(scenario.session_ends(start))
-    ran = measure(argv, fleet.env)
-    events = [json.loads(line) for line in ran.stdout.splitlines() if line.startswith("{")]
-    summary = next((e for e in reversed(events) if e["event"] == "summary"), None)
-    if ran.exit_code != 0 or summary is None:
-        raise RuntimeError(
-            f"upgradectl exited {ran.exit_code}:\n{ran.stderr[-3000:]}\n{ran.stdout[-3000:]}"
-        )
-    _check_upgraded(fleet, "upgradectl")
-    names = [node.name for node in fleet.lab.nodes]
+    argv = [
+        *wrap, sys.executable, "-m", "upgradectl", "-i", str(inventory),
+        "--state-dir", str(state_dir), "--json", "upgrade", "--all", "--version", NEW_VERSION, "--yes",
+    ]  # fmt: skip
+    ran = run_on_fleet(fleet, scenario, argv, fleet.home.env, "upgradectl")
+    events = [json.loads(line) for line in ran.measured.stdout.splitlines() if line.startswith("{")]
+    summary = next(event for event in events if event["event"] == "summary")
     return Figures(
         tool="upgradectl",
-        wall=ran.wall,
-        intrinsic=scenario.drain if scenario.sessions else 0.0,
-        cpu=ran.cpu,
-        peak_rss_mb=ran.peak_rss_mb,
-        accepted_per_node=_minus(fleet.accepted(), accepted_before),
-        reported_per_node=[summary["connections"].get(name, 0) for name in names],
-        phases=_phases(events, start, start + ran.wall),
+        wall=ran.measured.wall,
+        intrinsic=ran.intrinsic,
+        cpu=ran.measured.cpu,
+        peak_rss_mb=ran.measured.peak_rss_mb,
+        node_cpu=ran.node_cpu,
+        accepted_per_node=ran.accepted_per_node,
+        reported_per_node=[summary["connections"].get(n.name, 0) for n in fleet.lab.nodes],
+        phases=phases(events, ran.spawned, ran.spawned + ran.measured.wall),
     )
 
 
-def _phases(events: list[dict[str, Any]], spawned: float, exited: float) -> dict[str, float]:
+def phases(events: list[dict[str, Any]], spawned: float, exited: float) -> dict[str, float]:
     """Where the wall time went, from the events' own timestamps (milliseconds)."""
 
-    def first(kind: str) -> float:
-        return min(e["time"] for e in events if e["event"] == kind)
-
-    def last(kind: str) -> float:
-        return max(e["time"] for e in events if e["event"] == kind)
+    def times(kind: str) -> list[float]:
+        return [float(event["time"]) for event in events if event["event"] == kind]
 
     marks = {
-        "start-up": first("run-start"),
-        "probe": max(first("node-start"), first("run-start")),
-        "nodes": last("node-done"),
-        "exit": exited,
+        "start-up": min(times("run-start")),  # interpreter, imports, inventory, plan
+        "probe": min(times("node-start")),  # connecting, asking every node how it is
+        "nodes": max(times("node-done")),
+        "exit": exited,  # closing connections, the summary
     }
-    phases, previous = {}, spawned
+    spent, previous = {}, spawned
     for name, mark in marks.items():
-        phases[name] = max(mark - previous, 0.0)
-        previous = mark
-    return phases
+        spent[name] = max(mark - previous, 0.0)
+        previous = max(mark, previous)
+    return spent
 
 
 def run_ansible(fleet: BenchFleet, scenario: Scenario) -> Figures:
-    """bench/ansible/drain.yml on the same fleet, forks = N; raises if a node was not upgraded."""
-    inventory = fleet.write_ansible_inventory()
-    poll = (
-        scenario.poll
-        if scenario.poll is not None
-        else yaml.safe_load(PLAYBOOK.read_text())["drain"]["poll"]
-    )
-    delay = max(1, round(_seconds(poll)))  # Ansible's `delay` is whole seconds
-    argv = ["ansible-playbook", "-i", str(inventory), "-f", str(scenario.nodes),
-            "-e", f"version={NEW_VERSION} batch={scenario.max_unavailable} poll_delay={delay}",
-            str(ANSIBLE_PLAYBOOK)]  # fmt: skip
-    env = {**fleet.env, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
-    accepted_before = fleet.accepted()
-    fleet.reset(scenario.session_ends(time.time()))
-    try:
-        ran = measure(argv, env)
-    finally:
-        _close_ssh_masters(Path(env["HOME"]) / ".ansible" / "cp", env)
-    if ran.exit_code != 0:
-        raise RuntimeError(
-            f"ansible-playbook exited {ran.exit_code}:\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
-        )
-    _check_upgraded(fleet, "ansible-playbook")
+    """bench/ansible/drain.yml on the same fleet with forks = N."""
+    poll = scenario.poll or parse_duration(yaml.safe_load(PLAYBOOK.read_text())["drain"]["poll"])
+    extra_vars = {
+        "version": NEW_VERSION,
+        "batch": scenario.max_unavailable,
+        "poll_delay": max(1, round(poll)),  # Ansible's `delay` takes whole seconds only
+    }
+    argv = [
+        "ansible-playbook", "-i", str(fleet.write_ansible_inventory()),
+        "-f", str(scenario.nodes), "-e", json.dumps(extra_vars), str(ANSIBLE_PLAYBOOK),
+    ]  # fmt: skip
+    env = {**fleet.home.env, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
+    ran = run_on_fleet(fleet, scenario, argv, env, "ansible-playbook")
     return Figures(
-        tool="ansible-playbook",
-        wall=ran.wall,
-        intrinsic=scenario.drain if scenario.sessions else 0.0,
-        cpu=ran.cpu,
-        peak_rss_mb=ran.peak_rss_mb,
-        accepted_per_node=_minus(fleet.accepted(), accepted_before),
+        tool=f"ansible-playbook (raw, forks {scenario.nodes})",
+        wall=ran.measured.wall,
+        intrinsic=ran.intrinsic,
+        cpu=ran.measured.cpu,
+        peak_rss_mb=ran.measured.peak_rss_mb,
+        node_cpu=ran.node_cpu,
+        accepted_per_node=ran.accepted_per_node,
     )
-
-
-def _seconds(poll: object) -> float:
-    from upgradectl.duration import parse_duration  # noqa: PLC0415 - only the Ansible run needs it
-
-    return parse_duration(poll)
-
-
-def _close_ssh_masters(control_dir: Path, env: dict[str, str]) -> None:
-    """Ansible's OpenSSH ControlMasters outlive the run (ControlPersist): ask each one to exit."""
-    if not control_dir.is_dir():
-        return
-    for socket_path in control_dir.iterdir():
-        subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "bench-node"],
-                       env=env, capture_output=True, check=False, timeout=10)  # fmt: skip
-
-
-def _check_upgraded(fleet: BenchFleet, tool: str) -> None:
-    stale = [v for v in fleet.versions() if v != NEW_VERSION]
-    if stale:
-        raise RuntimeError(f"{tool}: {len(stale)} nodes were not upgraded")
-
-
-def _minus(after: list[int], before: list[int]) -> list[int]:
-    return [a - b for a, b in zip(after, before, strict=True)]
 
 
 def help_seconds(runs: int) -> float:
     """The median wall time of `upgradectl --help` (the console script beside this Python)."""
     script = Path(sys.executable).with_name("upgradectl")
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "upgradectl"]
-    return statistics.median(measure([*argv, "--help"], dict(os.environ)).wall for _ in range(runs))
+    env = dict(os.environ)
+    return float(statistics.median(measure([*argv, "--help"], env).wall for _ in range(runs)))
 
 
-def _spread(counts: list[int]) -> str:
+def _per_node(counts: list[int]) -> str:
     low, high = min(counts), max(counts)
-    return f"{low} per node" if low == high else f"{low}..{high} per node"
+    return f"{low} per node" if low == high else f"{low} to {high} per node"
 
 
 def report(figures: Figures) -> str:
     """The figures of one run, for people."""
+    connections = f"{_per_node(figures.accepted_per_node)} (sshd's log)"
+    if figures.reported_per_node:
+        connections += f"; {_per_node(figures.reported_per_node)} (run summary)"
     lines = [
         f"{figures.tool}:",
         f"  wall            {figures.wall:7.2f} s",
-        f"  intrinsic drain {figures.intrinsic:7.2f} s  (the latest session end)",
+        f"  intrinsic drain {figures.intrinsic:7.2f} s  (the last session's end)",
         f"  overhead        {figures.overhead:7.2f} s",
         f"  controller CPU  {figures.cpu:7.2f} s",
         f"  peak RSS        {figures.peak_rss_mb:7.1f} MB",
-        f"  SSH connections {_spread(figures.accepted_per_node)} (sshd's log)"
-        + (
-            f"; {_spread(figures.reported_per_node)} (run summary)"
-            if figures.reported_per_node
-            else ""
-        ),
+        f"  nodes' CPU      {figures.node_cpu:7.2f} s  (every sshd and what it ran; same cores)",
+        f"  SSH connections {connections}",
     ]
     if figures.phases:
-        lines.append(
-            "  phases          " + ", ".join(f"{k} {v:.2f} s" for k, v in figures.phases.items())
-        )
+        spent = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in figures.phases.items())
+        lines.append(f"  phases          {spent}")
     return "\n".join(lines)
 
 
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        "unknown",
-    )  # fmt: skip
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
     memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False)
     found = {
         "nproc": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": model,
         "ram": f"{memory_kb / 1024 / 1024:.1f} GiB",
         "python": sys.version.split()[0],
-        "openssh": subprocess.run(
-            ["ssh", "-V"], capture_output=True, text=True, check=False
-        ).stderr.strip(),
+        "openssh": ssh.stderr.strip(),
+        "paramiko": package_version("paramiko"),
+        "cryptography": package_version("cryptography"),
     }
-    for package in ("paramiko", "cryptography"):
-        from importlib.metadata import version  # noqa: PLC0415
-
-        found[package] = version(package)
     if shutil.which("ansible-playbook"):
-        first = subprocess.run(
+        ansible = subprocess.run(
             ["ansible-playbook", "--version"], capture_output=True, text=True, check=False
         )
-        found["ansible"] = first.stdout.splitlines()[0] if first.stdout else "?"
+        found["ansible"] = ansible.stdout.partition("\n")[0]
     return found
 
 
@@ -433,54 +449,70 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--nodes", type=int, default=50, help="sshd nodes to start (default 50)")
-    parser.add_argument("--mode", choices=("parallel", "sequential"), default="parallel",
-                        help="all nodes at once, or one after another (default parallel)")  # fmt: skip
-    parser.add_argument(
-        "--sessions", type=int, default=0, help="live sessions per node (default 0)"
+    add = parser.add_argument
+    add("--nodes", type=int, default=50, help="sshd nodes to start (default 50)")
+    add(
+        "--mode",
+        choices=("parallel", "sequential"),
+        default="parallel",
+        help="all nodes at once, or one after another (default parallel)",
     )
-    parser.add_argument("--drain", type=float, default=3.0,
-                        help="seconds until each node's last session ends (default 3)")  # fmt: skip
-    parser.add_argument("--poll", type=float, help="override the playbook's drain.poll (seconds)")
-    parser.add_argument("--settle", type=int, help="override the playbook's drain.settle")
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="upgradectl runs on the fleet (default 1)"
+    add("--sessions", type=int, default=0, help="live sessions per node (default 0)")
+    add(
+        "--drain",
+        type=float,
+        default=3.0,
+        help="seconds until each node's last session ends (default 3)",
     )
-    parser.add_argument("--ansible", choices=("auto", "no"), default="auto",
-                        help="run bench/ansible/drain.yml too when ansible-playbook exists (default auto)")  # fmt: skip
-    parser.add_argument(
-        "--help-runs", type=int, default=5, help="`upgradectl --help` timings (default 5)"
+    add("--poll", type=float, help="override the playbook's drain.poll (seconds)")
+    add("--settle", type=int, help="override the playbook's drain.settle")
+    add("--repeat", type=int, default=1, help="upgradectl runs on the fleet (default 1)")
+    add(
+        "--ansible",
+        choices=("auto", "no"),
+        default="auto",
+        help="also run bench/ansible/drain.yml when ansible-playbook exists (default auto)",
     )
-    parser.add_argument(
-        "--json", metavar="FILE", type=Path, help="also write the figures as JSON here"
+    add("--help-runs", type=int, default=5, help="`upgradectl --help` timings (default 5)")
+    add("--json", metavar="FILE", type=Path, help="also write the figures as JSON to FILE")
+    add("--workdir", type=Path, help="keep the lab's files, inventories and journals here")
+    add(
+        "--wrap",
+        type=shlex.split,
+        default=[],
+        metavar="COMMAND",
+        help="run the controller under COMMAND, e.g. --wrap 'py-spy record -o prof.svg --'",
     )
-    parser.add_argument("--workdir", type=Path, help="keep the lab, inventories and journals here")
     args = parser.parse_args(argv)
-    if args.nodes < 1 or args.repeat < 1 or args.sessions < 0 or args.drain <= 0:
-        parser.error(
-            "--nodes and --repeat must be at least 1, --sessions at least 0, --drain above 0"
-        )
+    if min(args.nodes, args.repeat, args.help_runs) < 1 or args.sessions < 0 or args.drain <= 0:
+        parser.error("--nodes, --repeat, --help-runs: at least 1; --sessions: at least 0")
     return args
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so a SIGTERM stops the fleet too
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the fleet, run the tools on it, print the figures, stop the fleet."""
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     scenario = Scenario(args.nodes, args.mode, args.sessions, args.drain, args.poll, args.settle)
-    # A fleet of N sshd listening sockets, and N connections from the controller: room for both.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="upgradectl-bench-"))
     fleet = BenchFleet(workdir, args.nodes)
     started = time.monotonic()
-    fleet.start()
-    print(f"{args.nodes} sshd nodes up in {time.monotonic() - started:.1f} s; "
-          f"{args.mode} (max_unavailable {scenario.max_unavailable}), "
-          f"{args.sessions} sessions per node" + (f" ending within {args.drain:g} s" if args.sessions else ""))  # fmt: skip
     try:
-        runs = [run_upgradectl(fleet, scenario, number) for number in range(1, args.repeat + 1)]
-        for figures in runs:
-            print(report(figures))
+        fleet.start()
+        sessions = f", ending within {args.drain:g} s" if args.sessions else ""
+        print(
+            f"{args.nodes} sshd nodes up in {time.monotonic() - started:.1f} s; {args.mode}"
+            f" (max_unavailable {scenario.max_unavailable}); {args.sessions} sessions per node"
+            + sessions
+        )
+        runs = []
+        for number in range(1, args.repeat + 1):
+            runs.append(run_upgradectl(fleet, scenario, number, args.wrap))
+            print(report(runs[-1]))
         ansible = None
         if args.ansible == "auto" and shutil.which("ansible-playbook"):
             ansible = run_ansible(fleet, scenario)
@@ -489,19 +521,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         fleet.stop()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    best = statistics.median(f.wall for f in runs)
-    if args.repeat > 1:
-        print(f"upgradectl median wall over {args.repeat} runs: {best:.2f} s")
+    median = statistics.median(figures.wall for figures in runs)
+    print(f"upgradectl wall, median of {args.repeat}: {median:.2f} s")
     if ansible is not None:
-        print(f"ratio ansible-playbook / upgradectl wall: {ansible.wall / best:.1f}x")
+        print(f"ratio ansible-playbook / upgradectl wall: {ansible.wall / median:.1f}x")
     help_time = help_seconds(args.help_runs)
     print(f"upgradectl --help: {help_time:.3f} s (median of {args.help_runs})")
     if args.json:
-        args.json.write_text(json.dumps({
-            "scenario": asdict(scenario), "machine": machine(), "help_seconds": help_time,
-            "upgradectl": [asdict(f) | {"overhead": f.overhead} for f in runs],
-            "ansible": None if ansible is None else asdict(ansible) | {"overhead": ansible.overhead},
-        }, indent=2))  # fmt: skip
+        results = {
+            "scenario": asdict(scenario),
+            "machine": machine(),
+            "help_seconds": help_time,
+            "upgradectl": [figures.as_dict() for figures in runs],
+            "ansible": ansible.as_dict() if ansible else None,
+        }
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

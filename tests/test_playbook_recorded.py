@@ -241,7 +241,8 @@ def test_a_drain_whose_count_goes_3_2_0_0_ends_drained_and_left_blocked(
     assert (result.result, result.exit_code) == ("drained", ExitCode.OK)
     assert len(transport.ran(kind.count)) == 4  # 3, 2, 0 and the second 0 that settles it
     poll = load_playbook(bundled_playbooks()[kind.playbook]).drain.poll
-    assert result.drain_seconds == 3 * poll
+    # Adaptive polling: quicker than the playbook's poll where it pays, never slower.
+    assert result.drain_seconds is not None and 0 < result.drain_seconds <= 3 * poll
     assert len(transport.ran(kind.block[0])) == 1 and transport.ran(kind.unblock[0]) == []
 
 

@@ -71,3 +71,21 @@ def test_the_poll_wakes_at_the_deadline_and_never_exceeds_the_playbooks_poll() -
     )  # past it (stragglers: wait): the usual pace
     quick = DrainPolicy(poll=0.2)
     assert next_poll(quick, 0, 9, None, 100) == 0.2  # a playbook's poll below a second is kept
+
+
+def test_a_drain_of_hours_never_overflows_the_ramp() -> None:
+    assert next_poll(TEN_SECONDS, 5000, 40, None, 10) == 10
+
+
+def test_an_end_that_keeps_not_coming_is_polled_less_and_less_often() -> None:
+    waits = [next_poll(TEN_SECONDS, 50, 2, 1.0, 3000, near_end_polls=m) for m in range(5)]
+    assert waits == [1, 2, 4, 8, 10]
+
+
+def test_a_fleets_polls_are_spread_by_each_nodes_phase() -> None:
+    assert (
+        next_poll(TEN_SECONDS, 50, 5, None, 3000, phase=0.5) == 9.5
+    )  # up to 10 % sooner, never later
+    assert next_poll(TEN_SECONDS, 50, 5, None, 2.0, phase=0.5) == 2.0  # the deadline is met exactly
+    fast = DrainPolicy(poll=10, poll_min=0.1)
+    assert next_poll(fast, 1, 0, None, 3000) == 0.1  # a playbook may settle faster

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from upgradectl.model import Inventory, Node
 from upgradectl.transport.base import Transport
@@ -26,23 +27,33 @@ class Connections:
         self.warn = warn
         self._make = make or self._transport_for
         self._open: dict[str, Transport] = {}
+        self._known_hosts: dict[str, Any] = {}  # path -> ssh.KnownHosts, read once per run
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Transport:
         """The transport to node ``name`` (not connected until its first command)."""
         with self._lock:
-            if name not in self._open:
-                self._open[name] = self._make(self.inventory.nodes[name])
-            return self._open[name]
+            found = self._open.get(name)
+        if found is not None:
+            return found
+        # Made outside the lock: under a fleet's handshakes the GIL is scarce, and holding the
+        # lock while waiting for it made every node's first command queue behind the others'.
+        made = self._make(self.inventory.nodes[name])
+        with self._lock:
+            return self._open.setdefault(name, made)
 
     def _transport_for(self, node: Node) -> Transport:
         if node.transport == "local":
             return LocalTransport(node.name)
         # paramiko is imported only when a node is really reached over SSH: `plan`, `check`
         # and `--help` stay fast.
-        from upgradectl.transport.ssh import SshTransport, resolve  # noqa: PLC0415
+        from upgradectl.transport.ssh import KnownHosts, SshTransport, resolve  # noqa: PLC0415
 
         endpoint = resolve(node.name, node.host, node.port, node.user, node.identity_file)
+        with self._lock:
+            known = self._known_hosts.get(endpoint.known_hosts)
+            if known is None:
+                known = self._known_hosts[endpoint.known_hosts] = KnownHosts(endpoint.known_hosts)
         jump = None
         if endpoint.proxy_jump:
             jump_node = self.inventory.nodes.get(endpoint.proxy_jump) or Node(
@@ -54,6 +65,7 @@ class Connections:
             accept_new_host_keys=self.accept_new_host_keys,
             warn=self.warn,
             jump=jump,  # type: ignore[arg-type]
+            known_hosts=known,
         )
 
     def opened(self) -> dict[str, int]:

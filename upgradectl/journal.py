@@ -14,7 +14,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,11 +190,10 @@ def _out_of_service(record: dict[str, Any]) -> bool:
     return bool(record.get("data", {}).get("blocked", record["kind"] in OUT_OF_SERVICE))
 
 
-def blocked_by_us(state_dir: str, node: str) -> Mapping[str, Any] | None:
-    """The record of an earlier run that left ``node`` blocked by this tool (e.g. ``drain``), if any."""
-    record = left_out_of_service(state_dir).get(node)
-    if record is None or not record.get("data", {}).get(
-        "blocked", record["kind"] in OUT_OF_SERVICE
-    ):
-        return None
-    return record
+def left_blocked(state_dir: str) -> dict[str, dict[str, Any]]:
+    """Nodes that earlier runs left blocked by this tool (e.g. by ``drain``), with that record."""
+    return {
+        node: record
+        for node, record in left_out_of_service(state_dir).items()
+        if record.get("data", {}).get("blocked", record["kind"] in OUT_OF_SERVICE)
+    }

@@ -40,7 +40,7 @@ STEP_FIELDS = (
     "delay", "expected", "reboot", "sudo",
 )  # fmt: skip
 DRAIN_FIELDS = (
-    "timeout", "poll", "stragglers", "max_stragglers", "settle", "force_when", "stall_after",
+    "timeout", "poll", "poll_min", "stragglers", "max_stragglers", "settle", "force_when", "stall_after",
     "reconnect_for",
 )  # fmt: skip
 PLAYBOOK_FIELDS = ("name", "description", "vars", "drain", "steps", "lock")
@@ -398,6 +398,7 @@ def _drain(doc: Document, spec: Any) -> DrainPolicy:
     return DrainPolicy(
         timeout=_duration(doc, (*keys, "timeout"), fields.get("timeout", base.timeout)),
         poll=_duration(doc, (*keys, "poll"), fields.get("poll", base.poll)),
+        poll_min=_duration(doc, (*keys, "poll_min"), fields.get("poll_min", base.poll_min)),
         stragglers=stragglers,
         max_stragglers=_count(
             doc, (*keys, "max_stragglers"), fields.get("max_stragglers", base.max_stragglers), 0

@@ -6,6 +6,7 @@ error before the first remote command.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -125,9 +126,13 @@ class Plan:
         """The ``--version`` being rolled out."""
         return self.options.version
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, NodePlan]:
+        return {plan.name: plan for plan in self.nodes}
+
     def node(self, name: str) -> NodePlan:
         """The plan of node ``name``."""
-        return next(plan for plan in self.nodes if plan.name == name)
+        return self._by_name[name]
 
 
 def parse_var(text: str) -> tuple[str, str]:
@@ -279,10 +284,6 @@ class _Renderer:
     MAX_PASSES = 5
 
     def __init__(self, variables: dict[str, Any]) -> None:
-        self.env = jinja2.Environment(  # noqa: S701 - renders shell commands, not HTML
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=False
-        )
-        self.env.filters["quote"] = lambda value: shlex.quote(str(value))
         self.variables = self._resolved(variables)
 
     def _resolved(self, variables: dict[str, Any]) -> dict[str, Any]:
@@ -293,7 +294,7 @@ class _Renderer:
                 return resolved
             for key, value in pending.items():
                 try:
-                    resolved[key] = self.env.from_string(value).render(resolved)
+                    resolved[key] = _compiled(value).render(resolved)
                 except jinja2.UndefinedError as exc:
                     resolved[key] = jinja2.StrictUndefined(
                         hint=f"{_undefined_name(exc)}, which {key!r} needs"
@@ -310,11 +311,29 @@ class _Renderer:
 
     def render(self, template: str, where: Location | None) -> str:
         try:
-            return self.env.from_string(template).render(self.variables).strip()
+            return _compiled(template).render(self.variables).strip()
         except jinja2.UndefinedError as exc:
             raise UsageError(f"missing variable: {_undefined_name(exc)}", where) from None
         except jinja2.TemplateError as exc:
             raise UsageError(f"bad template: {exc}", where) from None
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(  # noqa: S701 - renders shell commands, not HTML
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=False
+    )
+    env.filters["quote"] = lambda value: shlex.quote(str(value))
+    return env
+
+
+_ENVIRONMENT = _environment()
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(text: str) -> jinja2.Template:
+    """Each distinct template compiled once, not once per node: compiling one costs ~1 ms,
+    rendering it ~20 us, and a fleet's nodes share their playbook's templates."""
+    return _ENVIRONMENT.from_string(text)
 
 
 def _is_template(value: Any) -> bool:

@@ -54,26 +54,43 @@ def _hopeless(policy: DrainPolicy, state: DrainState) -> bool:
     )
 
 
-# The quickest poll: one cheap command a second at most, per node.
-FAST_POLL = 1.0
 # Never sleep less than this, even right before the deadline.
 MIN_SLEEP = 0.05
+# 2**this is as slow as a ramp gets: beyond it the wait is `poll` anyway, and 2.0**1024 overflows.
+_MAX_DOUBLINGS = 30
 
 
 def next_poll(
-    policy: DrainPolicy, polls: int, active: int | None, eta_low: float | None, to_deadline: float
+    policy: DrainPolicy,
+    polls: int,
+    active: int | None,
+    eta_low: float | None,
+    to_deadline: float,
+    *,
+    near_end_polls: int = 0,
+    phase: float = 0.0,
 ) -> float:
     """Seconds until the next poll: never more than the playbook's ``poll`` (so the end of a
-    drain is noticed within one interval), and less where it pays: right after the block
-    (doubling from one second), while zero readings settle, near the expected end, and at the
-    deadline. In between, a large fleet's nodes are polled only every ``poll``.
+    drain is noticed within one interval), and less where it pays.
+
+    With f = ``poll_min``, k = polls so far and m = polls since the estimated end came near::
+
+        wait = min(poll, f * 2**(k-1), max(eta_low / 2, f * 2**m), time to the deadline)
+
+    and f while zero readings settle. Right after the block the wait doubles from f, so an empty
+    node drains in f rather than ``settle * poll``; halving the gap to the estimated end notices
+    it soon after it comes, and ``2**m`` backs off when the estimate keeps promising an end that
+    does not come (at most log2(poll / f) polls near each end). ``phase`` (a node's fixed place
+    in [0, 1)) shortens the wait by up to 10 %, so a fleet's polls do not come in bursts and
+    none comes later than ``poll``; the deadline itself is met exactly.
     """
-    fast = min(FAST_POLL, policy.poll)
+    fast = min(policy.poll_min, policy.poll)
     if active == 0:
         return fast
-    wait = min(policy.poll, fast * 2.0 ** max(polls - 1, 0))
+    wait = min(policy.poll, fast * 2.0 ** min(max(polls - 1, 0), _MAX_DOUBLINGS))
     if eta_low is not None:
-        wait = min(wait, max(fast, eta_low / 2))
+        wait = min(wait, max(eta_low / 2, fast * 2.0 ** min(near_end_polls, _MAX_DOUBLINGS)))
+    wait *= 1 - 0.1 * phase
     if to_deadline > 0:
         wait = min(wait, max(MIN_SLEEP, to_deadline))
     return wait

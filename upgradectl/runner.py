@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,7 @@ class _Drain:
     unreadable: int = 0
     forced_at: float | None = None
     just_forced: bool = False
+    near_end_since: int | None = None  # the poll at which the estimated end came within `poll`
 
     @property
     def deadline(self) -> float:
@@ -131,6 +133,18 @@ class RunContext:
     break_lock: bool = False
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    _earlier: Mapping[str, Mapping[str, Any]] | None = field(default=None, init=False, repr=False)
+    _earlier_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def left_blocked_by_earlier_runs(self, node: str) -> Mapping[str, Any] | None:
+        """The record of an earlier run that left ``node`` blocked by this tool, if any.
+
+        The state dir holds every past run: it is read once per invocation, not once per node.
+        """
+        with self._earlier_lock:
+            if self._earlier is None:
+                self._earlier = journals.left_blocked(self.state_dir)
+            return self._earlier.get(node)
 
 
 @dataclass
@@ -338,7 +352,7 @@ class NodeRun:
 
     def _inherit_block(self) -> None:
         """Learn from the journal whether an earlier run of ours left this node blocked."""
-        earlier = journals.blocked_by_us(self.ctx.state_dir, self.name)
+        earlier = self.ctx.left_blocked_by_earlier_runs(self.name)
         if earlier is not None:
             data = earlier.get("data", {})
             self.hand_blocked = bool(data.get("hand_blocked"))
@@ -402,8 +416,20 @@ class NodeRun:
         active = drain.samples[-1][1] if drain.samples else None
         estimate = estimate_drain(drain.samples, stall_after=self.plan.drain.stall_after)
         eta = estimate.eta_low if estimate and active else None
-        to_deadline = drain.deadline - self.ctx.monotonic()
-        return next_poll(self.plan.drain, len(drain.samples), active, eta, to_deadline)
+        polls = len(drain.samples)
+        if eta is None or eta >= self.plan.drain.poll:
+            drain.near_end_since = None
+        elif drain.near_end_since is None:
+            drain.near_end_since = polls
+        return next_poll(
+            self.plan.drain,
+            polls,
+            active,
+            eta,
+            drain.deadline - self.ctx.monotonic(),
+            near_end_polls=0 if drain.near_end_since is None else polls - drain.near_end_since,
+            phase=zlib.crc32(self.name.encode()) / 2**32,
+        )
 
     def _read_count(self, drain: _Drain) -> int | None:
         """The live count, or None for an unreadable one (never zero; too many in a row raise)."""

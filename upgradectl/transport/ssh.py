@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,6 @@ from upgradectl.transport.base import CommandResult
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5
 _NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
-_known_hosts_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -63,22 +63,55 @@ def resolve(
     )
 
 
-class _AcceptNewKey(paramiko.MissingHostKeyPolicy):
-    """Adds an unknown key to known_hosts, loudly; used only under --accept-new-host-keys."""
+class KnownHosts:
+    """One OpenSSH known_hosts file, read once per run and shared by all its connections.
 
-    def __init__(self, known_hosts: str, warn: Callable[[str], None]) -> None:
-        self.known_hosts = known_hosts
+    Loading it per connection costs O(lines) each (O(lines^2) inside paramiko's ``load``), and
+    a fleet's known_hosts lists the fleet: quadratic, then cubic, in the number of nodes.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._keys = paramiko.HostKeys()
+        if os.path.exists(path):
+            self._keys.load(path)
+        self._lock = threading.Lock()
+
+    def expected(self, hostname: str, key_type: str) -> paramiko.PKey | None:
+        """The key known for ``hostname`` of this type, or None."""
+        with self._lock:
+            found = self._keys.lookup(hostname)
+            return found.get(key_type) if found is not None else None
+
+    def add(self, hostname: str, key: paramiko.PKey) -> None:
+        """Trust ``key`` from now on, in this run and in the file."""
+        with self._lock:
+            self._keys.add(hostname, key.get_name(), key)
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+            with open(self.path, "a", encoding="ascii") as stream:
+                stream.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class _CheckKnownHosts(paramiko.MissingHostKeyPolicy):
+    """Judges every server key against the run's KnownHosts (the client itself loads none)."""
+
+    def __init__(self, known: KnownHosts, accept_new: bool, warn: Callable[[str], None]) -> None:
+        self.known = known
+        self.accept_new = accept_new
         self.warn = warn
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
-        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        with _known_hosts_lock:
-            os.makedirs(os.path.dirname(self.known_hosts) or ".", mode=0o700, exist_ok=True)
-            with open(self.known_hosts, "a", encoding="ascii") as stream:
-                stream.write(line)
-        self.warn(f"added {hostname}'s {key.get_name()} host key to {self.known_hosts}")
+        expected = self.known.expected(hostname, key.get_name())
+        if expected is not None:
+            if expected != key:
+                raise paramiko.BadHostKeyException(hostname, key, expected)
+            return
+        if not self.accept_new:
+            raise paramiko.SSHException(f"Server {hostname!r} not found in known_hosts")
+        self.known.add(hostname, key)
+        self.warn(f"added {hostname}'s {key.get_name()} host key to {self.known.path}")
 
 
 class SshTransport:
@@ -91,8 +124,10 @@ class SshTransport:
         accept_new_host_keys: bool = False,
         warn: Callable[[str], None] = lambda message: None,
         jump: SshTransport | None = None,
+        known_hosts: KnownHosts | None = None,
     ) -> None:
         self.name = endpoint.alias
+        self.known_hosts = known_hosts or KnownHosts(endpoint.known_hosts)
         self.endpoint = endpoint
         self.accept_new_host_keys = accept_new_host_keys
         self.warn = warn
@@ -113,12 +148,8 @@ class SshTransport:
     def _connect(self) -> paramiko.Transport:
         self._drop()
         client = paramiko.SSHClient()
-        if os.path.exists(self.endpoint.known_hosts):
-            client.load_host_keys(self.endpoint.known_hosts)
         client.set_missing_host_key_policy(
-            _AcceptNewKey(self.endpoint.known_hosts, self.warn)
-            if self.accept_new_host_keys
-            else paramiko.RejectPolicy()
+            _CheckKnownHosts(self.known_hosts, self.accept_new_host_keys, self.warn)
         )
         try:
             client.connect(
@@ -156,6 +187,10 @@ class SshTransport:
         transport = client.get_transport()
         assert transport is not None  # connect() succeeded, so a transport exists
         transport.set_keepalive(KEEPALIVE_SECONDS)
+        if isinstance(transport.sock, socket.socket):  # not through a ProxyJump channel
+            # Each command ends with small packets (EOF, close) and the next begins with one
+            # (open): under Nagle that one waits for the server's delayed ACK, 40 ms a command.
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._client = client
         self.connections_opened += 1
         return transport
