@@ -31,10 +31,10 @@ PrintMotd no
 PrintLastLog no
 X11Forwarding no
 UseDNS no
-# The controller runs several commands over one connection, and a lab may be hit by many
-# controllers at once (benchmarks): the defaults (10:30:100, 10 sessions) would refuse some.
+# A lab may be hit by many controllers at once (benchmarks, parallel tests): the default
+# MaxStartups (10:30:100) would refuse some handshakes. MaxSessions keeps OpenSSH's default
+# of 10, as production nodes have it: the controller must live within it.
 MaxStartups 200
-MaxSessions 50
 Subsystem sftp internal-sftp
 """
 

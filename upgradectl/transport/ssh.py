@@ -25,6 +25,9 @@ from upgradectl.transport.base import CommandResult
 
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5
+# OpenSSH refuses an eleventh session on one connection (MaxSessions defaults to 10). A fleet's
+# steps on one balancer, or a wide probe, share that connection: they queue here instead.
+MAX_CHANNELS = 8
 _NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
 
 
@@ -133,6 +136,7 @@ class SshTransport:
         self.warn = warn
         self.jump = jump
         self.connections_opened = 0
+        self._channels = threading.BoundedSemaphore(MAX_CHANNELS)
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
@@ -234,6 +238,10 @@ class SshTransport:
 
     def run(self, command: str, timeout: float) -> CommandResult:
         """Run ``command`` on the node's shell over the shared connection."""
+        with self._channels:
+            return self._run(command, timeout)
+
+    def _run(self, command: str, timeout: float) -> CommandResult:
         started = time.monotonic()
         try:
             channel = self._connected().open_session(timeout=CONNECT_TIMEOUT)

@@ -1,0 +1,103 @@
+"""The SSH transport against a real sshd: ~/.ssh/config, ssh-agent, ProxyJump, shared channels."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+from clihelp import LabCli, run_cli
+from conftest import wait_for
+
+from upgradectl.lab import Lab
+from upgradectl.transport.ssh import MAX_CHANNELS, SshTransport, resolve
+
+
+def transport_to(lab: Lab, node: str = "node-1") -> SshTransport:
+    ssh = lab.node(node).ssh
+    return SshTransport(resolve(node, ssh.host, ssh.port, ssh.user, str(lab.identity_file)))
+
+
+def test_more_commands_at_once_than_sshd_allows_sessions_queue_and_all_succeed(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)  # HOME points at the lab's known_hosts
+    try:
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            results = list(pool.map(lambda n: transport.run(f"sleep 0.2; echo {n}", 10), range(30)))
+    finally:
+        transport.close()
+    assert [r.stdout.strip() for r in results] == [str(n) for n in range(30)]
+    assert transport.connections_opened == 1  # never dropped for a refused channel
+    assert MAX_CHANNELS < 10  # OpenSSH's default MaxSessions, which the lab's sshd keeps
+
+
+def inventory_without_keys(cli: LabCli, node_fields: dict[str, object]) -> Path:
+    """The lab's inventory with node-1 replaced and no identity_file in the defaults."""
+    inventory = yaml.safe_load(cli.lab.inventory_path.read_text())
+    inventory["defaults"].pop("identity_file")
+    inventory["nodes"] = {"node-1": {**node_fields, "vars": inventory["nodes"]["node-1"]["vars"]}}
+    path = cli.lab.inventory_path.with_name("bare.yaml")
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def test_a_node_without_host_is_found_in_ssh_config(cli: LabCli) -> None:
+    ssh = cli.lab.node("node-1").ssh
+    (cli.home.home / ".ssh" / "config").write_text(
+        f"Host node-1\n  HostName {ssh.host}\n  Port {ssh.port}\n  User {ssh.user}\n"
+        f"  IdentityFile {cli.lab.identity_file}\n"
+    )
+    ran = cli("status", inventory=inventory_without_keys(cli, {}))
+    assert ran.code == 0, ran.stdout + ran.stderr
+    assert ran.events[0]["nodes"][0]["version"] == "1.0"
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[str]:
+    """A real ssh-agent of the test's own, in the foreground; its socket path."""
+    socket_path = str(tmp_path / "agent.sock")
+    process = subprocess.Popen(["ssh-agent", "-D", "-a", socket_path], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(socket_path), timeout=10, what="ssh-agent's socket")
+        yield socket_path
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_ssh_agent_keys_are_used_when_no_identity_file_is_given(cli: LabCli, agent: str) -> None:
+    env = {"SSH_AUTH_SOCK": agent}
+    subprocess.run(
+        ["ssh-add", "-q", str(cli.lab.identity_file)], env={**os.environ, **env}, check=True
+    )
+    ssh = cli.lab.node("node-1").ssh
+    bare = inventory_without_keys(cli, {"host": ssh.host, "port": ssh.port})
+    args = ("-i", str(bare), "--state-dir", str(cli.state_dir), "--json", "status")
+    ran = run_cli(*args, env={**cli.home.env, **env})
+    assert ran.code == 0, ran.stdout + ran.stderr
+    without_agent = run_cli(*args, env=cli.home.env)
+    assert without_agent.code == 4  # the same inventory with no agent: no key, no login
+
+
+def test_proxyjump_reaches_a_node_through_another(cli: LabCli) -> None:
+    node, jump = cli.lab.node("node-1").ssh, cli.lab.node("node-2").ssh
+    (cli.home.home / ".ssh" / "config").write_text(
+        f"Host node-1\n  HostName {node.host}\n  Port {node.port}\n  ProxyJump jumphost\n"
+        f"Host jumphost\n  HostName {jump.host}\n  Port {jump.port}\n"
+        f"Host *\n  User {node.user}\n  IdentityFile {cli.lab.identity_file}\n"
+    )
+    logins_at_jump = jump.process.log_path.read_text().count("Accepted publickey")
+    ran = cli("status", inventory=inventory_without_keys(cli, {}))
+    assert ran.code == 0, ran.stdout + ran.stderr
+    assert ran.events[0]["nodes"][0]["blocked"] is False
+    # node-2 is not in this inventory: the only way to log in there was as node-1's jump host.
+    wait_for(
+        lambda: jump.process.log_path.read_text().count("Accepted publickey") > logins_at_jump,
+        timeout=5,
+    )
