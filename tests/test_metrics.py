@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from upgradectl.metrics import NODE_RESULTS, write_metrics
+from upgradectl.metrics import write_metrics
+from upgradectl.model import NODE_RESULTS
 
 STARTED = 1_700_000_000.0
 FINISHED = STARTED + 3600.0

@@ -241,3 +241,15 @@ def test_status_reports_blocked_active_version_and_lock(cli: LabCli) -> None:
     assert rows["node-1"]["blocked"] is True and rows["node-2"]["active"] == 1
     assert rows["node-2"]["version"] == "1.0" and rows["node-1"]["lock"] is None
     wait_for(lambda: True, timeout=1)
+
+
+def test_a_node_already_on_the_version_is_left_alone(cli: LabCli) -> None:
+    (call,) = calls_to(cli, "node-1", [60])
+    ran = cli("upgrade", "node-1", "node-2", "--version", "1.0", "--yes")
+    assert ran.code == 0, ran.stdout
+    assert {name: node["result"] for name, node in ran.summary["nodes"].items()} == {
+        "node-1": "current",
+        "node-2": "current",
+    }
+    assert "blocking" not in ran.kinds() and call.live  # nobody drained, nobody cut
+    call.hang_up()

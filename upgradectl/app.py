@@ -31,7 +31,7 @@ from upgradectl.nightly import (
     write_outputs,
 )
 from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
-from upgradectl.probe import MAX_PROBE_THREADS, not_started, probe
+from upgradectl.probe import MAX_PROBE_THREADS, Probe, not_started, probe
 from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
@@ -193,18 +193,20 @@ def _run_nodes(
         now = now_utc()
         reason = deferral(window, plan.node(name), now)
         if reason is not None:
-            return skip(name, reason)
+            return unstarted(name, "deferred", ExitCode.NOT_NOW, reason)
         node_plan = within_window(window, plan.node(name), now)
         return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
 
-    def skip(name: str, reason: str) -> NodeResult:
-        code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
-        result = "deferred" if reason.startswith("deferred") else "skipped"
+    def unstarted(name: str, result: str, code: ExitCode, reason: str) -> NodeResult:
         ctx.journal.append("result", name, result=result, exit_code=int(code), message=reason)
         ctx.events.emit(
             "node-done", name, f"{result}: {reason}", result=result, exit_code=int(code)
         )
         return NodeResult(name, result, code, reason)
+
+    def skip(name: str, reason: str) -> NodeResult:
+        code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
+        return unstarted(name, "skipped", code, reason)
 
     if run.dry_run or plan.command == "unblock":
         # Nothing goes out of service: no limits to respect, so no probing either.
@@ -214,6 +216,12 @@ def _run_nodes(
         ]
     probes = probe(plan, ctx, names)
     failed = [not_started(ctx, name, probes[name]) for name in names if probes[name].error]
+    # A nightly run goes over the whole group again: nodes already on the version stay in service.
+    current = [name for name in names if _already_current(plan, probes[name])]
+    done = [
+        unstarted(n, "current", ExitCode.OK, f"already at version {plan.version}") for n in current
+    ]
+    names = [name for name in names if name not in current]
     fleet = Fleet(
         plan.inventory,
         names,
@@ -228,7 +236,17 @@ def _run_nodes(
         ctx.events.emit(
             "order", None, f"order (fewest active first): {', '.join(order)}", order=order
         )
-    return failed + roll(fleet, order, run_node, skip, lambda: ctx.stop.requested)
+    return failed + done + roll(fleet, order, run_node, skip, lambda: ctx.stop.requested)
+
+
+def _already_current(plan: Plan, found: Probe) -> bool:
+    return (
+        plan.command == "upgrade"
+        and plan.version is not None
+        and found.error is None
+        and found.in_service
+        and found.version == plan.version
+    )
 
 
 def _run_inputs(settings: Settings, plan: Plan, run: RunOptions) -> dict[str, Any]:

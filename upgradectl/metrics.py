@@ -18,21 +18,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from upgradectl.model import NODE_RESULTS
+
 PREFIX = "upgradectl_"
 
-# Every result a node can end a run with (the summary's nodes.NAME.result).
-NODE_RESULTS = (
-    "upgraded",
-    "drained",
-    "patched",
-    "unblocked",
-    "deferred",
-    "skipped",
-    "failed",
-    "aborted",
-    "attention",
-    "dry-run",
-)
 
 _LAST_SUCCESS = "last_success_timestamp_seconds"
 _SESSIONS_FORCED = "sessions_forced_total"

@@ -29,6 +29,12 @@ STEP_NAMES = (
     "patch",
     "version",
 )
+# Every result a node can end a run with (the summary's nodes.NAME.result).
+NODE_RESULTS = (
+    "upgraded", "drained", "patched", "unblocked", "current", "deferred", "skipped",
+    "failed", "aborted", "interrupted", "locked", "unreachable", "attention", "dry-run",
+)  # fmt: skip
+
 # Steps that change nothing on a host: the only ones --dry-run runs.
 READ_ONLY_STEPS = frozenset({"precheck", "is_blocked", "active", "sessions", "version", "ready"})
 # Steps that can be run again without harm after a dropped connection or a crash.

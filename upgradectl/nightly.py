@@ -76,7 +76,7 @@ def deferral(window: Window | None, plan: NodePlan, now: datetime) -> str | None
         return None
     closes = window.closes_at(now)
     when = f"closes at {closes.astimezone(window.tz):%H:%M}" if closes else "is closed"
-    return f"deferred: the window {when}; this node needs up to {format_duration(_needs(plan))} (drain + upgrade)"
+    return f"the window {when}; this node needs up to {format_duration(_needs(plan))} (drain + upgrade)"
 
 
 def within_window(window: Window | None, plan: NodePlan, now: datetime) -> NodePlan:

@@ -35,8 +35,8 @@ COMMAND_STEPS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("block", "active", "unblock"),
     ),
     "upgrade": (
-        ("precheck", "is_blocked", "block", "active", "sessions", "force", "upgrade", "ready",
-         "verify", "rollback", "unblock"),
+        ("version", "precheck", "is_blocked", "block", "active", "sessions", "force", "upgrade",
+         "ready", "verify", "rollback", "unblock"),
         ("block", "active", "upgrade", "unblock"),
     ),
     "patch": (("patch", "verify", "rollback"), ("patch",)),

@@ -29,6 +29,7 @@ class Probe:
     blocked: bool | None = None
     error: str | None = None
     reachable: bool = True
+    version: str | None = None
 
     @property
     def in_service(self) -> bool:
@@ -87,15 +88,29 @@ def _ask(node_plan: NodePlan, ctx: RunContext) -> Probe:
     except UpgradectlError as exc:
         ctx.events.emit("probe", node_plan.name, f"cannot ask: {exc}", error=str(exc))
         return Probe(blocked=blocked, error=str(exc), reachable=isinstance(exc, StepFailed))
-    state = ", blocked" if blocked else ""
+    version = _version(steps, node_plan, ctx)
+    said = [f"{active} active" if active is not None else "", "blocked" if blocked else ""]
+    said.append(f"version {version}" if version else "")
     ctx.events.emit(
         "probe",
         node_plan.name,
-        f"before the run: {active} active{state}",
+        "before the run: " + (", ".join(part for part in said if part) or "reachable"),
         active=active,
         blocked=blocked,
+        version=version,
     )
-    return Probe(active, blocked)
+    return Probe(active, blocked, version=version)
+
+
+def _version(steps: Steps, node_plan: NodePlan, ctx: RunContext) -> str | None:
+    """The version the node runs, when the playbook can tell (a failure here stops nothing)."""
+    if not steps.has("version"):
+        return None
+    try:
+        return steps.version()
+    except UpgradectlError as exc:
+        ctx.events.emit("warning", node_plan.name, f"cannot read its version: {exc}")
+        return None
 
 
 def not_started(ctx: RunContext, name: str, found: Probe) -> NodeResult:
