@@ -84,3 +84,31 @@ def ssh_home(tmp_path: Path) -> Callable[[Lab], SshHome]:
         return lab.ssh_home(tmp_path / "home")
 
     return make
+
+
+# A service on this machine: sessions are files holding their end time; blocked is a flag file.
+PLAYBOOK = """\
+name: files
+drain: {timeout: 30s, poll: 0.2s, stragglers: abort, settle: 1}
+lock: "{{ dir }}/lock"
+steps:
+  is_blocked: "test -e {{ dir }}/blocked"
+  block: "touch {{ dir }}/blocked"
+  active:
+    run: "now=$(date +%s); n=0; for f in {{ dir }}/sessions/*; do [ -e \\"$f\\" ] && [ $(cat $f) -gt $now ] && n=$((n+1)); done; echo $n"
+  upgrade: {run: "echo {{ version | quote }} > {{ dir }}/version", expected: 1m}
+  verify: "test -s {{ dir }}/version"
+  unblock: "rm -f {{ dir }}/blocked"
+"""
+
+
+@pytest.fixture
+def local_site(tmp_path: Path) -> Path:
+    """A node on this machine (`transport: local`) whose service is files: node-a in group voice."""
+    (tmp_path / "work" / "sessions").mkdir(parents=True)
+    (tmp_path / "files.yaml").write_text(PLAYBOOK)
+    (tmp_path / "inventory.yaml").write_text(
+        f"defaults: {{transport: local, playbook: ./files.yaml, vars: {{dir: {tmp_path / 'work'}}}}}\n"
+        "groups:\n  voice: {max_unavailable: 1}\nnodes:\n  node-a: {groups: [voice]}\n"
+    )
+    return tmp_path

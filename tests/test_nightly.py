@@ -16,42 +16,16 @@ from clihelp import run_cli
 from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-# A service on this machine: sessions are files holding their end time; blocked is a flag file.
-PLAYBOOK = """\
-name: files
-drain: {timeout: 30s, poll: 0.2s, stragglers: abort, settle: 1}
-lock: "{{ dir }}/lock"
-steps:
-  is_blocked: "test -e {{ dir }}/blocked"
-  block: "touch {{ dir }}/blocked"
-  active:
-    run: "now=$(date +%s); n=0; for f in {{ dir }}/sessions/*; do [ -e \\"$f\\" ] && [ $(cat $f) -gt $now ] && n=$((n+1)); done; echo $n"
-  upgrade: {run: "echo {{ version | quote }} > {{ dir }}/version", expected: 1m}
-  verify: "test -s {{ dir }}/version"
-  unblock: "rm -f {{ dir }}/blocked"
-"""
 
-
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    (tmp_path / "work" / "sessions").mkdir(parents=True)
-    (tmp_path / "files.yaml").write_text(PLAYBOOK)
-    (tmp_path / "inventory.yaml").write_text(
-        f"defaults: {{transport: local, playbook: ./files.yaml, vars: {{dir: {tmp_path / 'work'}}}}}\n"
-        "groups:\n  voice: {max_unavailable: 1}\nnodes:\n  node-a: {groups: [voice]}\n"
-    )
-    return tmp_path
-
-
-def upgrade(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def upgrade(local_site: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
         "-m",
         "upgradectl",
         "-i",
-        str(site / "inventory.yaml"),
+        str(local_site / "inventory.yaml"),
         "--state-dir",
-        str(site / "state"),
+        str(local_site / "state"),
     ]
     return subprocess.run(
         [*command, "upgrade", "--all", "--version", "2.0", "--yes", *args],
@@ -63,40 +37,45 @@ def window_around(now: datetime, before: timedelta, after: timedelta) -> str:
     return f"{(now - before):%H:%M}-{(now + after):%H:%M}"
 
 
-def test_outside_the_window_nothing_starts(site: Path) -> None:
+def test_outside_the_window_nothing_starts(local_site: Path) -> None:
     now = datetime.now(UTC)
     closed = window_around(now, -timedelta(hours=2), timedelta(hours=3))
-    done = upgrade(site, "--window", closed, "--tz", "UTC")
+    done = upgrade(local_site, "--window", closed, "--tz", "UTC")
     assert done.returncode == 75, done.stdout + done.stderr
     assert "is closed; it opens" in done.stderr
-    assert not (site / "work" / "version").exists() and not (site / "state").exists()
+    assert not (local_site / "work" / "version").exists() and not (local_site / "state").exists()
 
 
 def test_a_node_whose_drain_and_upgrade_do_not_fit_the_rest_of_the_window_is_deferred(
-    site: Path,
+    local_site: Path,
 ) -> None:
     now = datetime.now(UTC)
     # Under a minute left (HH:MM rounds the end down): a 30 s drain plus a 1 m upgrade cannot fit.
     short = window_around(now, timedelta(minutes=5), timedelta(minutes=1))
-    done = upgrade(site, "--window", short, "--tz", "UTC", "--report", str(site / "report.json"))
+    done = upgrade(
+        local_site, "--window", short, "--tz", "UTC", "--report", str(local_site / "report.json")
+    )
     assert done.returncode == 75, done.stdout + done.stderr
-    report = json.loads((site / "report.json").read_text())
+    report = json.loads((local_site / "report.json").read_text())
     assert report["nodes"]["node-a"]["result"] == "deferred"
-    assert not (site / "work" / "version").exists() and not (site / "work" / "blocked").exists()
+    assert (
+        not (local_site / "work" / "version").exists()
+        and not (local_site / "work" / "blocked").exists()
+    )
 
 
-def test_a_cron_run_prints_plain_lines_and_writes_report_and_metrics(site: Path) -> None:
+def test_a_cron_run_prints_plain_lines_and_writes_report_and_metrics(local_site: Path) -> None:
     now = datetime.now(UTC)
     wide = window_around(now, timedelta(hours=1), timedelta(hours=2))
-    metrics = site / "upgradectl.prom"
+    metrics = local_site / "upgradectl.prom"
     done = upgrade(
-        site,
+        local_site,
         "--window",
         wide,
         "--tz",
         "UTC",
         "--report",
-        str(site / "r.json"),
+        str(local_site / "r.json"),
         "--metrics-file",
         str(metrics),
     )
@@ -114,7 +93,7 @@ def test_a_cron_run_prints_plain_lines_and_writes_report_and_metrics(site: Path)
     assert families["upgradectl_last_run_exit_code"].samples[0].value == 0
     upgraded = [s for s in families["upgradectl_nodes"].samples if s.labels["result"] == "upgraded"]
     assert upgraded[0].value == 1
-    assert json.loads((site / "r.json").read_text())["exit_code"] == 0
+    assert json.loads((local_site / "r.json").read_text())["exit_code"] == 0
 
 
 @pytest.fixture
@@ -140,36 +119,36 @@ def webhook() -> Iterator[tuple[str, list[dict[str, object]]]]:
 
 
 def test_the_webhook_hears_run_start_node_done_and_run_end(
-    site: Path, webhook: tuple[str, list[dict[str, object]]]
+    local_site: Path, webhook: tuple[str, list[dict[str, object]]]
 ) -> None:
     url, received = webhook
-    done = upgrade(site, "--notify", url)
+    done = upgrade(local_site, "--notify", url)
     assert done.returncode == 0, done.stderr
     assert [event["event"] for event in received] == ["run-start", "node-done", "summary"]
     assert received[-1]["exit_code"] == 0
 
 
 def test_a_webhook_that_refuses_connections_does_not_fail_the_run(
-    site: Path, webhook: tuple[str, list[dict[str, object]]]
+    local_site: Path, webhook: tuple[str, list[dict[str, object]]]
 ) -> None:
     url, _ = webhook
     dead = url.rsplit(":", 1)[0] + ":9/hook"  # the discard port: nothing listens there on loopback
-    done = upgrade(site, "--notify", dead)
+    done = upgrade(local_site, "--notify", dead)
     assert done.returncode == 0, done.stderr
     assert "--notify" in done.stdout and "WARNING" in done.stdout
 
 
-def test_two_overlapping_runs_the_second_gets_75_naming_the_first(site: Path) -> None:
+def test_two_overlapping_runs_the_second_gets_75_naming_the_first(local_site: Path) -> None:
     end = int(datetime.now(UTC).timestamp()) + 4
-    (site / "work" / "sessions" / "call-1").write_text(str(end))
+    (local_site / "work" / "sessions" / "call-1").write_text(str(end))
     first = subprocess.Popen(
-        [sys.executable, "-m", "upgradectl", "-i", str(site / "inventory.yaml"), "--state-dir", str(site / "state"),
+        [sys.executable, "-m", "upgradectl", "-i", str(local_site / "inventory.yaml"), "--state-dir", str(local_site / "state"),
          "upgrade", "node-a", "--version", "2.0", "--yes"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
-        wait_for((site / "work" / "blocked").exists, timeout=20)
-        second = upgrade(site)
+        wait_for((local_site / "work" / "blocked").exists, timeout=20)
+        second = upgrade(local_site)
         assert second.returncode == 75, second.stdout + second.stderr
         assert "held by" in second.stderr or "run " in second.stderr
         assert f"pid {first.pid}" in second.stderr or str(first.pid) in second.stderr
@@ -178,7 +157,11 @@ def test_two_overlapping_runs_the_second_gets_75_naming_the_first(site: Path) ->
     assert first.returncode == 0, out + err
     assert (
         run_cli(
-            "-i", str(site / "inventory.yaml"), "--state-dir", str(site / "state"), "history"
+            "-i",
+            str(local_site / "inventory.yaml"),
+            "--state-dir",
+            str(local_site / "state"),
+            "history",
         ).code
         == 0
     )

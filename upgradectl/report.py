@@ -87,6 +87,9 @@ class PlainView:
         """Nothing to tear down."""
 
 
+_STYLES = {"warning": "yellow", "error": "red", "failed": "red", "attention": "bold red"}
+
+
 @dataclass
 class _Row:
     state: str = "waiting"
@@ -118,21 +121,22 @@ class LiveView:
         if event.kind == "summary":
             self.live.update(self._table())
             self.live.stop()
-            self.console.print(render_summary(event.as_dict()))
+            self.console.print(render_summary(event.as_dict()), markup=False, highlight=False)
             return
         if event.kind != "poll" and _wants(event, self.verbosity):
-            node = f"[bold]{event.node}[/bold] " if event.node else ""
-            style = {
-                "warning": "yellow",
-                "error": "red",
-                "failed": "red",
-                "attention": "bold red",
-            }.get(event.kind)
-            text = f"[{style}]{event.message}[/{style}]" if style else event.message
-            self.console.print(
-                f"[dim]{time.strftime('%H:%M:%S')}[/dim] {node}{text}", highlight=False
-            )
+            self.console.print(self._line(event), highlight=False)
         self.live.update(self._table())
+
+    @staticmethod
+    def _line(event: Event) -> Any:
+        """One event as a styled line; messages are text, never markup (they quote commands)."""
+        from rich.text import Text  # noqa: PLC0415
+
+        line = Text(time.strftime("%H:%M:%S "), style="dim")
+        if event.node:
+            line.append(f"{event.node} ", style="bold")
+        line.append(event.message, style=_STYLES.get(event.kind, ""))
+        return line
 
     @staticmethod
     def _update(row: _Row, event: Event) -> None:

@@ -1,0 +1,142 @@
+"""One event stream, three views: JSON lines, plain timestamped lines, a live table on a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from upgradectl.events import Events
+from upgradectl.report import JsonView, PlainView
+
+SUMMARY = {
+    "run_id": "R1",
+    "command": "upgrade",
+    "exit_code": 0,
+    "result": "ok",
+    "nodes": {
+        "node-a": {
+            "result": "upgraded",
+            "message": "done",
+            "forced": [{"id": "call-7", "age": 3725.0}],
+        },
+        "node-b": {"result": "current", "message": "already at version 2.0", "forced": []},
+    },
+}
+
+
+def stream(*sinks: object) -> Events:
+    events = Events(*sinks)  # type: ignore[arg-type]
+    events.emit("blocked", "node-a", "blocked at lb")
+    events.emit("step", "node-a", "active on lb: count")  # only -v shows commands
+    for active in (5, 5, 5, 3):
+        events.emit("poll", "node-a", f"{active} active", active=active)
+    events.emit("warning", "node-a", "reconnecting")
+    events.emit("summary", None, "", **SUMMARY)
+    return events
+
+
+def test_json_lines_one_object_per_event_without_the_commands_unless_verbose() -> None:
+    out = io.StringIO()
+    stream(JsonView(out))
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "blocked",
+        "poll",
+        "poll",
+        "poll",
+        "poll",
+        "warning",
+        "summary",
+    ]
+    assert lines[-1]["nodes"]["node-a"]["forced"][0]["id"] == "call-7"
+    verbose = io.StringIO()
+    stream(JsonView(verbose, verbosity=1))
+    assert '"event": "step"' in verbose.getvalue()
+
+
+def test_plain_lines_show_a_poll_only_when_the_count_changes_and_end_with_a_summary() -> None:
+    out = io.StringIO()
+    stream(PlainView(out))
+    lines = out.getvalue().splitlines()
+    assert sum(" active" in line for line in lines) == 2  # 5 (once), then 3
+    assert any("node-a WARNING: reconnecting" in line for line in lines)
+    assert "upgradectl upgrade R1: 1 upgraded, 1 current; 1 session forced; exit 0 (ok)" in lines
+    assert "      cut: call-7 (lasted 1h2m5s)" in lines
+    assert "\x1b[" not in out.getvalue()
+
+
+def test_quiet_plain_lines_keep_only_warnings_and_the_summary() -> None:
+    out = io.StringIO()
+    stream(PlainView(out, verbosity=-1))
+    text = out.getvalue()
+    assert "blocked at lb" not in text and "active" not in text.split("upgradectl upgrade")[0]
+    assert "WARNING: reconnecting" in text and "1 upgraded" in text
+
+
+def without_escapes(screen: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+
+
+def run_on_a_terminal(
+    args: list[str], answer: bytes | None = None, timeout: float = 60
+) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as its stdin and stdout; answer its prompt if asked."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "upgradectl", *args],
+        stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+    )  # fmt: skip
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # the terminal closed: the process is done writing
+                    break
+                output += chunk
+                if answer is not None and b"[y/N]" in output:
+                    os.write(controller, answer)
+                    answer = None
+            elif process.poll() is not None:
+                break
+        return process.wait(timeout=10), without_escapes(output.decode(errors="replace"))
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+
+
+def test_on_a_terminal_the_live_table_shows_each_node_and_the_summary(local_site: Path) -> None:
+    (local_site / "work" / "sessions" / "call-1").write_text(str(int(time.time()) + 2))
+    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
+    code, screen = run_on_a_terminal(
+        ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2", "--yes"]
+    )
+    assert code == 0, screen
+    for column in ("node", "state", "active", "drain", "elapsed", "deadline"):
+        assert column in screen
+    assert "node-a" in screen and "upgradectl upgrade" in screen and "1 upgraded" in screen
+
+
+def test_on_a_terminal_it_asks_first_and_no_means_nothing_is_touched(local_site: Path) -> None:
+    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
+    code, screen = run_on_a_terminal(
+        ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2"],
+        answer=b"n\n",
+    )
+    assert code == 1, screen
+    assert "upgrade node-a to version 2? [y/N]" in screen and "nothing was done" in screen
+    assert not (local_site / "work" / "blocked").exists() and not (local_site / "state").exists()
