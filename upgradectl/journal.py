@@ -183,11 +183,15 @@ def left_out_of_service(state_dir: str) -> dict[str, dict[str, Any]]:
 
 
 def _out_of_service(record: dict[str, Any]) -> bool:
-    """Whether a node's latest state record leaves it out of service: blocked by this tool, or in
-    a state that needs a person. (A hot patch's `verified` is not: nothing was blocked.)"""
-    if record["kind"] in ("attention", "left-blocked"):
+    """Whether a node's latest state record leaves it out of service: blocked by this tool, or
+    changed by it and then left in a state that needs a person. (A hot patch's `verified` is not:
+    nothing was blocked; nor is a node this tool could not reach before changing anything.)"""
+    data = record.get("data", {})
+    if record["kind"] == "left-blocked":
         return True
-    return bool(record.get("data", {}).get("blocked", record["kind"] in OUT_OF_SERVICE))
+    if record["kind"] == "attention":
+        return bool(data.get("blocked") or data.get("last_state"))
+    return bool(data.get("blocked", record["kind"] in OUT_OF_SERVICE))
 
 
 def left_blocked(state_dir: str) -> dict[str, dict[str, Any]]:

@@ -608,7 +608,9 @@ class NodeRun:
             return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; restored")
         where = "left blocked" if self.ours or self.hand_blocked else "left as it is"
         self.record(
-            "left-blocked" if self.ours else "attention", f"{error}; {where}: needs a person"
+            "left-blocked" if self.ours else "attention",
+            f"{error}; {where}: needs a person",
+            last_state=self.last_state or self.phase,  # the run changed it: a patch, a rollback
         )
         return self.result("attention", ExitCode.ATTENTION, f"{error}; {where}")
 

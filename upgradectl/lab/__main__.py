@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
@@ -118,7 +119,7 @@ def demo(directory: Path | None) -> None:
 @click.argument("socket_path", type=click.Path(path_type=Path))
 def ask(socket_path: Path) -> None:
     """Send the command on standard input to a control socket; print the answer (like socat)."""
-    click.echo(unix_ask(socket_path, click.get_text_stream("stdin").read().strip()), nl=False)
+    click.echo(unix_ask(socket_path, sys.stdin.read().strip()), nl=False)
 
 
 @main.command(epilog="Example: python -m upgradectl.lab callserver /tmp/lab/callserver.json")
