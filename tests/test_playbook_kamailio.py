@@ -142,7 +142,7 @@ def test_block_and_unblock_set_the_destination_state(tmp_path: Path) -> None:
     steps.run("unblock")
     assert kamcmd.calls() == [
         "dispatcher.set_state d 1 sip:127.0.0.1:21524",
-        "dispatcher.set_state a 1 sip:127.0.0.1:21524",
+        "dispatcher.set_state ap 1 sip:127.0.0.1:21524",  # active, and probed again
     ]
 
 
