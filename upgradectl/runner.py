@@ -657,4 +657,4 @@ class NodeRun:
 
         message, data = describe_node(self)
         self.say("would", message, **data)
-        return self.result("dry-run", ExitCode.OK, message)
+        return self.result("dry-run", ExitCode.OK, "nothing was changed")
