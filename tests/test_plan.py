@@ -12,6 +12,7 @@ import pytest
 from upgradectl.errors import UsageError
 from upgradectl.loader import load_inventory
 from upgradectl.plan import PlanOptions, build_plan
+from upgradectl.transport import wrap_sudo
 
 PLAYBOOK = """\
 name: layered
@@ -189,3 +190,19 @@ def test_plan_shows_a_patch_for_a_playbook_that_can_only_patch(tmp_path: Path) -
     plan = json.loads(done.stdout)
     assert plan["command"] == "patch"
     assert [step["step"] for step in plan["nodes"][0]["steps"]] == ["patch", "verify", "rollback"]
+
+
+def test_sudo_wraps_a_command_for_the_node_it_runs_on_and_never_prompts(
+    inventory_path: Path,
+) -> None:
+    text = INVENTORY.replace("lb: {host: 10.9.9.9}", "lb: {host: 10.9.9.9, sudo: true}")
+    inventory_path.write_text(text)
+    plan = build_plan(
+        load_inventory(str(inventory_path)), ["node-a"], "upgrade", PlanOptions(version="2"), "R"
+    )
+    steps = plan.nodes[0].steps
+    assert (
+        steps["block"].sudo and steps["unblock"].sudo
+    )  # they run on the balancer, which needs sudo
+    assert not steps["upgrade"].sudo  # node-a itself does not
+    assert wrap_sudo("echo 'a b'") == "sudo -n -- sh -c 'echo '\"'\"'a b'\"'\"''"

@@ -253,3 +253,23 @@ def test_a_node_already_on_the_version_is_left_alone(cli: LabCli) -> None:
     }
     assert "blocking" not in ran.kinds() and call.live  # nobody drained, nobody cut
     call.hang_up()
+
+
+def test_unblock_verifies_then_puts_a_drained_node_back(cli: LabCli) -> None:
+    fast = cli.playbook_variant("fast")
+    assert cli("drain", "node-1", "--yes", "--playbook", fast).code == 0
+    assert "node-1" in cli("status").events[0]["left_out_of_service"]
+    ran = cli("unblock", "node-1", "--yes", "--playbook", fast)
+    assert ran.code == 0, ran.stdout
+    kinds = ran.kinds("node-1")
+    assert kinds.index("verified") < kinds.index("unblocked")
+    assert cli.ask("state") == "ready"
+    assert cli("status").events[0]["left_out_of_service"] == {}
+
+
+def test_unblock_leaves_a_node_that_fails_its_check_blocked(cli: LabCli) -> None:
+    cli.lab.node("node-1").control("block")
+    failing = cli.playbook_variant("sick", verify={"run": "echo unhealthy; exit 1"})
+    ran = cli("unblock", "node-1", "--yes", "--playbook", failing)
+    assert ran.code == 4, ran.stdout
+    assert "unblocked" not in ran.kinds("node-1") and cli.ask("state") == "blocked"
