@@ -69,15 +69,6 @@ class RunRecord:
                 states[record["node"]] = record
         return states
 
-    def node_facts(self, node: str) -> dict[str, Any]:
-        """Everything recorded about ``node`` in this run, later records winning."""
-        facts: dict[str, Any] = {}
-        for record in self.records:
-            if record.get("node") == node:
-                facts.update(record.get("data", {}))
-                facts.setdefault("states", []).append(record["kind"])
-        return facts
-
 
 class Journal:
     """Appends the records of one run; each append is on disk before it returns."""

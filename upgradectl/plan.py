@@ -10,7 +10,7 @@ import functools
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -187,11 +187,6 @@ def build_plan(
         for name in names
     )
     return Plan(command, run_id, inventory, nodes, options)
-
-
-def balancers(plans: Iterable[NodePlan]) -> set[str]:
-    """Nodes that other nodes' steps run on (``on:``): balancers and peers, not upgrade targets."""
-    return {target for plan in plans for target in plan.targets()} - {plan.name for plan in plans}
 
 
 class _PlaybookCache:
