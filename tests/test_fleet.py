@@ -12,7 +12,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import pytest
@@ -21,19 +20,19 @@ from clihelp import LabCli, Ran
 from conftest import LabFactory, wait_for
 
 from upgradectl.lab import CallGenerator, CallResult, Fate, HaProxy, Lab, SshHome, place_calls
+from upgradectl.lab.lab import CALL_SERVER
+from upgradectl.lab.running import Running
 from upgradectl.loader import bundled_playbooks, read_yaml
 
 pytestmark = pytest.mark.lab
 
 NODES = ("node-1", "node-2", "node-3", "node-4")
 PAIRS = ({"node-1", "node-2"}, {"node-3", "node-4"})
-CTL = "socat - UNIX-CONNECT:{{ ctl_socket }}"
-UPGRADE = f"echo upgrade {{{{ version }}}} | {CTL} | grep '^upgraded to '"
 CALLS_PER_SECOND = 5.0  # with calls of 1-3 s: about ten live at any time, two or three per node
 OUT_OF_SERVICE = ("DRAIN", "MAINT")
 
 
-class ServiceSampler:
+class ServiceSampler(Running):
     """Which servers HAProxy has out of service, read from `show stat` in a background thread
     for as long as the `with` block lasts."""
 
@@ -51,7 +50,7 @@ class ServiceSampler:
                 self.samples.append(
                     frozenset(n for n, s in states.items() if s.status.startswith(OUT_OF_SERVICE))
                 )
-        except OSError as exc:  # reported by __exit__: a blind sampler proves nothing
+        except OSError as exc:  # reported by stop()
             self.error = exc
 
     @property
@@ -68,19 +67,14 @@ class ServiceSampler:
         """The readings in which both nodes of a pair were out of service."""
         return [sample for sample in self.samples if any(pair <= sample for pair in PAIRS)]
 
-    def __enter__(self) -> Self:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        if self.error is not None and exc is None:
+        if self.error is not None:  # a blind sampler proves nothing
             raise AssertionError(f"show stat could not be read: {self.error}")
 
 
@@ -106,16 +100,6 @@ def calls(fleet: LabCli) -> Iterator[CallGenerator]:
 def live(result: CallResult) -> list[str]:
     """The nodes carrying the calls answered and not ended yet."""
     return [call.node for call in result.calls if call.fate is None and call.node]
-
-
-def lab_commands(upgrade: str = UPGRADE) -> tuple[str, ...]:
-    """How a lab node is upgraded, checked and asked its version, as `--var`s for the haproxy
-    playbook: HAProxy knows nothing of that, the node's call server does."""
-    return (
-        "--var", f"upgrade_command={upgrade}",
-        "--var", f"verify_command=echo version | {CTL} | grep '^version '",
-        "--var", f"version_command=echo version | {CTL}",
-    )  # fmt: skip
 
 
 def haproxy_playbook(cli: LabCli, name: str, **steps: Any) -> str:
@@ -191,7 +175,7 @@ def test_a_rolling_upgrade_drops_no_call_and_takes_one_node_at_a_time_out_of_hap
     playbook = haproxy_playbook(fleet, "haproxy-fast")
     with ServiceSampler(fleet.lab.haproxy) as sampler:
         ran = fleet("upgrade", "--group", "voice", "--version", "2.0", "--yes",
-                    "--playbook", playbook, *lab_commands())  # fmt: skip
+                    "--playbook", playbook)  # fmt: skip
         assert ran.code == 0, ran.stdout + ran.stderr
         # Back in HAProxy's rotation: every node answers calls placed after its unblock.
         unblocked = times(ran, "unblocked")
@@ -224,7 +208,7 @@ def test_max_unavailable_two_drains_two_nodes_of_different_pairs_at_once(
     playbook = haproxy_playbook(fleet, "haproxy-fast")
     with ServiceSampler(fleet.lab.haproxy) as sampler:
         ran = fleet("upgrade", "--group", "voice", "--version", "2.0", "--yes", "--playbook",
-                    playbook, "--max-unavailable", "2", *lab_commands())  # fmt: skip
+                    playbook, "--max-unavailable", "2")  # fmt: skip
     assert ran.code == 0, ran.stdout + ran.stderr
     assert sampler.most_out_at_once == 2
     assert sampler.pairs_seen_out() == []
@@ -242,10 +226,15 @@ def test_after_max_failures_no_new_node_starts_and_every_node_stays_in_service(
     # upgraded fails, whichever it is (the first one claims a marker directory; the nodes share
     # this machine, so any directory the lab user may write will do).
     claimed = fleet.lab.node("node-1").node_dir / "first-upgrade"
-    upgrade = f"mkdir {claimed} 2>/dev/null || {{ echo 'error: disk full'; exit 1; }}; {UPGRADE}"
+    lab_upgrade = yaml.safe_load(fleet.lab.inventory_path.read_text())["defaults"]["vars"][
+        "upgrade_command"
+    ]
+    upgrade = (
+        f"mkdir {claimed} 2>/dev/null || {{ echo 'error: disk full'; exit 1; }}; {lab_upgrade}"
+    )
     playbook = haproxy_playbook(fleet, "haproxy-fast")
     ran = fleet("upgrade", "--group", "voice", "--version", "2.0", "--yes", "--playbook", playbook,
-                "--max-failures", "1", *lab_commands(upgrade))  # fmt: skip
+                "--max-failures", "1", "--var", f"upgrade_command={upgrade}")  # fmt: skip
     assert ran.code == 1, ran.stdout  # a failed step beats the skipped nodes' 75
     first, failed, *rest = event(ran, "order")["order"]
     nodes = ran.summary["nodes"]
@@ -272,7 +261,7 @@ def test_stragglers_past_the_deadline_are_forced_and_the_summary_lists_the_calls
     assert None not in answered_by  # HAProxy put every long call through
     node, held = Counter(name for name in answered_by if name).most_common(1)[0]
     # HAProxy's own list names its streams (0x...); the call server's names the calls themselves.
-    sessions = {"run": f"echo list | {CTL}", "parse": r"^(?P<id>\S+) (?P<age>\d+)"}
+    sessions = {"run": f"echo list | {CALL_SERVER}", "parse": r"^(?P<id>\S+) (?P<age>\d+)"}
     playbook = haproxy_playbook(
         fleet, "haproxy-fast", **({"sessions": sessions} if listed_by == "call server" else {})
     )
