@@ -84,6 +84,7 @@ class _Drain:
     forced_at: float | None = None
     just_forced: bool = False
     near_end_since: int | None = None  # the poll at which the estimated end came within `poll`
+    estimate: DrainEstimate | None = None  # of the latest reading: judged, then used to pace polls
 
     @property
     def deadline(self) -> float:
@@ -414,8 +415,7 @@ class NodeRun:
 
     def _next_poll(self, drain: _Drain) -> float:
         active = drain.samples[-1][1] if drain.samples else None
-        estimate = estimate_drain(drain.samples, stall_after=self.plan.drain.stall_after)
-        eta = estimate.eta_low if estimate and active else None
+        eta = drain.estimate.eta_low if drain.estimate and active else None
         polls = len(drain.samples)
         if eta is None or eta >= self.plan.drain.poll:
             drain.near_end_since = None
@@ -452,7 +452,7 @@ class NodeRun:
         """Apply the straggler policy to a new reading: _DRAINED, a result that ends the drain, or None."""
         policy = self.plan.drain
         now = self.ctx.monotonic()
-        estimate = estimate_drain(drain.samples, stall_after=policy.stall_after)
+        estimate = drain.estimate = estimate_drain(drain.samples, stall_after=policy.stall_after)
         self._poll_event(active, estimate, drain.wall_deadline)
         if drain.forced_at is not None:
             if drain.zeros >= policy.settle:
