@@ -28,9 +28,9 @@ from upgradectl.options import (
 
 if TYPE_CHECKING:
     from upgradectl.app import RunOptions, Selection, Settings
+    from upgradectl.context import Stop
     from upgradectl.events import Events, Sink
     from upgradectl.plan import Plan, PlanOptions
-    from upgradectl.runner import Stop
 
 
 @dataclass
@@ -313,12 +313,12 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
 
 def _execute(obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | None) -> int:
     from upgradectl import app  # noqa: PLC0415
-    from upgradectl.runner import Stop  # noqa: PLC0415
+    from upgradectl.context import Stop  # noqa: PLC0415
 
     stop = Stop()
     with _signals_stop(stop):
         summary = app.execute(obj.settings(), made, obj.events(), stop, run, start_at)
-    return int(summary["exit_code"])
+    return int(summary.exit_code)
 
 
 @contextmanager
