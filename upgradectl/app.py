@@ -20,7 +20,7 @@ from upgradectl.errors import ExitCode, StepFailed, UpgradectlError, UsageError,
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.loader import find_playbook, load_inventory, load_playbook
-from upgradectl.model import Inventory
+from upgradectl.model import COUNT_STEPS, Inventory
 from upgradectl.nightly import (
     Notifications,
     Unattended,
@@ -350,12 +350,20 @@ def check(settings: Settings) -> list[str]:
                     raise  # a real error, not merely a command this playbook does not do
                 continue
             supported.append(command)
-        playbook = build_plan(inventory, [name], "status", options, "check").nodes[0].playbook
+        status = build_plan(inventory, [name], "status", options, "check").nodes[0]
+        playbook = status.playbook
         lines.append(
             f"  {name}: playbook {playbook.name} ({playbook.path}): {', '.join(supported) or 'nothing'}"
+            + _witnesses(status)
         )
     lines.append("ok")
     return lines
+
+
+def _witnesses(plan: NodePlan) -> str:
+    """Where the node's sessions are counted: drained means every count says zero."""
+    counts = [f"{step} on {plan.steps[step].target}" for step in COUNT_STEPS if step in plan.steps]
+    return f"; counts sessions with {' and '.join(counts)}" if counts else ""
 
 
 def bundled_descriptions() -> dict[str, str]:
