@@ -191,6 +191,8 @@ class DrainLoop:
                 stalled=estimate.stalled,
             )
         self.log.say("poll", insight, **data)
+        eta = (estimate.eta_low, estimate.eta_high) if estimate is not None else None
+        self.ctx.journal.reading(self.log.name, self.ctx.wall(), active, eta, deadline)
 
     def _force(self, active: int, because: str) -> None:
         sessions = self.steps.sessions(self.ctx.wall())

@@ -16,7 +16,7 @@ from upgradectl.plan import Command
 from upgradectl.transport.base import CommandResult
 
 # Steps whose `parse` extracts a value rather than deciding success.
-_READING_STEPS = frozenset({"active", "sessions", "version", "is_blocked"})
+_READING_STEPS = frozenset({"active", "node_active", "sessions", "version", "is_blocked"})
 
 
 @dataclass(frozen=True)
