@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from upgradectl.cli.views import JsonView, PlainView
 from upgradectl.events import Events
-from upgradectl.report import JsonView, PlainView
 
 SUMMARY = {
     "run_id": "R1",

@@ -1,6 +1,7 @@
-"""What each command does, between the command line and the runner: load, plan, run, summarize.
+"""The run use case, between the command line and the runner: plan, run, summarize; and resume.
 
-The command line (``cli.py``) parses and renders; everything it asks for happens here.
+The command line (``upgradectl.cli``) parses and renders; a run it asks for happens here. The
+reading commands have their own modules: ``status``, ``checkup``, ``history``.
 """
 
 from __future__ import annotations
@@ -8,19 +9,17 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from upgradectl import journal as journals
 from upgradectl.connections import Connections
-from upgradectl.errors import ExitCode, StepFailed, UpgradectlError, UsageError, most_serious
+from upgradectl.errors import ExitCode, UsageError, most_serious
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.loader import find_playbook, load_inventory, load_playbook
-from upgradectl.model import Inventory
 from upgradectl.nightly import (
     Notifications,
     Unattended,
@@ -30,29 +29,12 @@ from upgradectl.nightly import (
     within_window,
     write_outputs,
 )
-from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
-from upgradectl.probe import MAX_PROBE_THREADS, Probe, not_started, probe
+from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.probe import Probe, not_started, probe
 from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
-
-
-@dataclass
-class Settings:
-    """The global options."""
-
-    inventory: str
-    state_dir: str
-    accept_new_host_keys: bool = False
-
-
-@dataclass
-class Selection:
-    """Which nodes a command acts on."""
-
-    names: Sequence[str] = ()
-    group: str | None = None
-    everything: bool = False
+from upgradectl.settings import Selection, Settings
 
 
 @dataclass
@@ -67,11 +49,6 @@ class RunOptions:
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
-def load(settings: Settings) -> Inventory:
-    """The inventory, validated."""
-    return load_inventory(settings.inventory)
-
-
 def make_plan(
     settings: Settings,
     command: str,
@@ -80,14 +57,14 @@ def make_plan(
     run_id: str = "plan",
 ) -> Plan:
     """Validate everything and render the plan; raises UsageError before any host is touched."""
-    inventory = load(settings)
+    inventory = settings.load()
     names = select_nodes(inventory, selection.names, selection.group, selection.everything)
     return build_plan(inventory, names, command, options, run_id)
 
 
 def default_plan_command(settings: Settings, selection: Selection) -> str:
     """What `plan` shows: an upgrade, or a patch when every chosen node's playbook can only patch."""
-    inventory = load(settings)
+    inventory = settings.load()
     folder = os.path.dirname(os.path.abspath(inventory.path))
     playbooks = [
         load_playbook(find_playbook(node.playbook, folder))
@@ -322,77 +299,3 @@ def _resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
         if stage is not None:
             points[node] = stage
     return points
-
-
-# --- reading commands -----------------------------------------------------------------------
-
-
-def bundled_descriptions() -> dict[str, str]:
-    """Name -> one-line description of every bundled playbook."""
-    from upgradectl.loader import bundled_playbooks, load_playbook  # noqa: PLC0415
-
-    return {name: load_playbook(path).description for name, path in bundled_playbooks().items()}
-
-
-@dataclass
-class StatusReport:
-    """Live state of each node, and what the journal says this tool left undone."""
-
-    nodes: list[dict[str, Any]]
-    left_out: dict[str, dict[str, Any]]
-    unfinished: list[RunRecord]
-
-    @property
-    def unreachable(self) -> bool:
-        """Whether any node could not be asked."""
-        return any("error" in node for node in self.nodes)
-
-
-def status(settings: Settings, names: Sequence[str], options: PlanOptions) -> StatusReport:
-    """Ask every node (or those named) how it is, in parallel; read the journal for unfinished business."""
-    inventory = load(settings)
-    chosen = select_nodes(inventory, names, everything=not names)
-    plan = build_plan(inventory, chosen, "status", options, "status")
-    connections = Connections(inventory, accept_new_host_keys=settings.accept_new_host_keys)
-    try:
-        with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plan.nodes))) as pool:
-            rows = list(
-                pool.map(lambda node_plan: _node_status(node_plan, connections), plan.nodes)
-            )
-    finally:
-        connections.close()
-    unfinished = [
-        run for run in journals.runs(settings.state_dir) if run.finished is None and run.start
-    ]
-    return StatusReport(rows, journals.left_out_of_service(settings.state_dir), unfinished)
-
-
-def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any]:
-    from upgradectl.lock import NodeLock  # noqa: PLC0415
-    from upgradectl.steps import Steps  # noqa: PLC0415
-
-    steps = Steps(node_plan, connections.get, Events(), reconnect_for=5.0, pause=lambda s: False)
-    row: dict[str, Any] = {"node": node_plan.name}
-    try:
-        row["blocked"] = steps.is_blocked()
-        row["active"] = steps.count() if steps.has("active") else None
-        row["version"] = steps.version()
-        row["lock"] = NodeLock(
-            node_plan.name, node_plan.lock_path, steps.shell, "status", "status"
-        ).holder()
-    except StepFailed as exc:
-        row["failed"] = str(exc)  # reached, but a step's output says no
-    except UpgradectlError as exc:
-        row["error"] = str(exc)
-    return row
-
-
-def history(settings: Settings, limit: int) -> list[RunRecord]:
-    """The newest ``limit`` runs."""
-    found = []
-    for run in journals.runs(settings.state_dir):
-        if run.start:
-            found.append(run)
-        if len(found) >= limit:
-            break
-    return found

@@ -16,6 +16,7 @@ import yaml
 from upgradectl.duration import parse_duration
 from upgradectl.errors import Location, UsageError
 from upgradectl.model import (
+    COUNT_STEPS,
     STEP_NAMES,
     STRAGGLER_POLICIES,
     DrainPolicy,
@@ -369,6 +370,11 @@ def _step(doc: Document, name: str, spec: Any) -> StepSpec:
     def at(key: str) -> KeyPath:
         return (*keys, key)
 
+    parse = _optional(fields.get("parse"), lambda v: _regex(doc, at("parse"), v))
+    if name in COUNT_STEPS and parse is not None and not parse.groups:
+        raise doc.error(
+            at("parse"), "a count needs a group that captures the number, e.g. (?P<count>\\d+)"
+        )
     reboot = _typed(doc, at("reboot"), fields.get("reboot", False), bool, "true or false")
     if reboot and name != "upgrade":
         raise doc.error(at("reboot"), "only the upgrade step may reboot the node")
@@ -376,7 +382,7 @@ def _step(doc: Document, name: str, spec: Any) -> StepSpec:
         name=name,
         run=_typed(doc, at("run"), fields["run"], str, "a command"),
         on=_optional(fields.get("on"), lambda v: _typed(doc, at("on"), v, str, "a node name")),
-        parse=_optional(fields.get("parse"), lambda v: _regex(doc, at("parse"), v)),
+        parse=parse,
         fail_if=_optional(fields.get("fail_if"), lambda v: _regex(doc, at("fail_if"), v)),
         timeout=_optional(fields.get("timeout"), lambda v: _duration(doc, at("timeout"), v)),
         retries=_count(doc, at("retries"), fields.get("retries", 1), 1),

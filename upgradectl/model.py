@@ -19,6 +19,7 @@ STEP_NAMES = (
     "is_blocked",
     "block",
     "active",
+    "node_active",
     "sessions",
     "force",
     "upgrade",
@@ -36,7 +37,12 @@ NODE_RESULTS = (
 )  # fmt: skip
 
 # Steps that change nothing on a host: the only ones --dry-run runs.
-READ_ONLY_STEPS = frozenset({"precheck", "is_blocked", "active", "sessions", "version", "ready"})
+READ_ONLY_STEPS = frozenset(
+    {"precheck", "is_blocked", "active", "node_active", "sessions", "version", "ready"}
+)
+# The steps that print a session count: `active` (where the playbook blocks, e.g. a balancer) and
+# the optional `node_active`, a second witness on the node itself (e.g. a call server's own calls).
+COUNT_STEPS = ("active", "node_active")
 # Steps that can be run again without harm after a dropped connection or a crash.
 REPEATABLE_STEPS = READ_ONLY_STEPS | {"block", "unblock", "verify"}
 

@@ -30,17 +30,17 @@ from upgradectl.variables import Renderer, Variables, layered
 # Which steps each command renders and runs, and which of them it cannot do without.
 COMMAND_STEPS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "drain": (
-        ("precheck", "is_blocked", "block", "active", "sessions", "force", "unblock"),
+        ("precheck", "is_blocked", "block", "active", "node_active", "sessions", "force", "unblock"),
         ("block", "active", "unblock"),
     ),
     "upgrade": (
-        ("version", "precheck", "is_blocked", "block", "active", "sessions", "force", "upgrade",
-         "ready", "verify", "rollback", "unblock"),
+        ("version", "precheck", "is_blocked", "block", "active", "node_active", "sessions", "force",
+         "upgrade", "ready", "verify", "rollback", "unblock"),
         ("block", "active", "upgrade", "unblock"),
     ),
     "patch": (("patch", "verify", "rollback"), ("patch",)),
     "unblock": (("is_blocked", "verify", "unblock"), ("unblock",)),
-    "status": (("is_blocked", "active", "version"), ()),
+    "status": (("is_blocked", "active", "node_active", "version"), ()),
     "check": (STEP_NAMES, ()),  # `check` renders every step
 }  # fmt: skip
 
@@ -228,11 +228,12 @@ def _node_plan(
     pair = pair_of(inventory, node.name)
     renderer = Renderer(node_variables(inventory, node, playbook, options, run_id, pair))
     # In the order the command runs them, for the plan's readers.
-    steps = {
-        name: _command(renderer, inventory, node, playbook.steps[name])
-        for name in wanted
-        if name in playbook.steps
-    }
+    steps: dict[str, Command] = {}
+    for name in (name for name in wanted if name in playbook.steps):
+        rendered = _command(renderer, inventory, node, playbook.steps[name])
+        # A variable set to "" turns an optional step off (a call server with no CLI to count on).
+        if rendered.run or name in required:
+            steps[name] = rendered
     return NodePlan(
         node=node,
         playbook=playbook,

@@ -1,4 +1,6 @@
-"""The command line: parse, call the core (``app.py``), render. No paramiko import here.
+"""The commands: parse, call the core (``app``, ``status``, ``checkup``, ``history``), render.
+
+No paramiko import here.
 
 Exceptions become exit codes in one place, :func:`main`.
 """
@@ -15,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
-from upgradectl.options import (
+from upgradectl.cli.options import (
     acting_options,
     drain_options,
     fleet_options,
@@ -25,12 +26,14 @@ from upgradectl.options import (
     selection_options,
     unattended_options,
 )
+from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
 
 if TYPE_CHECKING:
-    from upgradectl.app import RunOptions, Selection, Settings
+    from upgradectl.app import RunOptions
     from upgradectl.events import Events, Sink
     from upgradectl.plan import Plan, PlanOptions
     from upgradectl.runner import Stop
+    from upgradectl.settings import Selection, Settings
 
 
 @dataclass
@@ -44,19 +47,19 @@ class Cli:
     accept_new_host_keys: bool
 
     def settings(self) -> Settings:
-        from upgradectl.app import Settings  # noqa: PLC0415 - keep --help fast
+        from upgradectl.settings import Settings  # noqa: PLC0415 - keep --help fast
 
         return Settings(self.inventory, self.state_dir, self.accept_new_host_keys)
 
     def view(self) -> Sink:
         """JSON lines with --json, a live table on a terminal, else plain timestamped lines."""
-        from upgradectl import report  # noqa: PLC0415
+        from upgradectl.cli import views  # noqa: PLC0415
 
         if self.as_json:
-            return report.JsonView(verbosity=self.verbosity)
+            return views.JsonView(verbosity=self.verbosity)
         if sys.stdout.isatty() and self.verbosity >= 0:
-            return report.LiveView(self.verbosity)
-        return report.PlainView(verbosity=self.verbosity)
+            return views.LiveView(self.verbosity)
+        return views.PlainView(verbosity=self.verbosity)
 
     def events(self) -> Events:
         from upgradectl.events import Events  # noqa: PLC0415
@@ -146,7 +149,8 @@ def plan(
     **options: Any,
 ) -> int:
     """Show the rendered plan of a command (an upgrade by default); connects to nothing."""
-    from upgradectl import app, render  # noqa: PLC0415
+    from upgradectl import app  # noqa: PLC0415
+    from upgradectl.cli import render  # noqa: PLC0415
 
     selection = _selection(nodes, group, everything)
     command = command or app.default_plan_command(obj.settings(), selection)
@@ -162,9 +166,9 @@ def plan(
 @click.pass_obj
 def check(obj: Cli, strict: bool) -> int:
     """Validate the inventory and every playbook it uses; warn on values put unquoted into a shell."""
-    from upgradectl.check import check as check_inventory  # noqa: PLC0415
+    from upgradectl import checkup  # noqa: PLC0415
 
-    report = check_inventory(obj.inventory, strict=strict)
+    report = checkup.check(obj.settings(), strict=strict)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     for line in report.lines:
@@ -175,9 +179,9 @@ def check(obj: Cli, strict: bool) -> int:
 @cli.command(epilog="\b\nExample:\n  upgradectl playbooks")
 def playbooks() -> int:
     """List the bundled playbooks."""
-    from upgradectl import app  # noqa: PLC0415
+    from upgradectl import checkup  # noqa: PLC0415
 
-    for name, description in app.bundled_descriptions().items():
+    for name, description in checkup.bundled_descriptions().items():
         click.echo(f"{name:<12} {description}")
     return ExitCode.OK
 
@@ -190,9 +194,10 @@ def playbooks() -> int:
 @click.pass_obj
 def status(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
     """Live: blocked?, active sessions, version, lock holder; and unfinished runs."""
-    from upgradectl import app, render  # noqa: PLC0415
+    from upgradectl.cli import render  # noqa: PLC0415
+    from upgradectl.status import status_report  # noqa: PLC0415
 
-    report = app.status(obj.settings(), nodes, _plan_options(options))
+    report = status_report(obj.settings(), nodes, _plan_options(options))
     click.echo(render.status_json(report) if obj.as_json else render.status_text(report))
     return ExitCode.ATTENTION if report.unreachable else ExitCode.OK
 
@@ -205,9 +210,10 @@ def status(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 @click.pass_obj
 def history(obj: Cli, limit: int, forced: bool) -> int:
     """Past runs: who, when, what, result; --forced: every session cut."""
-    from upgradectl import app, render  # noqa: PLC0415
+    from upgradectl.cli import render  # noqa: PLC0415
+    from upgradectl.history import newest_runs  # noqa: PLC0415
 
-    runs = app.history(obj.settings(), limit)
+    runs = newest_runs(obj.state_dir, limit)
     if forced:
         click.echo(render.forced_json(runs) if obj.as_json else render.forced_text(runs))
     else:
@@ -362,7 +368,7 @@ def _confirm(yes: bool, question: str) -> None:
 
 
 def _selection(nodes: tuple[str, ...], group: str | None, everything: bool) -> Selection:
-    from upgradectl.app import Selection  # noqa: PLC0415
+    from upgradectl.settings import Selection  # noqa: PLC0415
 
     return Selection(nodes, group, everything)
 

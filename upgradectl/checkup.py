@@ -1,4 +1,4 @@
-"""``upgradectl check``: validate the inventory and every playbook it uses, for every node.
+"""``check`` and ``playbooks``: what the inventory and the playbooks offer, validated.
 
 Every template of every node is rendered once (``version`` stands in as ``<version>`` so that
 every other missing variable is found), and every ``run:`` is read for values that reach the
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from upgradectl.errors import UsageError
-from upgradectl.loader import load_inventory
-from upgradectl.model import Inventory
+from upgradectl.loader import bundled_playbooks, load_playbook
+from upgradectl.model import COUNT_STEPS, Inventory
 from upgradectl.plan import (
     COMMAND_STEPS,
     NodePlan,
@@ -20,6 +20,7 @@ from upgradectl.plan import (
     node_variables,
 )
 from upgradectl.quoting import Unquoted, unquoted
+from upgradectl.settings import Settings
 
 # The commands `check` reports a playbook as able to do.
 ACTING_COMMANDS = ("drain", "upgrade", "patch")
@@ -38,11 +39,11 @@ class CheckWarnings(UsageError):
     """``check --strict`` found warnings."""
 
 
-def check(inventory_path: str, *, strict: bool = False) -> CheckReport:
-    """Validate ``inventory_path``; with ``strict``, warnings raise CheckWarnings (exit 2)."""
-    inventory = load_inventory(inventory_path)
+def check(settings: Settings, *, strict: bool = False) -> CheckReport:
+    """Validate the inventory; with ``strict``, warnings raise CheckWarnings (exit 2)."""
+    inventory = settings.load()
     report = CheckReport(
-        [f"{inventory_path}: {len(inventory.nodes)} nodes, {len(inventory.groups)} groups"]
+        [f"{settings.inventory}: {len(inventory.nodes)} nodes, {len(inventory.groups)} groups"]
     )
     with_playbook = [name for name, node in inventory.nodes.items() if node.playbook]
     plan = build_plan(inventory, with_playbook, "check", _OPTIONS, "check")
@@ -58,6 +59,7 @@ def check(inventory_path: str, *, strict: bool = False) -> CheckReport:
         playbook = node_plan.playbook
         report.lines.append(
             f"  {name}: playbook {playbook.name} ({playbook.path}): {', '.join(supported) or 'nothing'}"
+            + _witnesses(node_plan)
         )
         if not supported:
             warnings.setdefault(
@@ -95,3 +97,14 @@ def _unquoted(inventory: Inventory, node_plan: NodePlan) -> list[Unquoted]:
         for spec in node_plan.playbook.steps.values()
         for problem in unquoted(spec.run, spec.at("run"), variables)
     ]
+
+
+def _witnesses(plan: NodePlan) -> str:
+    """Where the node's sessions are counted: drained means every count says zero."""
+    counts = [f"{step} on {plan.steps[step].target}" for step in COUNT_STEPS if step in plan.steps]
+    return f"; counts sessions with {' and '.join(counts)}" if counts else ""
+
+
+def bundled_descriptions() -> dict[str, str]:
+    """Name -> one-line description of every bundled playbook."""
+    return {name: load_playbook(path).description for name, path in bundled_playbooks().items()}
