@@ -486,6 +486,8 @@ class NodeRun:
                 stalled=estimate.stalled,
             )
         self.say("poll", insight, **data)
+        eta = (estimate.eta_low, estimate.eta_high) if estimate is not None else None
+        self.ctx.journal.reading(self.name, self.ctx.wall(), active, eta, deadline)
 
     def _force(self, active: int, because: str) -> None:
         policy = self.plan.drain

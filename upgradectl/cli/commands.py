@@ -144,13 +144,19 @@ def plan(
     return ExitCode.OK
 
 
-@cli.command(epilog="\b\nExample:\n  upgradectl -i prod.yaml check")
+@cli.command(
+    epilog="\b\nExamples:\n  upgradectl -i prod.yaml check\n  upgradectl -i prod.yaml check --strict"
+)
+@click.option("--strict", is_flag=True, help="Warnings (such as an unquoted value) fail the check.")
 @click.pass_obj
-def check(obj: Cli) -> int:
-    """Validate the inventory and every playbook it uses."""
+def check(obj: Cli, strict: bool) -> int:
+    """Validate the inventory and every playbook it uses; warn on values put unquoted into a shell."""
     from upgradectl import checkup  # noqa: PLC0415
 
-    for line in checkup.check(obj.settings()):
+    report = checkup.check(obj.settings(), strict=strict)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for line in report.lines:
         click.echo(line)
     return ExitCode.OK
 
