@@ -280,15 +280,16 @@ def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
 
 
 def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) -> int:
-    from upgradectl import app, nightly  # noqa: PLC0415
+    from upgradectl import app  # noqa: PLC0415
     from upgradectl.journal import new_run_id  # noqa: PLC0415
+    from upgradectl.unattended import parse_unattended  # noqa: PLC0415
 
     run = app.RunOptions(
         dry_run=options.pop("dry_run"),
         break_lock=options.pop("break_lock"),
         max_unavailable=options.pop("max_unavailable", None),
         max_failures=options.pop("max_failures", None),
-        unattended=nightly.unattended_options(
+        unattended=parse_unattended(
             *(
                 options.pop(key, None)
                 for key in ("window", "tz", "report", "metrics_file", "notify")
