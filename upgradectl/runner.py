@@ -24,7 +24,7 @@ from upgradectl.errors import (
     TransportError,
     Unreachable,
 )
-from upgradectl.lock import NodeLock, describe_holder
+from upgradectl.nodelock import NodeLock, describe_holder
 from upgradectl.nodelog import NodeLog
 from upgradectl.plan import NodePlan
 from upgradectl.reboot import RebootWait
