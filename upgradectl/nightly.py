@@ -17,6 +17,7 @@ from upgradectl.metrics import write_metrics
 from upgradectl.notify import Notifier, check_url
 from upgradectl.plan import NodePlan
 from upgradectl.window import Window, cut_deadline, describe, fits, parse_window
+from upgradectl.wording import chat_text
 
 # The events a webhook hears about: the run starting, each node finishing, the run ending.
 NOTIFIED_KINDS = frozenset({"run-start", "node-done", "summary"})
@@ -102,7 +103,8 @@ class Notifications:
 
     def __call__(self, event: Event) -> None:
         if event.kind in NOTIFIED_KINDS:
-            self.notifier.post(event.as_dict())
+            # `text` is what Slack- and Mattermost-style incoming webhooks show; the rest is data.
+            self.notifier.post({**event.as_dict(), "text": chat_text(event)})
 
     def close(self) -> str | None:
         """Deliver what is queued (bounded wait); the last error, if any delivery failed."""
