@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from upgradectl import journal as journals
@@ -20,21 +21,16 @@ from upgradectl.errors import ExitCode, UsageError, most_serious
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.loader import find_playbook, load_inventory, load_playbook
-from upgradectl.nightly import (
-    Notifications,
-    Unattended,
-    deferral,
-    now_utc,
-    require_open,
-    within_window,
-    write_outputs,
-)
+from upgradectl.notify import Notifications
+from upgradectl.outputs import write_outputs
 from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
 from upgradectl.probe import Probe, not_started, probe
 from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
 from upgradectl.settings import Selection, Settings
+from upgradectl.unattended import Unattended
+from upgradectl.window import deferral, require_open, within_window
 
 
 @dataclass
@@ -88,7 +84,7 @@ def execute(
     """Run ``plan`` on its nodes, journalled; returns the summary (also emitted as an event)."""
     if run.max_unavailable is not None:
         parse_limit(run.max_unavailable, 1)  # a usage error before any host is touched
-    require_open(run.unattended.window, now_utc())
+    require_open(run.unattended.window, _now_utc())
     with _run_lock(settings, plan, run):
         return _execute(settings, plan, events, stop, run, start_at)
 
@@ -155,6 +151,11 @@ def _execute(
     return summary
 
 
+def _now_utc() -> datetime:
+    """The current time, aware (windows compare aware times)."""
+    return datetime.now(UTC)
+
+
 def _warn(events: Events, message: str) -> None:
     events.emit("warning", None, message)
 
@@ -167,7 +168,7 @@ def _run_nodes(
     window = run.unattended.window
 
     def run_node(name: str) -> NodeResult:
-        now = now_utc()
+        now = _now_utc()
         reason = deferral(window, plan.node(name), now)
         if reason is not None:
             return unstarted(name, "deferred", ExitCode.NOT_NOW, reason)

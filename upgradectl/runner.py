@@ -31,8 +31,8 @@ from upgradectl.errors import (
 from upgradectl.estimate import DrainEstimate, estimate_drain, format_eta
 from upgradectl.events import Events
 from upgradectl.journal import Journal
-from upgradectl.lock import NodeLock, describe_holder
 from upgradectl.model import DrainPolicy
+from upgradectl.nodelock import NodeLock, describe_holder
 from upgradectl.plan import Command, NodePlan
 from upgradectl.policy import DrainState, Verdict, judge, next_poll
 from upgradectl.steps import Steps
