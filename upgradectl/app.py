@@ -31,6 +31,7 @@ from upgradectl.nightly import (
     write_outputs,
 )
 from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.preflight import preflight
 from upgradectl.probe import MAX_PROBE_THREADS, Probe, not_started, probe
 from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
@@ -208,6 +209,12 @@ def _run_nodes(
         code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
         return unstarted(name, "skipped", code, reason)
 
+    refusals = preflight(plan, names, ctx.connections.get, ctx.events)
+    if refusals:  # before anything is touched: the whole run ends here
+        return [
+            unstarted(name, refusals.result(name), refusals.exit_code, refusals.reason(name))
+            for name in names
+        ]
     if run.dry_run or plan.command == "unblock":
         # Nothing goes out of service: no limits to respect, so no probing either.
         return [
