@@ -1,6 +1,7 @@
-"""What each command does, between the command line and the runner: load, plan, run, summarize.
+"""The run use case, between the command line and the runner: plan, run, summarize; and resume.
 
-The command line (``cli.py``) parses and renders; everything it asks for happens here.
+The command line (``upgradectl.cli``) parses and renders; a run it asks for happens here. The
+reading commands have their own modules: ``status``, ``checkup``, ``history``.
 """
 
 from __future__ import annotations
@@ -8,52 +9,29 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from upgradectl import journal as journals
 from upgradectl.connections import Connections
-from upgradectl.errors import ExitCode, StepFailed, UpgradectlError, UsageError, most_serious
+from upgradectl.errors import ExitCode, UsageError, most_serious
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.loader import find_playbook, load_inventory, load_playbook
-from upgradectl.model import Inventory
-from upgradectl.nightly import (
-    Notifications,
-    Unattended,
-    deferral,
-    now_utc,
-    require_open,
-    within_window,
-    write_outputs,
-)
-from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.notify import Notifications
+from upgradectl.outputs import write_outputs
+from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
 from upgradectl.preflight import preflight
-from upgradectl.probe import MAX_PROBE_THREADS, Probe, not_started, probe
+from upgradectl.probe import Probe, not_started, probe
 from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
-
-
-@dataclass
-class Settings:
-    """The global options."""
-
-    inventory: str
-    state_dir: str
-    accept_new_host_keys: bool = False
-
-
-@dataclass
-class Selection:
-    """Which nodes a command acts on."""
-
-    names: Sequence[str] = ()
-    group: str | None = None
-    everything: bool = False
+from upgradectl.settings import Selection, Settings
+from upgradectl.unattended import Unattended
+from upgradectl.window import deferral, require_open, within_window
 
 
 @dataclass
@@ -68,11 +46,6 @@ class RunOptions:
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
-def load(settings: Settings) -> Inventory:
-    """The inventory, validated."""
-    return load_inventory(settings.inventory)
-
-
 def make_plan(
     settings: Settings,
     command: str,
@@ -81,14 +54,14 @@ def make_plan(
     run_id: str = "plan",
 ) -> Plan:
     """Validate everything and render the plan; raises UsageError before any host is touched."""
-    inventory = load(settings)
+    inventory = settings.load()
     names = select_nodes(inventory, selection.names, selection.group, selection.everything)
     return build_plan(inventory, names, command, options, run_id)
 
 
 def default_plan_command(settings: Settings, selection: Selection) -> str:
     """What `plan` shows: an upgrade, or a patch when every chosen node's playbook can only patch."""
-    inventory = load(settings)
+    inventory = settings.load()
     folder = os.path.dirname(os.path.abspath(inventory.path))
     playbooks = [
         load_playbook(find_playbook(node.playbook, folder))
@@ -112,7 +85,7 @@ def execute(
     """Run ``plan`` on its nodes, journalled; returns the summary (also emitted as an event)."""
     if run.max_unavailable is not None:
         parse_limit(run.max_unavailable, 1)  # a usage error before any host is touched
-    require_open(run.unattended.window, now_utc())
+    require_open(run.unattended.window, _now_utc())
     with _run_lock(settings, plan, run):
         return _execute(settings, plan, events, stop, run, start_at)
 
@@ -179,6 +152,11 @@ def _execute(
     return summary
 
 
+def _now_utc() -> datetime:
+    """The current time, aware (windows compare aware times)."""
+    return datetime.now(UTC)
+
+
 def _warn(events: Events, message: str) -> None:
     events.emit("warning", None, message)
 
@@ -191,7 +169,7 @@ def _run_nodes(
     window = run.unattended.window
 
     def run_node(name: str) -> NodeResult:
-        now = now_utc()
+        now = _now_utc()
         reason = deferral(window, plan.node(name), now)
         if reason is not None:
             return unstarted(name, "deferred", ExitCode.NOT_NOW, reason)
@@ -329,108 +307,3 @@ def _resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
         if stage is not None:
             points[node] = stage
     return points
-
-
-# --- reading commands -----------------------------------------------------------------------
-
-
-def check(settings: Settings) -> list[str]:
-    """Validate the inventory and every playbook it uses, rendering every template for every node.
-
-    ``version`` stands in as ``<version>`` so that every other missing variable is found.
-    """
-    inventory = load(settings)
-    lines = [f"{settings.inventory}: {len(inventory.nodes)} nodes, {len(inventory.groups)} groups"]
-    options = PlanOptions(version="<version>")
-    for name in inventory.nodes:
-        if inventory.nodes[name].playbook is None:
-            lines.append(
-                f"  {name}: no playbook (a balancer or a peer: steps run on it with `on:`)"
-            )
-            continue
-        supported = []
-        for command in ("drain", "upgrade", "patch"):
-            try:
-                build_plan(inventory, [name], command, options, "check")
-            except UsageError as exc:
-                if "step, which" not in str(exc):
-                    raise  # a real error, not merely a command this playbook does not do
-                continue
-            supported.append(command)
-        playbook = build_plan(inventory, [name], "status", options, "check").nodes[0].playbook
-        lines.append(
-            f"  {name}: playbook {playbook.name} ({playbook.path}): {', '.join(supported) or 'nothing'}"
-        )
-    lines.append("ok")
-    return lines
-
-
-def bundled_descriptions() -> dict[str, str]:
-    """Name -> one-line description of every bundled playbook."""
-    from upgradectl.loader import bundled_playbooks, load_playbook  # noqa: PLC0415
-
-    return {name: load_playbook(path).description for name, path in bundled_playbooks().items()}
-
-
-@dataclass
-class StatusReport:
-    """Live state of each node, and what the journal says this tool left undone."""
-
-    nodes: list[dict[str, Any]]
-    left_out: dict[str, dict[str, Any]]
-    unfinished: list[RunRecord]
-
-    @property
-    def unreachable(self) -> bool:
-        """Whether any node could not be asked."""
-        return any("error" in node for node in self.nodes)
-
-
-def status(settings: Settings, names: Sequence[str], options: PlanOptions) -> StatusReport:
-    """Ask every node (or those named) how it is, in parallel; read the journal for unfinished business."""
-    inventory = load(settings)
-    chosen = select_nodes(inventory, names, everything=not names)
-    plan = build_plan(inventory, chosen, "status", options, "status")
-    connections = Connections(inventory, accept_new_host_keys=settings.accept_new_host_keys)
-    try:
-        with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plan.nodes))) as pool:
-            rows = list(
-                pool.map(lambda node_plan: _node_status(node_plan, connections), plan.nodes)
-            )
-    finally:
-        connections.close()
-    unfinished = [
-        run for run in journals.runs(settings.state_dir) if run.finished is None and run.start
-    ]
-    return StatusReport(rows, journals.left_out_of_service(settings.state_dir), unfinished)
-
-
-def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any]:
-    from upgradectl.lock import NodeLock  # noqa: PLC0415
-    from upgradectl.steps import Steps  # noqa: PLC0415
-
-    steps = Steps(node_plan, connections.get, Events(), reconnect_for=5.0, pause=lambda s: False)
-    row: dict[str, Any] = {"node": node_plan.name}
-    try:
-        row["blocked"] = steps.is_blocked()
-        row["active"] = steps.count() if steps.has("active") else None
-        row["version"] = steps.version()
-        row["lock"] = NodeLock(
-            node_plan.name, node_plan.lock_path, steps.shell, "status", "status"
-        ).holder()
-    except StepFailed as exc:
-        row["failed"] = str(exc)  # reached, but a step's output says no
-    except UpgradectlError as exc:
-        row["error"] = str(exc)
-    return row
-
-
-def history(settings: Settings, limit: int) -> list[RunRecord]:
-    """The newest ``limit`` runs."""
-    found = []
-    for run in journals.runs(settings.state_dir):
-        if run.start:
-            found.append(run)
-        if len(found) >= limit:
-            break
-    return found

@@ -1,4 +1,4 @@
-"""The one stream of events a run produces; the views in ``report.py`` render it."""
+"""The one stream of events a run produces; the views in ``upgradectl.cli.views`` show it."""
 
 from __future__ import annotations
 

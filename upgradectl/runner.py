@@ -31,8 +31,8 @@ from upgradectl.errors import (
 from upgradectl.estimate import DrainEstimate, estimate_drain, format_eta
 from upgradectl.events import Events
 from upgradectl.journal import Journal
-from upgradectl.lock import NodeLock, describe_holder
 from upgradectl.model import DrainPolicy
+from upgradectl.nodelock import NodeLock, describe_holder
 from upgradectl.plan import Command, NodePlan
 from upgradectl.policy import DrainState, Verdict, judge, next_poll
 from upgradectl.steps import Steps
@@ -488,6 +488,8 @@ class NodeRun:
                 stalled=estimate.stalled,
             )
         self.say("poll", insight, **data)
+        eta = (estimate.eta_low, estimate.eta_high) if estimate is not None else None
+        self.ctx.journal.reading(self.name, self.ctx.wall(), active, eta, deadline)
 
     def _force(self, active: int, because: str) -> None:
         policy = self.plan.drain

@@ -19,7 +19,7 @@ from upgradectl.plan import Command, NodePlan
 from upgradectl.transport.base import CommandResult, Transport, wrap_sudo
 
 # Steps whose `parse` extracts a value rather than deciding success.
-_READING_STEPS = frozenset({"active", "sessions", "version", "is_blocked"})
+_READING_STEPS = frozenset({"active", "node_active", "sessions", "version", "is_blocked"})
 # Linux's id of the current boot: it changes with every boot, and only then.
 BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
 # The tool's own commands (the node lock, the boot id) are quick.
@@ -120,18 +120,19 @@ class Steps:
             )  # fmt: skip
             return result
 
-    def count(self) -> int:
-        """The live session count from the ``active`` step; UnreadableCount when it is not a number."""
-        command = self.plan.steps["active"]
+    def count(self, step: str = "active") -> int:
+        """The session count a count step (``active``, ``node_active``) prints; UnreadableCount
+        when it is not a number."""
+        command = self.plan.steps[step]
         result = self.execute(command)
         failure = check(command, result)
         if failure:
-            raise UnreadableCount("active", command.target, failure, result.output)
+            raise UnreadableCount(step, command.target, failure, result.output)
         value = extract(command, result.stdout)
         if value is None or not value.strip().isdigit():
             shown = (result.output.strip() or "no output")[:120]
             raise UnreadableCount(
-                "active", command.target, f"not a session count: {shown!r}", result.output
+                step, command.target, f"not a session count: {shown!r}", result.output
             )
         return int(value)
 

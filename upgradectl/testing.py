@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import jinja2
 
-from upgradectl.lock import _TAKEN  # the lock's own marker, shared rather than copied
 from upgradectl.model import Playbook
+from upgradectl.nodelock import _TAKEN  # the lock's own marker, shared rather than copied
 from upgradectl.runner import Stop
 from upgradectl.transport.base import CommandResult
 
