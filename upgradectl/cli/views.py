@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from upgradectl.duration import format_duration
 from upgradectl.events import Event
+from upgradectl.wording import render_summary
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -217,30 +218,3 @@ class LiveView(View):
     def close(self) -> None:
         """Stop redrawing and show the cursor again (the summary may have stopped it already)."""
         self.live.stop()
-
-
-def render_summary(summary: dict[str, Any]) -> str:
-    """The closing summary, readable at a glance in a cron mail."""
-    nodes: dict[str, dict[str, Any]] = summary.get("nodes", {})
-    tally: dict[str, int] = {}
-    for result in nodes.values():
-        tally[result["result"]] = tally.get(result["result"], 0) + 1
-    forced = sum(len(result.get("forced", [])) for result in nodes.values())
-    counts = ", ".join(f"{count} {result}" for result, count in tally.items()) or "no nodes"
-    lines = [
-        f"upgradectl {summary.get('command', '')} {summary.get('run_id', '')}: {counts}; "
-        f"{forced} session{'s' if forced != 1 else ''} forced; exit {summary.get('exit_code')}"
-        f" ({summary.get('result', '')})"
-    ]
-    width = max((len(name) for name in nodes), default=0)
-    for name, result in nodes.items():
-        lines.append(
-            f"  {name:<{width}}  {result['result']:<10} {result.get('message', '')}".rstrip()
-        )
-        lines.extend(
-            f"      cut: {session['id']} (lasted {format_duration(session['age'])})"
-            if session.get("age") is not None
-            else f"      cut: {session['id']}"
-            for session in result.get("forced", [])
-        )
-    return "\n".join(lines)
