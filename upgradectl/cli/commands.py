@@ -31,8 +31,8 @@ from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
 
 if TYPE_CHECKING:
     from upgradectl.app import RunOptions
+    from upgradectl.context import Stop
     from upgradectl.plan import Plan, PlanOptions
-    from upgradectl.runner import Stop
     from upgradectl.settings import Selection, Settings
 
 
@@ -349,14 +349,14 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
 
 def _execute(obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | None) -> int:
     from upgradectl import app  # noqa: PLC0415
+    from upgradectl.context import Stop  # noqa: PLC0415
     from upgradectl.events import Events  # noqa: PLC0415
-    from upgradectl.runner import Stop  # noqa: PLC0415
 
     stop = Stop()
     # The view is closed last, after the signal handlers are back, whichever way the run ends.
     with views.opened(obj.as_json, obj.verbosity) as view, _signals_stop(stop):
         summary = app.execute(obj.settings(), made, Events(view), stop, run, start_at)
-    return int(summary["exit_code"])
+    return int(summary.exit_code)
 
 
 @contextmanager
