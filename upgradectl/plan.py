@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from upgradectl.errors import UsageError
+from upgradectl.errors import Location, UsageError
 from upgradectl.loader import find_playbook, load_playbook, pair_of
 from upgradectl.model import (
     STEP_NAMES,
@@ -181,12 +181,23 @@ def build_plan(
     run_id: str,
 ) -> Plan:
     """Render the plan of ``command`` for ``names``: every template, every ``on:`` target."""
+    _check_options(options)
     playbooks = _PlaybookCache(os.path.dirname(os.path.abspath(inventory.path)))
     nodes = tuple(
         _node_plan(inventory, inventory.nodes[name], playbooks, command, options, run_id)
         for name in names
     )
     return Plan(command, run_id, inventory, nodes, options)
+
+
+def _check_options(options: PlanOptions) -> None:
+    """The command line's values, in their domains: an empty --version from a cron line's
+    `$(cat target-version)` of a missing file must not upgrade a group to nothing."""
+    version = options.version
+    if version is not None and (not version.strip() or not version.isprintable()):
+        raise UsageError(f"--version: expected a version, got {version!r}")
+    if options.timeout is not None and options.timeout <= 0:
+        raise UsageError(f"--timeout: must be more than 0, got {options.timeout:g}")
 
 
 class _PlaybookCache:
@@ -196,8 +207,11 @@ class _PlaybookCache:
         self.inventory_dir = inventory_dir
         self.loaded: dict[str, Playbook] = {}
 
-    def get(self, reference: str) -> Playbook:
-        path = find_playbook(reference, self.inventory_dir)
+    def get(self, reference: str, where: Location | None) -> Playbook:
+        try:
+            path = find_playbook(reference, self.inventory_dir)
+        except UsageError as exc:
+            raise UsageError(str(exc), where) from None
         if path not in self.loaded:
             self.loaded[path] = load_playbook(path)
         return self.loaded[path]
@@ -217,7 +231,7 @@ def _node_plan(
             "no playbook (set `playbook:` in defaults or on the node, or give --playbook)",
             node.where,
         )
-    playbook = playbooks.get(reference)
+    playbook = playbooks.get(reference, None if options.playbook else node.playbook_at)
     wanted, required = COMMAND_STEPS[command]
     missing = [step for step in required if step not in playbook.steps]
     if missing:
