@@ -8,6 +8,7 @@ import re
 _DURATION = re.compile(
     r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
 )
+_SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # Longer than any drain or upgrade; beyond it a deadline is a typo (and past ~10^9 years, an
 # overflow in the clock arithmetic).
@@ -27,6 +28,8 @@ def parse_duration(value: object) -> float:
             raise ValueError(f"not a duration: {value!r} is negative")
         return _bounded(value, repr(value))
     text = str(value).strip()
+    if _SECONDS.match(text):  # `--timeout 90`: seconds, as in a YAML number
+        return _bounded(float(text), repr(text))
     match = _DURATION.match(text)
     if not text or not match:
         raise ValueError(f"not a duration: {text!r} (write it like 90s, 15m or 1h30m)")

@@ -17,6 +17,7 @@ from upgradectl.errors import Location, UsageError
 from upgradectl.loader import find_playbook, load_playbook, pair_of
 from upgradectl.model import (
     STEP_NAMES,
+    STRAGGLER_POLICIES,
     DrainPolicy,
     Inventory,
     Node,
@@ -109,6 +110,23 @@ class PlanOptions:
             "stragglers": self.stragglers,
             "max_stragglers": self.max_stragglers,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlanOptions:
+        """The options :meth:`as_dict` wrote; ValueError when the data is not what it wrote."""
+        kinds: dict[str, Any] = {
+            "version": str, "extra_vars": dict, "playbook": str, "timeout": int | float,
+            "stragglers": str, "max_stragglers": int,
+        }  # fmt: skip
+        for key, value in data.items():
+            if key not in kinds or not isinstance(value, kinds[key] | None):
+                raise ValueError(f"options.{key}: unexpected {value!r}")
+        extra = data.get("extra_vars") or {}
+        if not all(isinstance(v, str) for v in extra.values()):
+            raise ValueError("options.extra_vars: not KEY=VALUE text")
+        if data.get("stragglers") not in (None, *STRAGGLER_POLICIES):
+            raise ValueError(f"options.stragglers: unexpected {data['stragglers']!r}")
+        return cls(**data)
 
 
 @dataclass(frozen=True)
