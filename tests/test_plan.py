@@ -32,7 +32,7 @@ groups:
 nodes:
   lb: {host: 10.9.9.9}
   node-a: {host: 10.9.9.11, groups: [voice], pair: node-b, vars: {who: node}}
-  node-b: {host: 10.9.9.12, groups: [voice]}
+  node-b: {host: 10.9.9.12, groups: [voice], pair: node-a}
 """
 
 
