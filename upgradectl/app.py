@@ -21,6 +21,7 @@ from upgradectl.context import RunContext, Stop
 from upgradectl.errors import ExitCode, UsageError
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
+from upgradectl.journal_records import start_problem
 from upgradectl.loader import find_playbook, load_inventory, load_playbook
 from upgradectl.notify import Notifications
 from upgradectl.outputs import write_outputs
@@ -257,7 +258,12 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
         wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
     inputs = found.start.get("data", {})
-    options = PlanOptions(**inputs.get("options", {}))
+    try:
+        if problem := start_problem(inputs):
+            raise ValueError(problem)
+        options = PlanOptions.from_dict(inputs.get("options", {}))
+    except ValueError as exc:
+        raise UsageError(f"{found.path}: the run's start record is not readable: {exc}") from None
     inventory = load_inventory(inputs["inventory"])
     plan = build_plan(inventory, inputs["nodes"], inputs["command"], options, found.run_id)
     return plan, resume_points(found, inputs["nodes"]), found
