@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -303,6 +304,19 @@ def bundled_playbooks() -> dict[str, str]:
         for entry in sorted(folder.iterdir(), key=lambda e: e.name)
         if entry.name.endswith(".yaml")
     }
+
+
+@functools.lru_cache(maxsize=16)
+def bundled_file(name: str) -> str:
+    """The text of a file shipped beside the bundled playbooks (``erlang/upgradectl_otp.erl``).
+
+    Templates reach it as ``bundled(NAME)``: how a playbook carries a helper program to the node
+    in its command. OSError when there is no such file.
+    """
+    parts = name.split("/")
+    if ".." in parts or name.startswith("/"):
+        raise FileNotFoundError(name)
+    return (resources.files("upgradectl") / "playbooks").joinpath(*parts).read_text("utf-8")
 
 
 def find_playbook(reference: str, inventory_dir: str) -> str:

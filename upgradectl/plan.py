@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 
 from upgradectl.errors import Location, UsageError
-from upgradectl.loader import find_playbook, load_playbook, pair_of
+from upgradectl.loader import bundled_file, find_playbook, load_playbook, pair_of
 from upgradectl.model import (
     DrainPolicy,
     Inventory,
@@ -318,7 +318,17 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined, keep_trailing_newline=False
     )
     env.filters["quote"] = lambda value: shlex.quote(str(value))
+    env.globals["bundled"] = _bundled
     return env
+
+
+def _bundled(name: str) -> str:
+    try:
+        return bundled_file(name)
+    except OSError:
+        raise jinja2.TemplateRuntimeError(
+            f"bundled({name!r}): no such file ships with upgradectl"
+        ) from None
 
 
 _ENVIRONMENT = _environment()
