@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,45 @@ def test_more_commands_at_once_than_sshd_allows_sessions_queue_and_all_succeed(
     assert [r.stdout.strip() for r in results] == [str(n) for n in range(30)]
     assert transport.connections_opened == 1  # never dropped for a refused channel
     assert MAX_CHANNELS < 10  # OpenSSH's default MaxSessions, which the lab's sshd keeps
+
+
+@contextmanager
+def cpu_load(processes: int = 2) -> Iterator[None]:
+    """Busy loops beside the test, so that sshd is slow to open and close sessions."""
+    busy = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_sessions_sshd_refuses_are_asked_for_again_on_the_same_connection_under_load(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sshd = cli.lab.node("node-1").ssh
+    sshd.max_sessions = 2  # far below the MAX_CHANNELS the transport opens at once
+    sshd.restart()
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)
+    try:
+        with cpu_load(), ThreadPoolExecutor(max_workers=MAX_CHANNELS) as pool:
+            for repeat in range(20):
+                results = list(
+                    pool.map(
+                        lambda n: transport.run(f"sleep 0.02; echo {n}", 10), range(MAX_CHANNELS)
+                    )
+                )
+                assert [r.stdout.strip() for r in results] == [
+                    str(n) for n in range(MAX_CHANNELS)
+                ], repeat
+    finally:
+        transport.close()
+    assert transport.connections_opened == 1  # a refusal never dropped the connection
+    refused = sshd.process.log_path.read_text(errors="replace").count("no more sessions")
+    assert refused > 0, "sshd never refused a session: the test proved nothing"
 
 
 def inventory_without_keys(cli: LabCli, node_fields: dict[str, object]) -> Path:

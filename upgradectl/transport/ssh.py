@@ -28,6 +28,9 @@ KEEPALIVE_SECONDS = 5
 # OpenSSH refuses an eleventh session on one connection (MaxSessions defaults to 10). A fleet's
 # steps on one balancer, or a wide probe, share that connection: they queue here instead.
 MAX_CHANNELS = 8
+# sshd refuses a session past MaxSessions, counting sessions still closing (slow under load).
+# A refusal says nothing about the connection: the open is retried on it, for this long at most.
+CHANNEL_RETRY_SECONDS = 10.0
 _NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
 
 
@@ -244,7 +247,7 @@ class SshTransport:
     def _run(self, command: str, timeout: float) -> CommandResult:
         started = time.monotonic()
         try:
-            channel = self._connected().open_session(timeout=CONNECT_TIMEOUT)
+            channel = self._open_session()
         except _NETWORK_ERRORS as exc:
             self.close()
             raise ConnectionLost(f"{self.name}: connection lost: {exc}") from None
@@ -260,6 +263,33 @@ class SshTransport:
         finally:
             channel.close()
         return CommandResult(command, code, stdout, stderr, time.monotonic() - started)
+
+    def _open_session(self) -> paramiko.Channel:
+        """A new channel on the shared connection; while the connection lives, ask again.
+
+        paramiko reports sshd's refusal as a ChannelException, or, when two opens are refused
+        at once, as a bare SSHException for one of them: any failure on a live connection is
+        taken for a refusal. A dead connection raises (and the caller drops it); refusals that
+        outlast ``CHANNEL_RETRY_SECONDS`` raise ConnectionLost and leave it open.
+        """
+        transport = self._connected()
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, paramiko.SSHException) and transport.is_active()
+            ),
+            wait=tenacity.wait_exponential(multiplier=0.01, max=0.25),
+            stop=tenacity.stop_after_delay(CHANNEL_RETRY_SECONDS),
+            reraise=True,
+        )
+        try:
+            return retrying(transport.open_session, timeout=CONNECT_TIMEOUT)
+        except paramiko.SSHException as exc:
+            if not transport.is_active():
+                raise
+            raise ConnectionLost(
+                f"{self.name}: sshd refused a new session for {CHANNEL_RETRY_SECONDS:g}s "
+                f"({exc}; its MaxSessions?)"
+            ) from None
 
     def _collect(
         self, channel: paramiko.Channel, command: str, deadline: float, timeout: float

@@ -7,12 +7,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from upgradectl.duration import format_duration
+from upgradectl.history import forced_sessions
 from upgradectl.policy import describe
 
 if TYPE_CHECKING:
-    from upgradectl.app import StatusReport
     from upgradectl.journal import RunRecord
     from upgradectl.plan import NodePlan, Plan
+    from upgradectl.status import StatusReport
 
 
 def _when(epoch: float | None) -> str:
@@ -182,17 +183,6 @@ def history_text(runs: list[RunRecord]) -> str:
         lines.append(f"{row['run']}  {_when(row['started'])}  {row['who']}  {row['command']}{version} "
                      f"{','.join(row['nodes'])}: {row['result']}{torn}")  # fmt: skip
     return "\n".join(lines) or "no runs yet"
-
-
-def forced_sessions(runs: list[RunRecord]) -> list[dict[str, Any]]:
-    """Every session a run cut, for the helpdesk."""
-    return [
-        session
-        for run in runs
-        for record in run.records
-        if record["kind"] == "forced"
-        for session in record.get("data", {}).get("sessions", [])
-    ]
 
 
 def forced_json(runs: list[RunRecord]) -> str:
