@@ -33,7 +33,7 @@ groups:
 nodes:
   lb: {host: 10.9.9.9}
   node-a: {host: 10.9.9.11, groups: [voice], pair: node-b, vars: {who: node}}
-  node-b: {host: 10.9.9.12, groups: [voice]}
+  node-b: {host: 10.9.9.12, groups: [voice], pair: node-a}
 """
 
 
@@ -102,11 +102,11 @@ def test_plan_connects_to_nothing_and_never_imports_paramiko(inventory_path: Pat
     assert plan["nodes"][0]["drain"]["max_stragglers"] == 3
 
 
-def test_help_does_not_import_paramiko_rich_or_jinja() -> None:
+def test_help_does_not_import_paramiko_rich_jinja_or_plotext() -> None:
     probe = (
         "import sys; from upgradectl.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n"
-        "    print(sorted(m for m in ('paramiko', 'rich', 'jinja2') if m in sys.modules))\n"
+        "    print(sorted(m for m in ('paramiko', 'rich', 'jinja2', 'plotext') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip().endswith("[]")
