@@ -10,9 +10,9 @@ import math
 import re
 import statistics
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations, pairwise
 
 from upgradectl.duration import parse_duration
@@ -238,6 +238,9 @@ class Session:
     id: str
     age: float | None
     line: str
+    # What else the `sessions` parse names (its other named groups: `client`, `caller`,
+    # `callee`...): who the session is, in the helpdesk's terms.
+    details: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from upgradectl.transport.base import CommandResult, Transport, wrap_sudo
 
 # Steps whose `parse` extracts a value rather than deciding success.
 _READING_STEPS = frozenset({"active", "node_active", "sessions", "version", "is_blocked"})
+# The groups of a `sessions` parse that the tool reads itself; any other named group is a detail.
+_SESSION_KEYS = frozenset({"id", "age", "start"})
 # Linux's id of the current boot: it changes with every boot, and only then.
 BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
 # The tool's own commands (the node lock, the boot id) are quick.
@@ -242,7 +244,10 @@ def parse_sessions(text: str, command: Command, now: float) -> list[Session]:
         fields = _session_fields(line, command)
         if fields is None:
             continue  # a header or a line that is not a session
-        sessions.append(Session(id=fields["id"], age=_age(fields, now), line=line.strip()))
+        details = {key: str(value) for key, value in fields.items() if key not in _SESSION_KEYS}
+        sessions.append(
+            Session(id=fields["id"], age=_age(fields, now), line=line.strip(), details=details)
+        )
     return sessions
 
 
