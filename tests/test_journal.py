@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from upgradectl.journal import Journal, find_run, left_out_of_service, read_run
-from upgradectl.runner import resume_stage
+from upgradectl.resume import resume_stage
 
 
 def mode(path: Path) -> int:

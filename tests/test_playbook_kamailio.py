@@ -370,6 +370,18 @@ def test_stragglers_past_the_deadline_are_cut_and_named(sip_lab: SipLab, tmp_pat
     assert cs1.ended() == cs1.calls() and cs1.live() == set()  # ended at the call server too
     assert all(session["age"] >= 1 for session in summary["forced"])
     assert totals == CallTotals(successful=4, failed=0)  # a cut call ends with a BYE, not an error
+    # The helpdesk report names who called whom, as the caller's INVITE did.
+    report = run_cli(
+        "-i", str(tmp_path / "inventory.yaml"), "--state-dir", str(tmp_path / "state"),
+        "history", "--forced",
+    )  # fmt: skip
+    lines = report.stdout.splitlines()
+    assert len(lines) == 2, report.stdout
+    for call_id in forced:
+        (line,) = [line for line in lines if f"({call_id})" in line]
+        assert re.search(
+            r"  from sip:caller@127\.0\.0\.1:\d+ to sip:service@127\.0\.0\.1:\d+ ", line
+        )
 
 
 @needs_sip_lab

@@ -12,29 +12,28 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from upgradectl import journal as journals
 from upgradectl.connections import Connections
-from upgradectl.errors import ExitCode, UsageError, most_serious
+from upgradectl.context import RunContext, Stop
+from upgradectl.errors import ExitCode, UsageError
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.loader import find_playbook, load_inventory, load_playbook
-from upgradectl.nightly import (
-    Notifications,
-    Unattended,
-    deferral,
-    now_utc,
-    require_open,
-    within_window,
-    write_outputs,
-)
+from upgradectl.notify import Notifications
+from upgradectl.outputs import write_outputs
 from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
 from upgradectl.probe import Probe, not_started, probe
+from upgradectl.results import NodeResult, RunSummary, concluded
+from upgradectl.resume import resume_points
 from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
-from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
+from upgradectl.runner import NodeRun
 from upgradectl.settings import Selection, Settings
+from upgradectl.unattended import Unattended
+from upgradectl.window import deferral, require_open, within_window
 
 
 @dataclass
@@ -84,11 +83,11 @@ def execute(
     stop: Stop,
     run: RunOptions,
     start_at: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run ``plan`` on its nodes, journalled; returns the summary (also emitted as an event)."""
     if run.max_unavailable is not None:
         parse_limit(run.max_unavailable, 1)  # a usage error before any host is touched
-    require_open(run.unattended.window, now_utc())
+    require_open(run.unattended.window, _now_utc())
     with _run_lock(settings, plan, run):
         return _execute(settings, plan, events, stop, run, start_at)
 
@@ -112,7 +111,7 @@ def _execute(
     stop: Stop,
     run: RunOptions,
     start_at: dict[str, str] | None,
-) -> dict[str, Any]:
+) -> RunSummary:
     notifications = Notifications(run.unattended.notify) if run.unattended.notify else None
     if notifications is not None:
         events.sinks.append(notifications)
@@ -145,14 +144,20 @@ def _execute(
     finally:
         opened = connections.opened()
         connections.close()
-    summary = summarize(plan, results, started, opened)
-    journal.append("run-end", None, exit_code=summary["exit_code"], result=summary["result"])
+    summary = RunSummary(plan.run_id, plan.command, started, time.time(), tuple(results), opened)
+    journal.append("run-end", None, exit_code=int(summary.exit_code), result=summary.result)
     journal.close()
-    write_outputs(run.unattended, summary, time.time())
-    events.emit("summary", None, "", **{k: v for k, v in summary.items() if k != "event"})
+    data = summary.as_dict()
+    write_outputs(run.unattended, data, time.time())
+    events.emit("summary", None, "", **{k: v for k, v in data.items() if k != "event"})
     if notifications is not None and (error := notifications.close()):
         events.emit("warning", None, f"--notify {run.unattended.notify}: {error}")
     return summary
+
+
+def _now_utc() -> datetime:
+    """The current time, aware (windows compare aware times)."""
+    return datetime.now(UTC)
 
 
 def _warn(events: Events, message: str) -> None:
@@ -167,7 +172,7 @@ def _run_nodes(
     window = run.unattended.window
 
     def run_node(name: str) -> NodeResult:
-        now = now_utc()
+        now = _now_utc()
         reason = deferral(window, plan.node(name), now)
         if reason is not None:
             return unstarted(name, "deferred", ExitCode.NOT_NOW, reason)
@@ -175,11 +180,7 @@ def _run_nodes(
         return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
 
     def unstarted(name: str, result: str, code: ExitCode, reason: str) -> NodeResult:
-        ctx.journal.append("result", name, result=result, exit_code=int(code), message=reason)
-        ctx.events.emit(
-            "node-done", name, f"{result}: {reason}", result=result, exit_code=int(code)
-        )
-        return NodeResult(name, result, code, reason)
+        return concluded(ctx, NodeResult(name, result, code, reason))
 
     def skip(name: str, reason: str) -> NodeResult:
         code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
@@ -239,36 +240,6 @@ def _run_inputs(settings: Settings, plan: Plan, run: RunOptions) -> dict[str, An
     }
 
 
-RESULT_WORDS = {
-    ExitCode.OK: "ok",
-    ExitCode.STEP_FAILED: "failed",
-    ExitCode.USAGE: "usage",
-    ExitCode.GAVE_UP: "gave up",
-    ExitCode.ATTENTION: "attention",
-    ExitCode.INTERRUPTED: "interrupted",
-    ExitCode.NOT_NOW: "not now",
-}
-
-
-def summarize(
-    plan: Plan, results: list[NodeResult], started: float, opened: dict[str, int]
-) -> dict[str, Any]:
-    """The run's summary: each node's result, the sessions forced, the exit code."""
-    code = most_serious([result.exit_code for result in results])
-    return {
-        "event": "summary",
-        "run_id": plan.run_id,
-        "command": plan.command,
-        "started": started,
-        "finished": time.time(),
-        "exit_code": int(code),
-        "result": RESULT_WORDS[code],
-        "nodes": {result.node: result.as_dict() for result in results},
-        "forced": [session for result in results for session in result.forced],
-        "connections": opened,
-    }
-
-
 # --- resume ---------------------------------------------------------------------------------
 
 
@@ -282,20 +253,4 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
     options = PlanOptions(**inputs.get("options", {}))
     inventory = load_inventory(inputs["inventory"])
     plan = build_plan(inventory, inputs["nodes"], inputs["command"], options, found.run_id)
-    return plan, _resume_points(found, inputs["nodes"]), found
-
-
-# Results that `resume` carries on: the run was stopped, or the node stopped answering.
-RESUMABLE = frozenset({"interrupted", "unreachable"})
-
-
-def _resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
-    points = {}
-    for node in nodes:
-        results = [r for r in run.records if r["kind"] == "result" and r.get("node") == node]
-        if results and results[-1].get("data", {}).get("result") not in RESUMABLE:
-            continue  # finished in the original run, one way or another
-        stage = resume_stage([r["kind"] for r in run.records if r.get("node") == node])
-        if stage is not None:
-            points[node] = stage
-    return points
+    return plan, resume_points(found, inputs["nodes"]), found

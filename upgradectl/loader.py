@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -175,6 +175,14 @@ def _count(doc: Document, keys: KeyPath, value: Any, minimum: int) -> int:
     return number
 
 
+def _vars(
+    doc: Document, keys: KeyPath, value: Any
+) -> tuple[Mapping[str, Any], Mapping[str, Location]]:
+    """A ``vars:`` mapping, and where each of its variables was written."""
+    found = _mapping(doc, keys, value, None)
+    return frozen_mapping(found), frozen_mapping({key: doc.where((*keys, key)) for key in found})
+
+
 def _optional(value: Any, read: Callable[[Any], T]) -> T | None:
     return None if value is None else read(value)
 
@@ -208,9 +216,9 @@ def load_inventory(path: str) -> Inventory:
         raise doc.error(("nodes",), "the inventory has no nodes")
     nodes = {name: _node(doc, name, defaults, spec, groups) for name, spec in raw_nodes.items()}
     _check_pairs(doc, nodes)
-    defaults_vars = _mapping(doc, ("defaults", "vars"), defaults.get("vars"), None)
+    defaults_vars, defaults_vars_at = _vars(doc, ("defaults", "vars"), defaults.get("vars"))
     return Inventory(
-        path, frozen_mapping(nodes), frozen_mapping(groups), frozen_mapping(defaults_vars)
+        path, frozen_mapping(nodes), frozen_mapping(groups), defaults_vars, defaults_vars_at
     )
 
 
@@ -223,8 +231,8 @@ def _group(doc: Document, name: str, spec: Any) -> Group:
             (*keys, "max_unavailable"),
             f"expected a number of nodes (1 or more) or a percentage, got {limit!r}",
         )
-    group_vars = _mapping(doc, (*keys, "vars"), fields.get("vars"), None)
-    return Group(name, None if limit is None else str(limit), frozen_mapping(group_vars))
+    group_vars, vars_at = _vars(doc, (*keys, "vars"), fields.get("vars"))
+    return Group(name, None if limit is None else str(limit), group_vars, vars_at)
 
 
 def _node(
@@ -255,6 +263,7 @@ def _node(
         if group not in groups:
             raise doc.error((*keys, "groups", str(index)), f"unknown group {group!r}")
     identity = get("identity_file", str, "a path")
+    node_vars, vars_at = _vars(doc, (*keys, "vars"), own.get("vars"))
     return Node(
         name=name,
         host=get("host", str, "a host name or address"),
@@ -264,10 +273,11 @@ def _node(
         groups=member_of,
         pair=get("pair", str, "a node name"),
         playbook=get("playbook", str, "a playbook name or path"),
-        vars=frozen_mapping(_mapping(doc, (*keys, "vars"), own.get("vars"), None)),
+        vars=node_vars,
         sudo=bool(get("sudo", bool, "true or false")),
         transport=cast(Any, transport),
         where=doc.where(keys),
+        vars_at=vars_at,
     )
 
 
@@ -334,15 +344,18 @@ def load_playbook(path: str) -> Playbook:
     if not raw_steps:
         raise doc.error(("steps",), "the playbook has no steps")
     steps = {step: _step(doc, step, spec) for step, spec in raw_steps.items()}
+    playbook_vars, vars_at = _vars(doc, ("vars",), top.get("vars"))
     return Playbook(
         name=name,
         path=path,
         description=_typed(doc, ("description",), top.get("description", ""), str, "text"),
-        vars=frozen_mapping(_mapping(doc, ("vars",), top.get("vars"), None)),
+        vars=playbook_vars,
         drain=_drain(doc, top.get("drain")),
         steps=frozen_mapping(steps),
         lock=_typed(doc, ("lock",), top.get("lock", Playbook.lock), str, "a path"),
         where=doc.where(()),
+        vars_at=vars_at,
+        lock_at=doc.where(("lock",)),
     )
 
 

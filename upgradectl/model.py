@@ -68,6 +68,7 @@ class Node:
     sudo: bool = False
     transport: Literal["ssh", "local"] = "ssh"
     where: Location | None = field(default=None, compare=False)
+    vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
 
     @property
     def address(self) -> str:
@@ -82,6 +83,7 @@ class Group:
     name: str
     max_unavailable: str | None = None
     vars: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Inventory:
     nodes: Mapping[str, Node]
     groups: Mapping[str, Group]
     defaults_vars: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    defaults_vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
 
     def members(self, group: str) -> list[str]:
         """Names of the nodes in ``group``, in inventory order."""
@@ -156,3 +159,5 @@ class Playbook:
     # /var/tmp survives a reboot (an upgrade may reboot); the lock is created with O_EXCL.
     lock: str = "/var/tmp/upgradectl-{{ node.name }}.lock"  # noqa: S108
     where: Location | None = field(default=None, compare=False)
+    vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
+    lock_at: Location | None = field(default=None, compare=False)

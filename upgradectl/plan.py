@@ -9,16 +9,14 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import jinja2
-
-from upgradectl.errors import Location, UsageError
+from upgradectl.errors import UsageError
 from upgradectl.loader import find_playbook, load_playbook, pair_of
 from upgradectl.model import (
+    STEP_NAMES,
     DrainPolicy,
     Inventory,
     Node,
@@ -27,6 +25,7 @@ from upgradectl.model import (
     Stragglers,
     frozen_mapping,
 )
+from upgradectl.variables import Renderer, Variables, layered
 
 # Which steps each command renders and runs, and which of them it cannot do without.
 COMMAND_STEPS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -42,6 +41,7 @@ COMMAND_STEPS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "patch": (("patch", "verify", "rollback"), ("patch",)),
     "unblock": (("is_blocked", "verify", "unblock"), ("unblock",)),
     "status": (("is_blocked", "active", "node_active", "version"), ()),
+    "check": (STEP_NAMES, ()),  # `check` renders every step
 }  # fmt: skip
 
 # A command without its own timeout gets one by what it does: polls are quick, upgrades are not.
@@ -226,7 +226,7 @@ def _node_plan(
             playbook.where,
         )
     pair = pair_of(inventory, node.name)
-    renderer = _Renderer(_variables(inventory, node, playbook, options, run_id, pair))
+    renderer = Renderer(node_variables(inventory, node, playbook, options, run_id, pair))
     # In the order the command runs them, for the plan's readers.
     steps: dict[str, Command] = {}
     for name in (name for name in wanted if name in playbook.steps):
@@ -234,116 +234,36 @@ def _node_plan(
         # A variable set to "" turns an optional step off (a call server with no CLI to count on).
         if rendered.run or name in required:
             steps[name] = rendered
-    lock_where = playbook.where and Location(playbook.where.file, None, "lock")
     return NodePlan(
         node=node,
         playbook=playbook,
         drain=_drain_policy(playbook.drain, options),
         steps=frozen_mapping(steps),
-        lock_path=renderer.render(playbook.lock, lock_where),
+        lock_path=renderer.render(playbook.lock, playbook.lock_at),
         pair=pair,
         variables=frozen_mapping(renderer.variables),
     )
 
 
-def _variables(
+def node_variables(
     inventory: Inventory,
     node: Node,
     playbook: Playbook,
     options: PlanOptions,
     run_id: str,
     pair: str | None,
-) -> dict[str, Any]:
-    """Variables, lowest precedence first: playbook, defaults, groups, node, --var; then built-ins."""
-    layers: list[Mapping[str, Any]] = [playbook.vars, inventory.defaults_vars]
-    layers += [inventory.groups[group].vars for group in node.groups]
-    layers += [node.vars, options.extra_vars]
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged.update(layer)
+) -> Variables:
+    """The node's variables as written, with the built-ins: ``node``, ``run_id``, ``version``."""
     builtin_node = {"name": node.name, "host": node.address, "groups": list(node.groups)}
     if pair is not None:  # absent, not None: a template that needs the pair fails loudly
         builtin_node["pair"] = pair
-    merged.update(node=builtin_node, run_id=run_id)
+    builtins: dict[str, Any] = {"node": builtin_node, "run_id": run_id}
     if options.version is not None:
-        merged["version"] = options.version
-    return merged
+        builtins["version"] = options.version
+    return layered(inventory, node, playbook, options.extra_vars, builtins)
 
 
-class _Renderer:
-    """Jinja2 with strict undefined variables and a ``quote`` filter for shell quoting."""
-
-    # Variables may hold templates ("{{ node.name }}-backend"). They are resolved first, a few
-    # passes deep, so that filters such as `quote` see the final value. A variable that cannot
-    # be resolved (it needs `version` and no --version was given) becomes a strict undefined
-    # that fails only if a step of this command uses it.
-    MAX_PASSES = 5
-
-    def __init__(self, variables: dict[str, Any]) -> None:
-        self.variables = self._resolved(variables)
-
-    def _resolved(self, variables: dict[str, Any]) -> dict[str, Any]:
-        resolved = dict(variables)
-        for _ in range(self.MAX_PASSES):
-            pending = {key: value for key, value in resolved.items() if _is_template(value)}
-            if not pending:
-                return resolved
-            for key, value in pending.items():
-                try:
-                    resolved[key] = _compiled(value).render(resolved)
-                except jinja2.UndefinedError as exc:
-                    resolved[key] = jinja2.StrictUndefined(
-                        hint=f"{_undefined_name(exc)}, which {key!r} needs"
-                    )
-                except jinja2.TemplateError as exc:
-                    resolved[key] = jinja2.StrictUndefined(
-                        hint=f"variable {key!r} is a bad template: {exc}"
-                    )
-        for key in [key for key, value in resolved.items() if _is_template(value)]:
-            resolved[key] = jinja2.StrictUndefined(
-                hint=f"variable {key!r} refers to itself in a loop"
-            )
-        return resolved
-
-    def render(self, template: str, where: Location | None) -> str:
-        try:
-            return _compiled(template).render(self.variables).strip()
-        except jinja2.UndefinedError as exc:
-            raise UsageError(f"missing variable: {_undefined_name(exc)}", where) from None
-        except jinja2.TemplateError as exc:
-            raise UsageError(f"bad template: {exc}", where) from None
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(  # noqa: S701 - renders shell commands, not HTML
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=False
-    )
-    env.filters["quote"] = lambda value: shlex.quote(str(value))
-    return env
-
-
-_ENVIRONMENT = _environment()
-
-
-@functools.lru_cache(maxsize=4096)
-def _compiled(text: str) -> jinja2.Template:
-    """Each distinct template compiled once, not once per node: compiling one costs ~1 ms,
-    rendering it ~20 us, and a fleet's nodes share their playbook's templates."""
-    return _ENVIRONMENT.from_string(text)
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-def _undefined_name(exc: jinja2.UndefinedError) -> str:
-    text = str(exc.message)
-    if "'version' is undefined" in text:
-        return "'version' (give --version V)"
-    return text.replace(" is undefined", "")
-
-
-def _command(renderer: _Renderer, inventory: Inventory, node: Node, spec: StepSpec) -> Command:
+def _command(renderer: Renderer, inventory: Inventory, node: Node, spec: StepSpec) -> Command:
     where = spec.at
     target = node.name
     if spec.on is not None:

@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from upgradectl.context import RunContext
 from upgradectl.errors import ExitCode, StepFailed, UpgradectlError
 from upgradectl.model import Inventory
 from upgradectl.plan import NodePlan, Plan, build_plan
-from upgradectl.runner import NodeResult, RunContext
+from upgradectl.results import NodeResult, concluded
 from upgradectl.steps import Steps
 
 # Connecting is mostly waiting on the network: more threads than cores pays.
@@ -120,6 +121,4 @@ def not_started(ctx: RunContext, name: str, found: Probe) -> NodeResult:
         ("failed", ExitCode.STEP_FAILED) if found.reachable else ("unreachable", ExitCode.ATTENTION)
     )
     message = f"not started: {found.error}"
-    ctx.journal.append("result", name, result=result, exit_code=int(code), message=message)
-    ctx.events.emit("node-done", name, f"{result}: {message}")
-    return NodeResult(name, result, code, message, in_service=found.in_service)
+    return concluded(ctx, NodeResult(name, result, code, message, in_service=found.in_service))

@@ -12,7 +12,7 @@ from upgradectl.connections import Connections
 from upgradectl.errors import StepFailed, UpgradectlError
 from upgradectl.events import Events
 from upgradectl.journal import RunRecord
-from upgradectl.lock import NodeLock
+from upgradectl.nodelock import NodeLock
 from upgradectl.plan import NodePlan, PlanOptions, build_plan, select_nodes
 from upgradectl.probe import MAX_PROBE_THREADS
 from upgradectl.settings import Settings

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import jinja2
 
-from upgradectl.lock import _TAKEN  # the lock's own marker, shared rather than copied
+from upgradectl.context import Stop
 from upgradectl.model import Playbook
-from upgradectl.runner import Stop
+from upgradectl.nodelock import _TAKEN  # the lock's own marker, shared rather than copied
 from upgradectl.transport.base import CommandResult
 
 __all__ = ["Answer", "ManualClock", "Reply", "Rule", "ScriptedTransport", "UnscriptedCommand"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from upgradectl.cli import views
 from upgradectl.cli.options import (
     acting_options,
     drain_options,
@@ -30,9 +31,8 @@ from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
 
 if TYPE_CHECKING:
     from upgradectl.app import RunOptions
-    from upgradectl.events import Events, Sink
+    from upgradectl.context import Stop
     from upgradectl.plan import Plan, PlanOptions
-    from upgradectl.runner import Stop
     from upgradectl.settings import Selection, Settings
 
 
@@ -50,21 +50,6 @@ class Cli:
         from upgradectl.settings import Settings  # noqa: PLC0415 - keep --help fast
 
         return Settings(self.inventory, self.state_dir, self.accept_new_host_keys)
-
-    def view(self) -> Sink:
-        """JSON lines with --json, a live table on a terminal, else plain timestamped lines."""
-        from upgradectl.cli import views  # noqa: PLC0415
-
-        if self.as_json:
-            return views.JsonView(verbosity=self.verbosity)
-        if sys.stdout.isatty() and self.verbosity >= 0:
-            return views.LiveView(self.verbosity)
-        return views.PlainView(verbosity=self.verbosity)
-
-    def events(self) -> Events:
-        from upgradectl.events import Events  # noqa: PLC0415
-
-        return Events(self.view())
 
 
 EPILOG = """\b
@@ -159,13 +144,19 @@ def plan(
     return ExitCode.OK
 
 
-@cli.command(epilog="\b\nExample:\n  upgradectl -i prod.yaml check")
+@cli.command(
+    epilog="\b\nExamples:\n  upgradectl -i prod.yaml check\n  upgradectl -i prod.yaml check --strict"
+)
+@click.option("--strict", is_flag=True, help="Warnings (such as an unquoted value) fail the check.")
 @click.pass_obj
-def check(obj: Cli) -> int:
-    """Validate the inventory and every playbook it uses."""
+def check(obj: Cli, strict: bool) -> int:
+    """Validate the inventory and every playbook it uses; warn on values put unquoted into a shell."""
     from upgradectl import checkup  # noqa: PLC0415
 
-    for line in checkup.check(obj.settings()):
+    report = checkup.check(obj.settings(), strict=strict)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for line in report.lines:
         click.echo(line)
     return ExitCode.OK
 
@@ -289,15 +280,16 @@ def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
 
 
 def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) -> int:
-    from upgradectl import app, nightly  # noqa: PLC0415
+    from upgradectl import app  # noqa: PLC0415
     from upgradectl.journal import new_run_id  # noqa: PLC0415
+    from upgradectl.unattended import parse_unattended  # noqa: PLC0415
 
     run = app.RunOptions(
         dry_run=options.pop("dry_run"),
         break_lock=options.pop("break_lock"),
         max_unavailable=options.pop("max_unavailable", None),
         max_failures=options.pop("max_failures", None),
-        unattended=nightly.unattended_options(
+        unattended=parse_unattended(
             *(
                 options.pop(key, None)
                 for key in ("window", "tz", "report", "metrics_file", "notify")
@@ -319,12 +311,14 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
 
 def _execute(obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | None) -> int:
     from upgradectl import app  # noqa: PLC0415
-    from upgradectl.runner import Stop  # noqa: PLC0415
+    from upgradectl.context import Stop  # noqa: PLC0415
+    from upgradectl.events import Events  # noqa: PLC0415
 
     stop = Stop()
-    with _signals_stop(stop):
-        summary = app.execute(obj.settings(), made, obj.events(), stop, run, start_at)
-    return int(summary["exit_code"])
+    # The view is closed last, after the signal handlers are back, whichever way the run ends.
+    with views.opened(obj.as_json, obj.verbosity) as view, _signals_stop(stop):
+        summary = app.execute(obj.settings(), made, Events(view), stop, run, start_at)
+    return int(summary.exit_code)
 
 
 @contextmanager
@@ -334,6 +328,7 @@ def _signals_stop(stop: Stop) -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         if stop.requested and signum == signal.SIGINT:
+            views.show_cursor_now()  # os._exit unwinds nothing: no view gets to close
             os.write(
                 2,
                 b"upgradectl: second interrupt: exiting now; `upgradectl resume` carries the run on\n",
