@@ -87,6 +87,10 @@ class ScriptedTransport:
         self._lock_file = shlex.quote(lock_path or default_lock)
         self._calls: dict[int, int] = {}  # rule index -> times it answered
 
+    def connect(self) -> None:
+        """Open the scripted node's one connection (the preflight's question)."""
+        self.connections_opened = self.connections_opened or 1
+
     def run(self, command: str, timeout: float) -> CommandResult:
         """Answer ``command`` from the script; UnscriptedCommand when no rule matches."""
         self.connections_opened = self.connections_opened or 1
