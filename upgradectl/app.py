@@ -151,7 +151,9 @@ def _execute(
     journal.close()
     data = summary.as_dict()
     write_outputs(run.unattended, data, time.time())
-    events.emit("summary", None, "", **{k: v for k, v in data.items() if k != "event"})
+    # The event's own envelope (kind, schema version, time) is the event stream's to add.
+    envelope = ("event", "schema_version", "time")
+    events.emit("summary", None, "", **{k: v for k, v in data.items() if k not in envelope})
     if notifications is not None and (error := notifications.close()):
         events.emit("warning", None, f"--notify {run.unattended.notify}: {error}")
     return summary
