@@ -58,7 +58,7 @@ nodes:
     [
         (
             "nodes:\n  node-a: {host: [unclosed\n",
-            "inventory.yaml:3: malformed YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence, from line 2)",
+            "inventory.yaml:3: malformed YAML: did not find expected ',' or ']' (while parsing a flow sequence, from line 2)",
         ),
         (
             "nodes:\n  node-a:\n    hots: 10.0.0.1\n",

@@ -21,10 +21,12 @@ from upgradectl.context import RunContext, Stop
 from upgradectl.errors import ExitCode, UsageError
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
+from upgradectl.journal_records import start_problem
 from upgradectl.loader import find_playbook, load_inventory, load_playbook
 from upgradectl.notify import Notifications
 from upgradectl.outputs import write_outputs
 from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.preflight import preflight
 from upgradectl.probe import Probe, not_started, probe
 from upgradectl.results import NodeResult, RunSummary, concluded
 from upgradectl.resume import resume_points
@@ -149,7 +151,9 @@ def _execute(
     journal.close()
     data = summary.as_dict()
     write_outputs(run.unattended, data, time.time())
-    events.emit("summary", None, "", **{k: v for k, v in data.items() if k != "event"})
+    # The event's own envelope (kind, schema version, time) is the event stream's to add.
+    envelope = ("event", "schema_version", "time")
+    events.emit("summary", None, "", **{k: v for k, v in data.items() if k not in envelope})
     if notifications is not None and (error := notifications.close()):
         events.emit("warning", None, f"--notify {run.unattended.notify}: {error}")
     return summary
@@ -186,6 +190,12 @@ def _run_nodes(
         code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
         return unstarted(name, "skipped", code, reason)
 
+    refusals = preflight(plan, names, ctx.connections.get, ctx.events)
+    if refusals:  # before anything is touched: the whole run ends here
+        return [
+            unstarted(name, refusals.result(name), refusals.exit_code, refusals.reason(name))
+            for name in names
+        ]
     if run.dry_run or plan.command == "unblock":
         # Nothing goes out of service: no limits to respect, so no probing either.
         return [
@@ -250,7 +260,12 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
         wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
     inputs = found.start.get("data", {})
-    options = PlanOptions(**inputs.get("options", {}))
+    try:
+        if problem := start_problem(inputs):
+            raise ValueError(problem)
+        options = PlanOptions.from_dict(inputs.get("options", {}))
+    except ValueError as exc:
+        raise UsageError(f"{found.path}: the run's start record is not readable: {exc}") from None
     inventory = load_inventory(inputs["inventory"])
     plan = build_plan(inventory, inputs["nodes"], inputs["command"], options, found.run_id)
     return plan, resume_points(found, inputs["nodes"]), found

@@ -16,12 +16,15 @@ import json
 import os
 import secrets
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from upgradectl.journal_records import parse_record
 
 # Node states that mean "this tool left the node out of service".
 OUT_OF_SERVICE = frozenset(
@@ -184,21 +187,29 @@ def read_run(path: str | Path) -> RunRecord:
     """Read one run's journal, skipping (and noting) lines a crash left torn."""
     records: list[dict[str, Any]] = []
     torn: list[int] = []
-    with open(path, encoding="utf-8", errors="replace") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                torn.append(number)
-                continue
-            if isinstance(record, dict) and "kind" in record:
-                records.append(record)
-            else:
-                torn.append(number)
+    for number, line in enumerate(_journal_lines(path), start=1):
+        if not line.strip():
+            continue
+        record = parse_record(line)
+        if record is None:
+            torn.append(number)
+        else:
+            records.append(record)
     start = records[0] if records and records[0]["kind"] == "run-start" else {}
     return RunRecord(Path(path).stem, str(path), start, records, torn)
+
+
+def _journal_lines(path: str | Path) -> list[str]:
+    """The lines of a journal file; a symlink, a FIFO or anything but a file reads as one torn
+    line (never followed, never waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ["\0"]
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ["\0"]
+        return stream.read().decode("utf-8", errors="replace").splitlines()
 
 
 def runs(state_dir: str) -> Iterator[RunRecord]:

@@ -69,6 +69,7 @@ class Node:
     transport: Literal["ssh", "local"] = "ssh"
     where: Location | None = field(default=None, compare=False)
     vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
+    playbook_at: Location | None = field(default=None, compare=False)
 
     @property
     def address(self) -> str:

@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from upgradectl.errors import UsageError
+from upgradectl.errors import Location, UsageError
 from upgradectl.loader import find_playbook, load_playbook, pair_of
 from upgradectl.model import (
     STEP_NAMES,
+    STRAGGLER_POLICIES,
     DrainPolicy,
     Inventory,
     Node,
@@ -110,6 +111,23 @@ class PlanOptions:
             "max_stragglers": self.max_stragglers,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlanOptions:
+        """The options :meth:`as_dict` wrote; ValueError when the data is not what it wrote."""
+        kinds: dict[str, Any] = {
+            "version": str, "extra_vars": dict, "playbook": str, "timeout": int | float,
+            "stragglers": str, "max_stragglers": int,
+        }  # fmt: skip
+        for key, value in data.items():
+            if key not in kinds or not isinstance(value, kinds[key] | None):
+                raise ValueError(f"options.{key}: unexpected {value!r}")
+        extra = data.get("extra_vars") or {}
+        if not all(isinstance(v, str) for v in extra.values()):
+            raise ValueError("options.extra_vars: not KEY=VALUE text")
+        if data.get("stragglers") not in (None, *STRAGGLER_POLICIES):
+            raise ValueError(f"options.stragglers: unexpected {data['stragglers']!r}")
+        return cls(**data)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -181,12 +199,23 @@ def build_plan(
     run_id: str,
 ) -> Plan:
     """Render the plan of ``command`` for ``names``: every template, every ``on:`` target."""
+    _check_options(options)
     playbooks = _PlaybookCache(os.path.dirname(os.path.abspath(inventory.path)))
     nodes = tuple(
         _node_plan(inventory, inventory.nodes[name], playbooks, command, options, run_id)
         for name in names
     )
     return Plan(command, run_id, inventory, nodes, options)
+
+
+def _check_options(options: PlanOptions) -> None:
+    """The command line's values, in their domains: an empty --version from a cron line's
+    `$(cat target-version)` of a missing file must not upgrade a group to nothing."""
+    version = options.version
+    if version is not None and (not version.strip() or not version.isprintable()):
+        raise UsageError(f"--version: expected a version, got {version!r}")
+    if options.timeout is not None and options.timeout <= 0:
+        raise UsageError(f"--timeout: must be more than 0, got {options.timeout:g}")
 
 
 class _PlaybookCache:
@@ -196,8 +225,11 @@ class _PlaybookCache:
         self.inventory_dir = inventory_dir
         self.loaded: dict[str, Playbook] = {}
 
-    def get(self, reference: str) -> Playbook:
-        path = find_playbook(reference, self.inventory_dir)
+    def get(self, reference: str, where: Location | None) -> Playbook:
+        try:
+            path = find_playbook(reference, self.inventory_dir)
+        except UsageError as exc:
+            raise UsageError(str(exc), where) from None
         if path not in self.loaded:
             self.loaded[path] = load_playbook(path)
         return self.loaded[path]
@@ -217,7 +249,7 @@ def _node_plan(
             "no playbook (set `playbook:` in defaults or on the node, or give --playbook)",
             node.where,
         )
-    playbook = playbooks.get(reference)
+    playbook = playbooks.get(reference, None if options.playbook else node.playbook_at)
     wanted, required = COMMAND_STEPS[command]
     missing = [step for step in required if step not in playbook.steps]
     if missing:
