@@ -8,12 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from clihelp import run_cli
+from conftest import start_sessions
 from jsondoc import render
 from jsonschema import Draft202012Validator
 from schemacheck import SCHEMA, schema_errors
@@ -23,11 +23,6 @@ from upgradectl.events import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "json.md"
-# The local test service (conftest's `files` playbook) with the steps a force needs.
-FORCE_STEPS = """\
-  sessions: "for f in {{ dir }}/sessions/*; do [ -e $f ] && echo $(basename $f) 5; done; true"
-  force: "rm -f {{ dir }}/sessions/*"
-"""
 
 
 def test_the_schema_is_a_valid_json_schema_of_the_version_events_carry() -> None:
@@ -95,13 +90,9 @@ def run(site: Path, *args: str) -> list[dict[str, Any]]:
     return ran.events
 
 
-def test_every_event_of_real_runs_follows_the_schema(local_site: Path) -> None:
-    playbook = local_site / "files.yaml"
-    playbook.write_text(playbook.read_text() + FORCE_STEPS)
-    sessions = local_site / "work" / "sessions"
-    now = time.time()
-    for name, lasts in (("short", 1.0), ("long-1", 600.0), ("long-2", 600.0)):
-        (sessions / name).write_text(str(int(now + lasts)))
+def test_every_event_of_real_runs_follows_the_schema(forcing_site: Path) -> None:
+    local_site = forcing_site
+    start_sessions(local_site, {"short": 1.0, "long-1": 600.0, "long-2": 600.0})
 
     events = run(local_site, "upgrade", "node-a", "--version", "2", "--dry-run")
     events += run(local_site, "drain", "node-a", "--timeout", "2s", "--yes")  # too many: gives up

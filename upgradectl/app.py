@@ -26,6 +26,7 @@ from upgradectl.loader import find_playbook, load_inventory, load_playbook
 from upgradectl.notify import Notifications
 from upgradectl.outputs import write_outputs
 from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.preflight import preflight
 from upgradectl.probe import Probe, not_started, probe
 from upgradectl.results import NodeResult, RunSummary, concluded
 from upgradectl.resume import resume_points
@@ -151,7 +152,9 @@ def _execute(
     journal.close()
     data = summary.as_dict()
     write_outputs(run.unattended, data, time.time())
-    events.emit("summary", None, "", **{k: v for k, v in data.items() if k != "event"})
+    # The event's own envelope (kind, schema version, time) is the event stream's to add.
+    envelope = ("event", "schema_version", "time")
+    events.emit("summary", None, "", **{k: v for k, v in data.items() if k not in envelope})
     if notifications is not None and (error := notifications.close()):
         events.emit("warning", None, f"--notify {run.unattended.notify}: {error}")
     return summary
@@ -188,6 +191,12 @@ def _run_nodes(
         code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
         return unstarted(name, "skipped", code, reason)
 
+    refusals = preflight(plan, names, ctx.connections.get, ctx.events)
+    if refusals:  # before anything is touched: the whole run ends here
+        return [
+            unstarted(name, refusals.result(name), refusals.exit_code, refusals.reason(name))
+            for name in names
+        ]
     if run.dry_run or plan.command == "unblock":
         # Nothing goes out of service: no limits to respect, so no probing either.
         return [

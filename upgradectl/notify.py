@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from upgradectl import __version__
 from upgradectl.events import Event
+from upgradectl.wording import chat_text
 
 USER_AGENT = f"upgradectl/{__version__}"
 # The events a webhook hears about: the run starting, each node finishing, the run ending.
@@ -132,7 +133,8 @@ class Notifications:
 
     def __call__(self, event: Event) -> None:
         if event.kind in NOTIFIED_KINDS:
-            self.notifier.post(event.as_dict())
+            # `text` is what Slack- and Mattermost-style incoming webhooks show; the rest is data.
+            self.notifier.post({**event.as_dict(), "text": chat_text(event)})
 
     def close(self) -> str | None:
         """Deliver what is queued (bounded wait); the last error, if any delivery failed."""

@@ -115,10 +115,9 @@ def _version(steps: Steps, node_plan: NodePlan, ctx: RunContext) -> str | None:
 
 
 def not_started(ctx: RunContext, name: str, found: Probe) -> NodeResult:
-    """The result of a node whose probe failed: nothing was touched. A node that could not be
-    reached needs a person (exit 4); one whose steps fail is a failed step (exit 1)."""
-    result, code = (
-        ("failed", ExitCode.STEP_FAILED) if found.reachable else ("unreachable", ExitCode.ATTENTION)
-    )
+    """The result of a node whose probe failed: nothing was touched, so it is a failure (exit 1),
+    never attention (4), whether it could not be reached or its steps failed."""
+    result = "failed" if found.reachable else "unreachable"
+    code = ExitCode.STEP_FAILED
     message = f"not started: {found.error}"
     return concluded(ctx, NodeResult(name, result, code, message, in_service=found.in_service))

@@ -7,6 +7,7 @@ from typing import Any
 
 from upgradectl.context import RunContext
 from upgradectl.errors import ExitCode, most_serious
+from upgradectl.events import SCHEMA_VERSION
 
 # The summary's word for each exit code.
 RESULT_WORDS = {
@@ -85,6 +86,8 @@ class RunSummary:
         """The JSON summary (``--json``, ``--report``, the webhook, the metrics file)."""
         return {
             "event": "summary",
+            "schema_version": SCHEMA_VERSION,
+            "time": round(self.finished, 3),
             "run_id": self.run_id,
             "command": self.command,
             "started": self.started,

@@ -126,7 +126,9 @@ class NodeRun:
             last_state=last_state,
         )
         result = "unreachable" if isinstance(error, Unreachable) else "attention"
-        return self.result(result, error.exit_code, str(error))
+        # Whatever the error's own code (a refused host key is 2 before a run), here it may have
+        # left the node out of service: a person must look.
+        return self.result(result, ExitCode.ATTENTION, str(error))
 
     # -- the commands ----------------------------------------------------------------------
 

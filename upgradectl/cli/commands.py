@@ -187,22 +187,60 @@ def status(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
     return ExitCode.ATTENTION if report.unreachable else ExitCode.OK
 
 
-@cli.command(epilog="\b\nExamples:\n  upgradectl history --limit 5\n  upgradectl history --forced")
+@cli.command(
+    epilog="\b\nExamples:\n  upgradectl history --limit 5\n  upgradectl history --forced\n"
+    "  upgradectl history 20261125T020000-3fa1\n"
+    "  upgradectl history 20261125T020000-3fa1 --html run.html"
+)
+@click.argument("run_id", required=False)
 @click.option(
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs."
 )
 @click.option("--forced", is_flag=True, help="Every session cut, for the helpdesk.")
+@click.option(
+    "--html",
+    "html_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, writable=True),
+    help="With RUN_ID: write the run as a self-contained web page (drain curves as SVG).",
+)
 @click.pass_obj
-def history(obj: Cli, limit: int, forced: bool) -> int:
-    """Past runs: who, when, what, result; --forced: every session cut."""
+def history(obj: Cli, run_id: str | None, limit: int, forced: bool, html_file: str | None) -> int:
+    """Past runs: who, when, what, how long, result; RUN_ID: one run with its drain curves."""
     from upgradectl.cli import render  # noqa: PLC0415
     from upgradectl.history import newest_runs  # noqa: PLC0415
 
+    if run_id is not None:
+        return _run_page(obj, run_id, html_file)
+    if html_file is not None:
+        raise click.UsageError("--html needs a RUN_ID (`upgradectl history` lists them)")
     runs = newest_runs(obj.state_dir, limit)
     if forced:
         click.echo(render.forced_json(runs) if obj.as_json else render.forced_text(runs))
     else:
         click.echo(render.history_json(runs) if obj.as_json else render.history_text(runs))
+    return ExitCode.OK
+
+
+def _run_page(obj: Cli, run_id: str, html_file: str | None) -> int:
+    import shutil  # noqa: PLC0415
+
+    from upgradectl import history  # noqa: PLC0415
+    from upgradectl.cli import runpage  # noqa: PLC0415
+
+    page = history.page(history.find(obj.state_dir, run_id))
+    if html_file is not None:
+        from upgradectl.cli.htmlpage import page_html  # noqa: PLC0415
+
+        with open(html_file, "w", encoding="utf-8") as stream:
+            stream.write(page_html(page))
+        click.echo(f"wrote {html_file}", err=True)
+        return ExitCode.OK
+    if obj.as_json:
+        click.echo(runpage.page_json(page))
+    else:
+        width = min(shutil.get_terminal_size().columns, 100)
+        click.echo(runpage.page_text(page, width, color=sys.stdout.isatty()))
     return ExitCode.OK
 
 

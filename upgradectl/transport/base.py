@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +28,10 @@ class Transport(Protocol):
     name: str
     connections_opened: int
 
+    def connect(self) -> None:
+        """Connect and log in now, once, without retrying: Refused or ConnectionLost says why not."""
+        ...
+
     def run(self, command: str, timeout: float) -> CommandResult:
         """Run ``command`` in the host's shell; raise CommandTimedOut or ConnectionLost."""
         ...
@@ -40,8 +43,3 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release the connection."""
         ...
-
-
-def wrap_sudo(command: str) -> str:
-    """``command`` run as root through non-interactive sudo: it fails rather than prompting."""
-    return f"sudo -n -- sh -c {shlex.quote(command)}"

@@ -16,6 +16,9 @@ class LocalTransport:
         self.name = name
         self.connections_opened = 0
 
+    def connect(self) -> None:
+        """Nothing to connect to: this machine is always here."""
+
     def run(self, command: str, timeout: float) -> CommandResult:
         """Run ``command``; a command past ``timeout`` is killed and reported."""
         started = time.monotonic()

@@ -1,8 +1,8 @@
 """Commands over one reused SSH connection per node (paramiko), the way OpenSSH would connect.
 
-``~/.ssh/config`` (HostName, User, Port, IdentityFile, ProxyJump, UserKnownHostsFile) and
-ssh-agent are honoured; OpenSSH's ``known_hosts`` is checked and an unknown host key is refused
-unless the operator said ``--accept-new-host-keys``. A changed host key is always refused, as
+``~/.ssh/config`` is resolved by OpenSSH itself (``sshconfig.py``), the keys offered are chosen
+as OpenSSH would (``identities.py``) and ssh-agent is honoured; OpenSSH's ``known_hosts`` is
+checked and an unknown host key is refused unless the operator said ``--accept-new-host-keys``. A changed host key is always refused, as
 OpenSSH's ``accept-new`` does.
 """
 
@@ -14,14 +14,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import paramiko
 import tenacity
 
-from upgradectl.errors import CommandTimedOut, ConnectionLost, HostKeyRefused, Unreachable
+from upgradectl.errors import (
+    CommandTimedOut,
+    ConnectionLost,
+    ConnectionRefused,
+    HostKeyRefused,
+    Unreachable,
+)
 from upgradectl.transport.base import CommandResult
+from upgradectl.transport.identities import Identities
+from upgradectl.transport.sshconfig import Endpoint
 
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5
@@ -32,41 +39,6 @@ MAX_CHANNELS = 8
 # A refusal says nothing about the connection: the open is retried on it, for this long at most.
 CHANNEL_RETRY_SECONDS = 10.0
 _NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and as whom to connect, after ``~/.ssh/config`` was applied."""
-
-    alias: str
-    hostname: str
-    port: int
-    user: str | None
-    identity_files: tuple[str, ...]
-    known_hosts: str
-    proxy_jump: str | None
-
-
-def resolve(
-    alias: str, host: str | None, port: int | None, user: str | None, identity_file: str | None
-) -> Endpoint:
-    """Apply ``~/.ssh/config`` to a node, inventory fields winning, as ``ssh`` would."""
-    config = paramiko.SSHConfig()
-    path = os.path.expanduser("~/.ssh/config")
-    if os.path.exists(path):
-        config = paramiko.SSHConfig.from_path(path)
-    found = config.lookup(host or alias)
-    identities = (identity_file,) if identity_file else tuple(found.get("identityfile", ()))
-    known_hosts = found.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
-    return Endpoint(
-        alias=alias,
-        hostname=found.get("hostname", host or alias),
-        port=port or int(found.get("port", 22)),
-        user=user or found.get("user"),
-        identity_files=tuple(os.path.expanduser(p) for p in identities),
-        known_hosts=os.path.expanduser(known_hosts),
-        proxy_jump=found.get("proxyjump"),
-    )
 
 
 class KnownHosts:
@@ -139,11 +111,16 @@ class SshTransport:
         self.warn = warn
         self.jump = jump
         self.connections_opened = 0
+        self.identities = Identities(endpoint)
         self._channels = threading.BoundedSemaphore(MAX_CHANNELS)
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
     # -- connecting ------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect, check the host key and log in now, once: the preflight's question."""
+        self._connected()
 
     def _connected(self) -> paramiko.Transport:
         with self._lock:
@@ -158,15 +135,14 @@ class SshTransport:
         client.set_missing_host_key_policy(
             _CheckKnownHosts(self.known_hosts, self.accept_new_host_keys, self.warn)
         )
+        keys = self.identities.offered()  # AuthenticationRefused for a missing identity file
         try:
             client.connect(
                 self.endpoint.hostname,
                 port=self.endpoint.port,
                 username=self.endpoint.user,
-                key_filename=cast(
-                    Any, list(self.endpoint.identity_files) or None
-                ),  # str or list: both work
-                look_for_keys=not self.endpoint.identity_files,
+                key_filename=cast(Any, keys or None),  # str or list: both work
+                look_for_keys=False,  # the defaults are in `keys` already, as OpenSSH lists them
                 allow_agent=True,
                 timeout=CONNECT_TIMEOUT,
                 banner_timeout=CONNECT_TIMEOUT,
@@ -179,6 +155,9 @@ class SshTransport:
                 f"{self.name}: the host key of {exc.hostname} CHANGED (expected {exc.expected_key.get_name()}"
                 f" from {self.endpoint.known_hosts}); refusing to connect"
             ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise self.identities.refused() from None
         except paramiko.SSHException as exc:
             client.close()
             if "not found in known_hosts" in str(exc):
@@ -187,10 +166,12 @@ class SshTransport:
                     f"(not in {self.endpoint.known_hosts}); check it and add it with ssh-keyscan, "
                     "or pass --accept-new-host-keys"
                 ) from None
+            if "No authentication methods available" in str(exc):  # no key and no agent at all
+                raise self.identities.refused() from None
             raise ConnectionLost(f"{self.name}: cannot connect: {exc}") from None
         except (OSError, EOFError) as exc:
             client.close()
-            raise ConnectionLost(f"{self.name}: cannot connect: {exc}") from None
+            raise self._unreachable(exc) from None
         transport = client.get_transport()
         assert transport is not None  # connect() succeeded, so a transport exists
         transport.set_keepalive(KEEPALIVE_SECONDS)
@@ -202,6 +183,15 @@ class SshTransport:
         self.connections_opened += 1
         return transport
 
+    def _unreachable(self, error: OSError | EOFError) -> ConnectionLost:
+        """Nothing answered at the socket: OpenSSH's words, "connect to host H port P: ..."."""
+        if isinstance(error, EOFError):
+            return ConnectionLost(f"{self.name}: the server closed the connection at once")
+        reasons = getattr(error, "errors", {}).values() or [error]  # one per address tried
+        why = "; ".join(sorted({_strerror(reason) for reason in reasons}))
+        where = f"{self.endpoint.hostname} port {self.endpoint.port}"
+        return ConnectionRefused(f"{self.name}: connect to host {where}: {why}")
+
     def _tunnel(self) -> paramiko.Channel | None:
         if self.jump is None:
             return None
@@ -209,6 +199,11 @@ class SshTransport:
             return self.jump._connected().open_channel(
                 "direct-tcpip", (self.endpoint.hostname, self.endpoint.port), ("127.0.0.1", 0)
             )
+        except paramiko.ChannelException as exc:  # the jump host could not reach the node
+            raise ConnectionRefused(
+                f"{self.name}: ProxyJump {self.jump.name} cannot reach {self.endpoint.hostname}"
+                f" port {self.endpoint.port}: {exc.text}"
+            ) from None
         except _NETWORK_ERRORS as exc:
             raise ConnectionLost(f"{self.name}: ProxyJump {self.jump.name} failed: {exc}") from None
 
@@ -311,3 +306,9 @@ class SshTransport:
                 raise CommandTimedOut(self.name, command, timeout)
             select.select([channel], [], [], min(remaining, 1.0))
         return stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+def _strerror(error: OSError) -> str:
+    if isinstance(error, TimeoutError | socket.timeout):
+        return "Connection timed out"
+    return error.strerror or str(error)
