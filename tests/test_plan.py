@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from upgradectl.errors import UsageError
-from upgradectl.loader import load_inventory
+from upgradectl.loader import bundled_playbooks, load_inventory
 from upgradectl.plan import PlanOptions, build_plan
-from upgradectl.transport import wrap_sudo
+from upgradectl.sudo import wrap_sudo
 
 PLAYBOOK = """\
 name: layered
@@ -205,4 +206,37 @@ def test_sudo_wraps_a_command_for_the_node_it_runs_on_and_never_prompts(
         steps["block"].sudo and steps["unblock"].sudo
     )  # they run on the balancer, which needs sudo
     assert not steps["upgrade"].sudo  # node-a itself does not
-    assert wrap_sudo("echo 'a b'") == "sudo -n -- sh -c 'echo '\"'\"'a b'\"'\"''"
+    # One simple command runs as written (a per-command sudoers rule matches it); a shell
+    # construct runs under sh -c.
+    assert wrap_sudo("echo 'a b'") == "sudo -n -- echo 'a b'"
+    assert wrap_sudo("echo 'a b' | wc") == "sudo -n -- sh -c 'echo '\"'\"'a b'\"'\"' | wc'"
+
+
+def test_a_template_carries_a_file_shipped_with_upgradectl_to_the_node_unaltered(
+    tmp_path: Path,
+) -> None:
+    # The erlang playbooks pipe their helper into erl on the node: the command must hold the
+    # shipped file byte for byte (a variable's value is rendered again while it looks like a
+    # template, so the helper must never look like one).
+    (tmp_path / "inventory.yaml").write_text(
+        "nodes: {erl-1: {playbook: erlang, vars: {erlang_node: a@b, module: m}}}\n"
+    )
+    plan = build_plan(
+        load_inventory(str(tmp_path / "inventory.yaml")), ["erl-1"], "patch",
+        PlanOptions(version="2"), "R1",
+    )  # fmt: skip
+    command = plan.nodes[0].steps["patch"].run
+    helper = Path(bundled_playbooks()["erlang"]).parent / "erlang" / "upgradectl_otp.erl"
+    assert command.startswith("printf '%s' " + shlex.quote(helper.read_text()) + " |")
+
+
+def test_a_file_that_does_not_ship_with_upgradectl_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nsteps:\n  patch: \"{{ bundled('../../etc/passwd') }}\"\n"
+    )
+    (tmp_path / "inventory.yaml").write_text("nodes: {n: {playbook: ./p.yaml}}\n")
+
+    with pytest.raises(UsageError, match=r"bundled\('\.\./\.\./etc/passwd'\): no such file"):
+        build_plan(
+            load_inventory(str(tmp_path / "inventory.yaml")), ["n"], "patch", PlanOptions(), "R1"
+        )

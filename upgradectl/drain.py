@@ -208,7 +208,9 @@ class DrainLoop:
 
     def _force(self, active: int, because: str) -> None:
         sessions = self.steps.sessions(self.ctx.wall())
-        listed = [{"id": s.id, "age": s.age, "line": s.line} for s in sessions]
+        listed = [
+            {"id": s.id, "age": s.age, "line": s.line, "details": dict(s.details)} for s in sessions
+        ]
         self.log.record(
             "forcing",
             f"{active} session{'s' if active != 1 else ''} left"

@@ -2,8 +2,9 @@
 
 Whoever writes an inventory, a playbook or a cron line writes templates; none of them may run
 code on the controller. The sandbox refuses attributes and calls that reach outside it
-(``''.__class__``, ``cycler.__init__.__globals__``), the environment has no globals (no
-``cycler``, ``range``, ``lipsum``) and only two filters: ``quote`` (shell quoting) and
+(``''.__class__``, ``cycler.__init__.__globals__``), the environment has one global,
+``bundled`` (the text of a file shipped with upgradectl's playbooks: how a playbook carries a
+helper program to the node in its command), and only two filters: ``quote`` (shell quoting) and
 ``safe_shell`` (a marker: "this value is shell code on purpose"; it changes nothing).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import shlex
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import jinja2
@@ -62,8 +64,28 @@ def _product_size(left: Any, right: Any) -> float:
 def _environment() -> jinja2.Environment:
     env = _Sandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     env.globals.clear()
+    env.globals["bundled"] = _bundled
     env.filters = {QUOTE: lambda value: shlex.quote(str(value)), SAFE_SHELL: lambda value: value}
     return env
+
+
+@functools.lru_cache(maxsize=16)
+def bundled_file(name: str) -> str:
+    """The text of a file shipped beside the bundled playbooks, e.g. ``erlang/upgradectl_otp.erl``;
+    OSError when there is none (a name may not climb out of the playbooks folder)."""
+    parts = name.split("/")
+    if ".." in parts or name.startswith("/"):
+        raise FileNotFoundError(name)
+    return (resources.files("upgradectl") / "playbooks").joinpath(*parts).read_text("utf-8")
+
+
+def _bundled(name: str) -> str:
+    try:
+        return bundled_file(str(name))
+    except OSError:
+        raise jinja2.TemplateRuntimeError(
+            f"bundled({name!r}): no such file ships with upgradectl"
+        ) from None
 
 
 ENVIRONMENT = _environment()
