@@ -231,12 +231,21 @@ def test_on_a_terminal_ctrl_c_stops_the_drain_and_the_cursor_comes_back(local_si
 def test_on_a_terminal_a_second_ctrl_c_exits_at_once_and_the_cursor_comes_back(
     local_site: Path,
 ) -> None:
-    (local_site / "work" / "sessions" / "call-1").write_text(str(int(time.time()) + 600))
-    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
-    code, raw = run_on_a_terminal_raw(
-        ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2", "--yes"],
-        interrupt_after=(b"no new sessions", b"Ctrl-C again to exit now"),
+    # An upgrade step that waits for a go file (a minute at most): the first Ctrl-C lets it
+    # finish, so the second finds the run going; the go file then ends the step left behind.
+    playbook, go = local_site / "files.yaml", local_site / "work" / "go"
+    waits = f"i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; "
+    playbook.write_text(
+        playbook.read_text().replace('upgrade: {run: "', f'upgrade: {{run: "{waits}')
     )
+    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
+    try:
+        code, raw = run_on_a_terminal_raw(
+            ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2", "--yes"],
+            interrupt_after=(b"upgrading: i=0", b"Ctrl-C again to exit now"),
+        )
+    finally:
+        go.touch()
     assert code == ExitCode.INTERRUPTED, raw
     assert "second interrupt: exiting now" in raw
     assert_the_cursor_came_back(raw)
