@@ -125,7 +125,8 @@ def _execute(
     else:
         journal.append("resumed", None, nodes=start_at)
     events.emit("run-start", None, f"{plan.command} {', '.join(n.name for n in plan.nodes)} (run {plan.run_id})",
-                run_id=plan.run_id, command=plan.command, dry_run=run.dry_run)  # fmt: skip
+                run_id=plan.run_id, command=plan.command, dry_run=run.dry_run,
+                nodes=[node.name for node in plan.nodes if not start_at or node.name in start_at])  # fmt: skip
     connections = Connections(
         plan.inventory,
         accept_new_host_keys=settings.accept_new_host_keys,
