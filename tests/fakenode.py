@@ -51,6 +51,7 @@ class FakeNode:
 
     def __post_init__(self) -> None:
         self.transport = ScriptedTransport(NODE, self.script)
+        self.tmp_path.mkdir(parents=True, exist_ok=True)
         playbook = self.tmp_path / "fake.yaml"
         drain = {"timeout": "10m", "poll": "10s", **self.drain}
         playbook.write_text(yaml.safe_dump({"name": "fake", "drain": drain, "steps": self.steps}))
