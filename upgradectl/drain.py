@@ -17,10 +17,10 @@ from upgradectl.blockwatch import BlockWatch
 from upgradectl.context import RunContext
 from upgradectl.duration import format_duration
 from upgradectl.errors import ForceFailed, StepFailed, UnreadableCount, WitnessesDisagree
-from upgradectl.estimate import DrainEstimate, estimate_drain, format_eta
+from upgradectl.estimate import DrainEstimate, estimate_drain, expected_active, format_eta
 from upgradectl.model import DrainPolicy
 from upgradectl.nodelog import NodeLog
-from upgradectl.policy import DrainState, Verdict, judge, next_poll
+from upgradectl.policy import DrainState, Verdict, judge, next_poll, outlook
 from upgradectl.steps import Steps
 from upgradectl.witness import Counts, CutProof, prove_cut, read_counts
 
@@ -163,7 +163,7 @@ class DrainLoop:
         estimate = progress.estimate = estimate_drain(
             progress.samples, stall_after=self.policy.stall_after
         )
-        self._poll_event(counts, estimate, progress.wall_deadline)
+        self._poll_event(counts, estimate, progress, now)
         self._compare(progress, counts, now)
         if progress.forced_at is not None:
             return self._after_force(progress, active, now)
@@ -214,12 +214,15 @@ class DrainLoop:
                 "node is empty and the other does not, so it is not drained",
             )
 
-    def _poll_event(self, counts: Counts, estimate: DrainEstimate | None, deadline: float) -> None:
+    def _poll_event(
+        self, counts: Counts, estimate: DrainEstimate | None, progress: _Progress, now: float
+    ) -> None:
         # At zero the drain is not over until `settle` readings agree: say the count, not "drained".
         active = counts.live
         insight = format_eta(estimate) if estimate and active else f"{active} active"
         if counts.node is not None and counts.node != counts.active:
             insight += f" ({counts.describe(self.steps)})"
+        deadline = progress.wall_deadline
         data: dict[str, Any] = {"active": active, "deadline": deadline, "insight": insight}
         if counts.node is not None:
             data.update(active_at=counts.active, node_active=counts.node)
@@ -230,6 +233,15 @@ class DrainLoop:
                 eta_high=estimate.eta_high,
                 stalled=estimate.stalled,
             )
+            if progress.forced_at is None and now < progress.deadline:
+                # What the deadline will find, and what the policy will then do about it.
+                left = expected_active(estimate, progress.deadline - now)
+                data.update(
+                    left_at_deadline=left,
+                    at_deadline=outlook(self.policy, left).value,
+                    stragglers=self.policy.stragglers,
+                    max_stragglers=self.policy.max_stragglers,
+                )
         self.log.say("poll", insight, **data)
         eta = (estimate.eta_low, estimate.eta_high) if estimate is not None else None
         self.ctx.journal.reading(self.log.name, self.ctx.wall(), active, eta, deadline)

@@ -170,6 +170,24 @@ class WitnessesDisagree(StepFailed):
     """The two session counts (``active``, ``node_active``) disagree on whether the node is empty."""
 
 
+class SudoRefused(UpgradectlError):
+    """sudo will not run a ``sudo: true`` step's command without a password (found at preflight)."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, host: str, step: str, check: str, output: str) -> None:
+        self.host = host
+        self.step = step
+        self.check = check
+        self.output = output
+        said = f": {_last_line(output)}" if output.strip() else ""
+        super().__init__(
+            f"{host}: sudo refuses the {step} step's command (`{check}` failed{said}); "
+            "allow exactly that command with NOPASSWD in /etc/sudoers.d (see the README's "
+            '"Steps as root")'
+        )
+
+
 class LockHeld(NotNow):
     """Another run holds the node's lock."""
 

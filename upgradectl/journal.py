@@ -11,6 +11,7 @@ next state change: a power cut may cost the latest readings, never a state chang
 
 from __future__ import annotations
 
+import errno
 import getpass
 import json
 import os
@@ -24,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from upgradectl.errors import UsageError
 from upgradectl.journal_records import parse_record
+from upgradectl.statedir import NO_FOLLOW, ensure_private
 
 # Node states that mean "this tool left the node out of service".
 OUT_OF_SERVICE = frozenset(
@@ -90,15 +93,14 @@ class RunRecord:
 class Journal:
     """Appends the records of one run; each append is on disk before it returns."""
 
-    def __init__(self, state_dir: str, run_id: str) -> None:
+    def __init__(self, state_dir: str, run_id: str, *, new: bool = False) -> None:
         self.run_id = run_id
         self.dir = Path(state_dir) / "runs"
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.dir / f"{run_id}.jsonl"
         self._who = controller()
         self._lock = threading.Lock()
         self._kept: dict[str, _Kept] = {}  # per node: the latest reading written
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = _open_journal(self.dir, self.path, new)
         os.fchmod(fd, 0o600)  # the file may predate us (a resumed run) with looser permissions
         self.torn_tail = _ends_torn(fd)
         self._stream = os.fdopen(fd, "a", encoding="utf-8")
@@ -177,6 +179,22 @@ class _Kept:
     deadline: float | None
 
 
+def _open_journal(folder: Path, path: Path, new: bool) -> int:
+    """The journal file, opened for appending: never through a symbolic link, and created afresh
+    (O_EXCL) for a new run; anything else there is a usage error, before any host is touched."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | NO_FOLLOW | (os.O_EXCL if new else 0)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        reason = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise UsageError(f"journal {path}: cannot open it: {reason}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"journal {path}: not a regular file")
+    return fd
+
+
 def _ends_torn(fd: int) -> bool:
     """Whether the file open on ``fd`` ends in a line without its newline."""
     size = os.fstat(fd).st_size
@@ -203,7 +221,7 @@ def _journal_lines(path: str | Path) -> list[str]:
     """The lines of a journal file; a symlink, a FIFO or anything but a file reads as one torn
     line (never followed, never waited on)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NO_FOLLOW)
     except OSError:
         return ["\0"]
     with os.fdopen(fd, "rb") as stream:
@@ -213,7 +231,9 @@ def _journal_lines(path: str | Path) -> list[str]:
 
 
 def runs(state_dir: str) -> Iterator[RunRecord]:
-    """Every run in the state directory, newest first."""
+    """Every run in the state directory, newest first (a state directory others may write to
+    is refused: its journals could be anyone's)."""
+    ensure_private(state_dir, create=False)
     folder = Path(state_dir) / "runs"
     if not folder.is_dir():
         return

@@ -14,7 +14,8 @@ from upgradectl.events import Events
 from upgradectl.model import REPEATABLE_STEPS
 from upgradectl.parsing import Session, check, extract, parse_sessions
 from upgradectl.plan import Command, NodePlan
-from upgradectl.transport.base import CommandResult, Transport, wrap_sudo
+from upgradectl.sudo import wrap_sudo
+from upgradectl.transport.base import CommandResult, Transport
 
 
 class Steps:
@@ -87,9 +88,7 @@ class Steps:
             repeatable = command.step in REPEATABLE_STEPS
         transport = self.transport_for(command.target)
         text = wrap_sudo(command.run) if command.sudo else command.run
-        self.events.emit(
-            "step", self.plan.name, f"{command.step} on {command.target}: {command.run}"
-        )
+        self.events.emit("step", self.plan.name, f"{command.step} on {command.target}: {text}")
         while True:
             try:
                 result = transport.run(text, command.timeout)
