@@ -18,7 +18,7 @@ from upgradectl.errors import ExitCode
 from upgradectl.events import Event, Events
 from upgradectl.history import forced_sessions
 from upgradectl.journal import Journal, runs
-from upgradectl.loader import load_inventory
+from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.plan import PlanOptions, build_plan
 from upgradectl.results import NodeResult
 from upgradectl.runner import NodeRun
@@ -165,7 +165,10 @@ def upgrade(tmp_path: Path, service: Service, **playbook_changes: object) -> Run
         yaml.safe_dump({"nodes": {"sim-1": {"playbook": "./sim.yaml", "transport": "local"}}})
     )
     loaded = load_inventory(str(inventory))
-    plan = build_plan(loaded, ["sim-1"], "upgrade", PlanOptions(version="2.0"), RUN_ID).nodes[0]
+    options = PlanOptions(version="2.0")
+    plan = build_plan(loaded, ["sim-1"], "upgrade", options, RUN_ID, load_playbooks(loaded)).nodes[
+        0
+    ]
     transport = ScriptedTransport("sim-1", service.answer)
     events: list[Event] = []
     state_dir = tmp_path / "state"
