@@ -95,13 +95,28 @@ class Unreachable(ConnectionLost):
 
 
 class CommandTimedOut(TransportError):
-    """A remote command ran past its timeout."""
+    """A command ran past its timeout; ``stopped`` says whether it was seen stopped on the host.
 
-    def __init__(self, host: str, command: str, timeout: float) -> None:
+    False means nothing confirmed it: the host did not answer by the controller's own deadline
+    (its own deadline still stops the command there, unseen).
+    """
+
+    def __init__(self, host: str, command: str, timeout: float, *, stopped: bool) -> None:
         self.host = host
         self.command = command
         self.timeout = timeout
-        super().__init__(f"{host}: timed out after {timeout:g}s: {command}")
+        self.stopped = stopped
+        super().__init__(f"{host}: {self.what}: {command}")
+
+    @property
+    def what(self) -> str:
+        """``timed out after 3s; the command was stopped``, or what is not known."""
+        known = (
+            "the command was stopped"
+            if self.stopped
+            else "no answer from the node, so not known whether the command was stopped"
+        )
+        return f"timed out after {self.timeout:g}s; {known}"
 
 
 class StepFailed(UpgradectlError):

@@ -604,8 +604,9 @@ class NodeRun:
         self.record("failed", str(error))
         if self.phase in ("prepare", "drain"):
             return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; not upgraded")
-        if self.phase in ("upgrade", "verify", "patch") and self._restored():
-            return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; restored")
+        restored = self._restored() if self.phase in ("upgrade", "verify", "patch") else ""
+        if restored:
+            return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; {restored}")
         where = "left blocked" if self.ours or self.hand_blocked else "left as it is"
         self.record(
             "left-blocked" if self.ours else "attention",
@@ -614,27 +615,33 @@ class NodeRun:
         )
         return self.result("attention", ExitCode.ATTENTION, f"{error}; {where}")
 
-    def _restored(self) -> bool:
-        """Roll back (if the playbook can) and verify; True when the node is known good again."""
-        if self.steps.has("rollback"):
+    def _restored(self) -> str:
+        """Roll back (if the playbook can) and verify; how the node is known good again, or ""."""
+        rolled_back = self.steps.has("rollback")
+        if rolled_back:
             self.record("rolling-back", f"rolling back on {self.steps.target('rollback')}")
             try:
                 self.steps.run("rollback")
             except (StepFailed, CommandTimedOut) as exc:
                 self.say("failed", f"rollback failed: {exc}")
-                return False
+                return ""
             self.record("rolled-back", "rolled back")
         elif self.phase == "verify":
-            return False  # the new version fails its check and nothing can undo it
-        if self.steps.has("verify"):
-            try:
-                self.steps.run("verify")
-            except (StepFailed, CommandTimedOut) as exc:
-                self.say("failed", f"verify after the failure failed too: {exc}")
-                return False
-            self.record("verified", "verified after the failure")
-            return True
-        return self.steps.has("rollback")
+            return ""  # the new version fails its check and nothing can undo it
+        if not self.steps.has("verify"):
+            return "rolled back (no verify step)" if rolled_back else ""
+        try:
+            self.steps.run("verify")
+        except (StepFailed, CommandTimedOut) as exc:
+            self.say("failed", f"verify after the failure failed too: {exc}")
+            return ""
+        self.record("verified", "verified after the failure")
+        # Without a rollback nothing was restored: the node may run the new version or the old.
+        return (
+            "rolled back and verified"
+            if rolled_back
+            else "not rolled back (the playbook has no rollback step), but it verifies"
+        )
 
     def _back_in_service(self, code: ExitCode, result: str, message: str) -> NodeResult:
         """Undo this run's block (and only that); the node is then as the run found it."""

@@ -22,6 +22,7 @@ import tenacity
 
 from upgradectl.errors import CommandTimedOut, ConnectionLost, HostKeyRefused, Unreachable
 from upgradectl.transport.base import CommandResult
+from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
 
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5
@@ -142,15 +143,17 @@ class SshTransport:
 
     # -- connecting ------------------------------------------------------------------------
 
-    def _connected(self) -> paramiko.Transport:
+    def _connected(self, deadline: float | None = None) -> paramiko.Transport:
         with self._lock:
             transport = self._client.get_transport() if self._client else None
             if transport is None or not transport.is_active():
-                transport = self._connect()
+                transport = self._connect(deadline)
             return transport
 
-    def _connect(self) -> paramiko.Transport:
+    def _connect(self, deadline: float | None = None) -> paramiko.Transport:
+        """Connect, each of the handshake's waits bounded by CONNECT_TIMEOUT and ``deadline``."""
         self._drop()
+        wait = _within(CONNECT_TIMEOUT, deadline)
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(
             _CheckKnownHosts(self.known_hosts, self.accept_new_host_keys, self.warn)
@@ -165,10 +168,10 @@ class SshTransport:
                 ),  # str or list: both work
                 look_for_keys=not self.endpoint.identity_files,
                 allow_agent=True,
-                timeout=CONNECT_TIMEOUT,
-                banner_timeout=CONNECT_TIMEOUT,
-                auth_timeout=CONNECT_TIMEOUT,
-                sock=self._tunnel(),
+                timeout=wait,
+                banner_timeout=wait,
+                auth_timeout=wait,
+                sock=self._tunnel(wait),
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
@@ -199,12 +202,15 @@ class SshTransport:
         self.connections_opened += 1
         return transport
 
-    def _tunnel(self) -> paramiko.Channel | None:
+    def _tunnel(self, wait: float) -> paramiko.Channel | None:
         if self.jump is None:
             return None
         try:
-            return self.jump._connected().open_channel(
-                "direct-tcpip", (self.endpoint.hostname, self.endpoint.port), ("127.0.0.1", 0)
+            return self.jump._connected(time.monotonic() + wait).open_channel(
+                "direct-tcpip",
+                (self.endpoint.hostname, self.endpoint.port),
+                ("127.0.0.1", 0),
+                timeout=wait,
             )
         except _NETWORK_ERRORS as exc:
             raise ConnectionLost(f"{self.name}: ProxyJump {self.jump.name} failed: {exc}") from None
@@ -225,7 +231,7 @@ class SshTransport:
         try:
             for attempt in retrying:
                 with attempt, self._lock:
-                    self._connect()
+                    self._connect(deadline)
         except ConnectionLost as exc:
             raise Unreachable(f"{self.name}: unreachable: {exc}") from None
 
@@ -242,16 +248,24 @@ class SshTransport:
             return self._run(command, timeout)
 
     def _run(self, command: str, timeout: float) -> CommandResult:
+        # The node stops the command at `timeout`; the controller waits a little longer for the
+        # word that it did, and never longer: every wait below (connect, channel open, exec,
+        # output) ends by `deadline`.
         started = time.monotonic()
+        deadline = started + timeout + ANSWER_GRACE
         try:
-            channel = self._connected().open_session(timeout=CONNECT_TIMEOUT)
+            transport = self._connected(deadline)
+            channel = transport.open_session(timeout=_within(CONNECT_TIMEOUT, deadline))
         except _NETWORK_ERRORS as exc:
             self.close()
             raise ConnectionLost(f"{self.name}: connection lost: {exc}") from None
         try:
-            channel.exec_command(command)
-            stdout, stderr = self._collect(channel, command, started + timeout, timeout)
+            self._exec(channel, bounded(command, timeout), deadline)
+            channel.shutdown_write()  # a step that reads stdin reads its end at once
+            stdout, stderr = self._collect(channel, deadline)
             code = channel.recv_exit_status()
+        except _NoAnswer:
+            raise CommandTimedOut(self.name, command, timeout, stopped=False) from None
         except _NETWORK_ERRORS as exc:
             self.close()
             raise ConnectionLost(
@@ -259,11 +273,30 @@ class SshTransport:
             ) from None
         finally:
             channel.close()
-        return CommandResult(command, code, stdout, stderr, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        if stopped_at_deadline(code, elapsed, timeout):
+            raise CommandTimedOut(self.name, command, timeout, stopped=True)
+        return CommandResult(command, code, stdout, stderr, elapsed)
 
-    def _collect(
-        self, channel: paramiko.Channel, command: str, deadline: float, timeout: float
-    ) -> tuple[str, str]:
+    def _exec(self, channel: paramiko.Channel, command: str, deadline: float) -> None:
+        """``exec_command``, which waits for the server's reply without a timeout, bounded by
+        ``deadline``: closing the channel then ends its wait."""
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), channel.close)
+        timer.daemon = True
+        timer.start()
+        try:
+            channel.exec_command(command)
+        except _NETWORK_ERRORS:
+            if time.monotonic() >= deadline:
+                # The server never answered a channel request: the link is dead, though TCP
+                # may not know it yet. The next command connects again.
+                self.close()
+                raise _NoAnswer from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _collect(self, channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
         stdout, stderr = bytearray(), bytearray()
         while True:
             while channel.recv_ready():
@@ -278,6 +311,17 @@ class SshTransport:
                 raise EOFError("the connection closed before the command finished")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise CommandTimedOut(self.name, command, timeout)
+                raise _NoAnswer
             select.select([channel], [], [], min(remaining, 1.0))
         return stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+class _NoAnswer(Exception):
+    """The node did not answer by the controller's deadline."""
+
+
+def _within(wait: float, deadline: float | None) -> float:
+    """``wait``, cut to what is left before ``deadline`` (never quite zero: that means forever)."""
+    if deadline is None:
+        return wait
+    return max(min(wait, deadline - time.monotonic()), 0.01)
