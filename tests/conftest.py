@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from clihelp import LabCli
 from upgradectl.lab import KeyPair, Lab, SshHome, lab_account, wait_for
 
 # What test modules import from here (wait_for is the lab's, re-exported).
-__all__ = ["LabFactory", "LabKeys", "wait_for"]
+__all__ = ["LabFactory", "LabKeys", "start_sessions", "wait_for"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,25 @@ def local_site(tmp_path: Path) -> Path:
         "groups:\n  voice: {max_unavailable: 1}\nnodes:\n  node-a: {groups: [voice]}\n"
     )
     return tmp_path
+
+
+# What the `files` service needs for a force: its sessions listed by name, and cut.
+FORCE_STEPS = """\
+  sessions: "now=$(date +%s); for f in {{ dir }}/sessions/*; do [ -e $f ] && [ $(cat $f) -gt $now ] && echo $(basename $f) 5; done; true"
+  force: "rm -f {{ dir }}/sessions/*"
+"""
+
+
+@pytest.fixture
+def forcing_site(local_site: Path) -> Path:
+    """``local_site`` whose playbook can list its sessions by name and cut them."""
+    playbook = local_site / "files.yaml"
+    playbook.write_text(playbook.read_text() + FORCE_STEPS)
+    return local_site
+
+
+def start_sessions(site: Path, lengths: dict[str, float]) -> None:
+    """Sessions on a local site, by name, each ending after its length in seconds."""
+    now = time.time()
+    for name, lasts in lengths.items():
+        (site / "work" / "sessions" / name).write_text(str(int(now + lasts)))

@@ -17,7 +17,8 @@ from upgradectl.errors import CommandTimedOut
 from upgradectl.lab import Lab
 from upgradectl.transport.deadline import ANSWER_GRACE, KILL_AFTER
 from upgradectl.transport.local import LocalTransport
-from upgradectl.transport.ssh import KnownHosts, SshTransport, resolve
+from upgradectl.transport.ssh import SshTransport
+from upgradectl.transport.sshconfig import Endpoint
 
 
 def processes_running(marker: str) -> list[int]:
@@ -42,9 +43,15 @@ def lab(lab_factory: LabFactory) -> Lab:
 def ssh_to(lab: Lab, tmp_path: Path, port: int | None = None) -> SshTransport:
     """A transport to the lab's node-1, or to ``port`` on loopback (a proxy in front of it)."""
     ssh = lab.node("node-1").ssh
-    endpoint = resolve("node-1", ssh.host, port or ssh.port, ssh.user, str(lab.identity_file))
-    known = KnownHosts(str(tmp_path / "known_hosts"))
-    return SshTransport(endpoint, accept_new_host_keys=True, known_hosts=known)
+    endpoint = Endpoint(
+        alias="node-1",
+        hostname=ssh.host,
+        port=port or ssh.port,
+        user=ssh.user,
+        identity_files=(str(lab.identity_file),),
+        known_hosts=str(tmp_path / "known_hosts"),  # trusted on first use: a test's own file
+    )
+    return SshTransport(endpoint, accept_new_host_keys=True)
 
 
 @pytest.fixture

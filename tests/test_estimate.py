@@ -16,17 +16,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from upgradectl.estimate import (
-    CutPrediction,
-    DrainEstimate,
-    Sample,
-    Session,
-    describe_cut,
-    estimate_drain,
-    format_eta,
-    parse_age,
-    predict_cut,
-)
+from upgradectl.cut import CutPrediction, describe_cut, predict_cut
+from upgradectl.estimate import DrainEstimate, Sample, estimate_drain, format_eta
+from upgradectl.parsing import Session, parse_age
 
 START = 5000.0  # monotonic clocks do not start at zero
 NO_STALL = 1e9

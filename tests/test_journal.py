@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
+import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from upgradectl.journal import Journal, find_run, left_out_of_service, read_run
-from upgradectl.runner import resume_stage
+from upgradectl.resume import resume_stage
 
 
 def mode(path: Path) -> int:
@@ -115,3 +120,96 @@ def test_a_resumed_node_carries_on_after_its_last_state_change(
     kinds: list[str], stage: str | None
 ) -> None:
     assert resume_stage(kinds) == stage
+
+
+def kept_counts(journal: Journal, readings: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """Offer ``readings`` of node-a to ``journal``; the (time, count) pairs it kept."""
+    return [(at, active) for at, active in readings if journal.reading("node-a", at, active)]
+
+
+def test_a_reading_is_kept_when_the_count_changes_and_once_a_minute(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path), "run-1")
+    # A poll every 10 s: 5 for two and a half minutes, then 4, 4, then 0.
+    polls = [(1000.0 + 10 * i, 5) for i in range(16)] + [(1160.0, 4), (1170.0, 4), (1180.0, 0)]
+
+    kept = kept_counts(journal, polls)
+
+    assert kept == [(1000.0, 5), (1060.0, 5), (1120.0, 5), (1160.0, 4), (1180.0, 0)]
+    journal.close()
+    readings = read_run(journal.path).readings("node-a")
+    assert [(r["time"], r["active"]) for r in readings] == kept
+
+
+def test_the_first_reading_carries_the_deadline_and_the_estimate_is_kept(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path), "run-1")
+    journal.reading("node-a", 1000.0, 9, None, deadline=4600.0)
+    journal.reading("node-a", 1010.0, 8, (31.04, 95.0), deadline=4600.0)
+    journal.reading("node-b", 1010.0, 3, (None, None), deadline=4700.0)
+    journal.close()
+    run = read_run(journal.path)
+    assert run.readings("node-a") == [
+        {"time": 1000.0, "active": 9, "deadline": 4600.0},
+        {"time": 1010.0, "active": 8, "eta": [31.0, 95.0]},
+    ]
+    assert run.readings("node-b") == [{"time": 1010.0, "active": 3, "deadline": 4700.0}]
+
+
+def test_readings_reach_the_disk_with_the_next_state_change_not_one_fsync_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(str(tmp_path), "run-1")
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    for second in range(10):
+        journal.reading("node-a", 1000.0 + second, 10 - second)
+    # Written (a kill -9 of the controller loses none of them) but not one fsync yet.
+    assert len(read_run(journal.path).readings("node-a")) == 10 and synced == []
+    journal.append("drained", "node-a")
+    assert len(synced) == 1
+    journal.close()
+
+
+def test_a_torn_reading_loses_no_other_reading_nor_state_change(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path), "run-1")
+    journal.append("run-start", None, command="drain")
+    journal.append("blocked", "node-a")
+    journal.reading("node-a", 1000.0, 3, deadline=2000.0)
+    journal.reading("node-a", 1010.0, 2)
+    journal.close()
+    with journal.path.open("a") as stream:  # the power went mid-reading
+        stream.write('{"time":1020.0,"kind":"reading","node":"node-a","da')
+    resumed = Journal(str(tmp_path), "run-1")
+    resumed.append("resumed", None)
+    resumed.reading("node-a", 1100.0, 1, deadline=2100.0)
+    resumed.close()
+    run = read_run(journal.path)
+    assert run.torn_lines == [5]
+    assert [r["kind"] for r in run.records if r["kind"] != "reading"] == [
+        "run-start",
+        "blocked",
+        "resumed",
+    ]
+    assert [r["active"] for r in run.readings("node-a")] == [3, 2, 1]
+
+
+def test_a_real_drain_leaves_its_readings_in_the_journal(local_site: Path) -> None:
+    now = time.time()
+    for number, lasts in enumerate((1.0, 2.5)):
+        (local_site / "work" / "sessions" / f"call-{number}").write_text(str(int(now + lasts)))
+    state = local_site / "state"
+    done = subprocess.run(
+        [sys.executable, "-m", "upgradectl", "-i", str(local_site / "inventory.yaml"),
+         "--state-dir", str(state), "-q", "drain", "node-a", "--yes"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (path,) = (state / "runs").glob("*.jsonl")
+    run = read_run(path)
+    readings = run.readings("node-a")
+    counts = [r["active"] for r in readings]
+    assert counts[0] >= 1 and counts[-1] == 0 and counts == sorted(counts, reverse=True)
+    assert all(a != b for a, b in pairwise(counts))  # a change each
+    assert readings[0]["deadline"] == pytest.approx(readings[0]["time"] + 30, abs=2)
+    (drained,) = [r for r in run.records if r["kind"] == "drained"]
+    assert readings[-1]["time"] <= drained["time"] + 0.001  # readings keep milliseconds

@@ -58,7 +58,7 @@ nodes:
     [
         (
             "nodes:\n  node-a: {host: [unclosed\n",
-            "inventory.yaml:3: malformed YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence, from line 2)",
+            "inventory.yaml:3: malformed YAML: did not find expected ',' or ']' (while parsing a flow sequence, from line 2)",
         ),
         (
             "nodes:\n  node-a:\n    hots: 10.0.0.1\n",
@@ -111,6 +111,10 @@ def test_a_bad_inventory_names_file_line_and_key(
         (
             ("  block: ", "  block:\n    on: lb\n    run: "),
             "tiny.yaml:5: steps.block.on: on: 'lb' is not a node",
+        ),
+        (
+            ("steps:", "steps:\n  node_active: {run: 'echo 0 calls', parse: '\\\\d+ calls'}"),
+            "tiny.yaml:4: steps.node_active.parse: a count needs a group that captures the number",
         ),
     ],
 )
@@ -192,3 +196,20 @@ def test_check_accepts_a_good_inventory_and_says_what_each_node_can_do(
     )
     assert code == 0, output
     assert "node-a: playbook tiny" in output and "drain, upgrade" in output
+    assert "counts sessions with active on node-a\n" in output
+
+
+def test_check_names_both_witnesses_and_an_empty_command_turns_the_second_off(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    second = '  node_active: {run: "{{ calls }}", parse: "(?P<count>\\\\d+) calls", on: lb}\n'
+    write(site, "tiny.yaml", PLAYBOOK + second)
+    text = GOOD.replace("WORK", str(site / "work")) + "  lb: {}\n"
+    with_it = inventory(site, text.replace("{dir:", "{calls: 'echo 0 calls', dir:"))
+    code, output = run(capsys, "-i", with_it, "check")
+    assert code == 0, output
+    assert "counts sessions with active on node-a and node_active on lb" in output
+    without = inventory(site, text.replace("{dir:", "{calls: '', dir:"))
+    code, output = run(capsys, "-i", without, "check")
+    assert code == 0, output
+    assert "counts sessions with active on node-a\n" in output

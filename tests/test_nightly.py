@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import http.server
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ import pytest
 from clihelp import run_cli
 from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
+from schemacheck import schema_errors
 
 
 def upgrade(local_site: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -93,7 +96,8 @@ def test_a_cron_run_prints_plain_lines_and_writes_report_and_metrics(local_site:
     assert families["upgradectl_last_run_exit_code"].samples[0].value == 0
     upgraded = [s for s in families["upgradectl_nodes"].samples if s.labels["result"] == "upgraded"]
     assert upgraded[0].value == 1
-    assert json.loads((local_site / "r.json").read_text())["exit_code"] == 0
+    report = json.loads((local_site / "r.json").read_text())
+    assert report["exit_code"] == 0 and not schema_errors([report])
 
 
 @pytest.fixture
@@ -126,6 +130,13 @@ def test_the_webhook_hears_run_start_node_done_and_run_end(
     assert done.returncode == 0, done.stderr
     assert [event["event"] for event in received] == ["run-start", "node-done", "summary"]
     assert received[-1]["exit_code"] == 0
+    assert not schema_errors(received)  # the structured event is whole beside its text
+    start, node, summary = (str(event["text"]) for event in received)
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    assert start.startswith(f"upgradectl: {who} started upgrade node-a (run ")
+    assert node == "upgradectl: node-a: upgraded: done; back in service"
+    assert summary.startswith("upgradectl upgrade ") and "1 upgraded; 0 sessions forced" in summary
+    assert "\n  node-a  upgraded" in summary
 
 
 def test_a_webhook_that_refuses_connections_does_not_fail_the_run(

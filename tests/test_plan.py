@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from upgradectl.errors import UsageError
-from upgradectl.loader import load_inventory
+from upgradectl.loader import bundled_playbooks, load_inventory
 from upgradectl.plan import PlanOptions, build_plan
 from upgradectl.transport import wrap_sudo
 
@@ -32,7 +33,7 @@ groups:
 nodes:
   lb: {host: 10.9.9.9}
   node-a: {host: 10.9.9.11, groups: [voice], pair: node-b, vars: {who: node}}
-  node-b: {host: 10.9.9.12, groups: [voice]}
+  node-b: {host: 10.9.9.12, groups: [voice], pair: node-a}
 """
 
 
@@ -101,11 +102,11 @@ def test_plan_connects_to_nothing_and_never_imports_paramiko(inventory_path: Pat
     assert plan["nodes"][0]["drain"]["max_stragglers"] == 3
 
 
-def test_help_does_not_import_paramiko_rich_or_jinja() -> None:
+def test_help_does_not_import_paramiko_rich_jinja_or_plotext() -> None:
     probe = (
         "import sys; from upgradectl.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n"
-        "    print(sorted(m for m in ('paramiko', 'rich', 'jinja2') if m in sys.modules))\n"
+        "    print(sorted(m for m in ('paramiko', 'rich', 'jinja2', 'plotext') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip().endswith("[]")
@@ -206,3 +207,33 @@ def test_sudo_wraps_a_command_for_the_node_it_runs_on_and_never_prompts(
     )  # they run on the balancer, which needs sudo
     assert not steps["upgrade"].sudo  # node-a itself does not
     assert wrap_sudo("echo 'a b'") == "sudo -n -- sh -c 'echo '\"'\"'a b'\"'\"''"
+
+
+def test_a_template_carries_a_file_shipped_with_upgradectl_to_the_node_unaltered(
+    tmp_path: Path,
+) -> None:
+    # The erlang playbooks pipe their helper into erl on the node: the command must hold the
+    # shipped file byte for byte (a variable's value is rendered again while it looks like a
+    # template, so the helper must never look like one).
+    (tmp_path / "inventory.yaml").write_text(
+        "nodes: {erl-1: {playbook: erlang, vars: {erlang_node: a@b, module: m}}}\n"
+    )
+    plan = build_plan(
+        load_inventory(str(tmp_path / "inventory.yaml")), ["erl-1"], "patch",
+        PlanOptions(version="2"), "R1",
+    )  # fmt: skip
+    command = plan.nodes[0].steps["patch"].run
+    helper = Path(bundled_playbooks()["erlang"]).parent / "erlang" / "upgradectl_otp.erl"
+    assert command.startswith("printf '%s' " + shlex.quote(helper.read_text()) + " |")
+
+
+def test_a_file_that_does_not_ship_with_upgradectl_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nsteps:\n  patch: \"{{ bundled('../../etc/passwd') }}\"\n"
+    )
+    (tmp_path / "inventory.yaml").write_text("nodes: {n: {playbook: ./p.yaml}}\n")
+
+    with pytest.raises(UsageError, match=r"bundled\('\.\./\.\./etc/passwd'\): no such file"):
+        build_plan(
+            load_inventory(str(tmp_path / "inventory.yaml")), ["n"], "patch", PlanOptions(), "R1"
+        )

@@ -1,5 +1,7 @@
 """The bundled erlang playbook against a real OTP node: `upgradectl patch` loads new code under
-live calls, refuses a soft purge that would cut a call, and rolls back a version that fails verify.
+live calls, converts the state of the gen_servers running it the OTP way (suspend, load,
+code_change, resume), puts everything back when a code_change crashes or a call dies, refuses a
+soft purge that would cut a call, and rolls back a version that fails verify.
 
 Every Erlang process here is ours: epmd runs in the foreground on a port of its own (erl would
 otherwise start a daemon we could not stop), and every erl, erl_call and `upgradectl` run is
@@ -22,10 +24,10 @@ import yaml
 from clihelp import Ran, run_cli
 from conftest import wait_for
 
-from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
+from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
 
-HANDLER_SOURCE = Path(__file__).parent / "erlang" / "call_handler.erl"
+SOURCES = Path(__file__).parent / "erlang"
 MODULE = "call_handler"
 ANSWER_DEADLINE = 5.0
 # Calls with media wake this often, so they leave old code within a fraction of a second.
@@ -76,6 +78,9 @@ class ErlangNode(LabServer):
     def _write_config(self) -> None:
         self.code_dir.mkdir(parents=True, exist_ok=True)
         build_handler("1", self.code_dir)
+        build("call_sup", "1", self.code_dir)
+        for module in ("call_leg", "call_media"):
+            build(module, "1", self.code_dir)
 
     def _is_ready(self) -> bool:
         return self._erl_call("erlang:node().").returncode == 0
@@ -137,11 +142,18 @@ class ErlangNode(LabServer):
 
 def build_handler(vsn: str, directory: Path) -> Path:
     """The call handler compiled as version ``vsn`` into ``directory``."""
+    return build(MODULE, vsn, directory)
+
+
+def build(module: str, vsn: str, directory: Path, *defines: str) -> Path:
+    """``tests/erlang/MODULE.erl`` compiled as version ``vsn`` (with ``-DNAME`` ``defines``)."""
     directory.mkdir(parents=True, exist_ok=True)
+    flags = [f"-D{define}" for define in defines]
+    source = SOURCES / f"{module}.erl"
     subprocess.run(
-        ["erlc", "-o", str(directory), f'-DVSN="{vsn}"', str(HANDLER_SOURCE)], check=True
+        ["erlc", "-o", str(directory), f'-DVSN="{vsn}"', *flags, str(source)], check=True
     )
-    return directory / f"{MODULE}.beam"
+    return directory / f"{module}.beam"
 
 
 @dataclass
@@ -166,7 +178,7 @@ class Otp:
         self.patch_dir.mkdir(exist_ok=True)
         (self.patch_dir / f"{MODULE}-{version}.beam").write_bytes(beam.read_bytes())
 
-    def cli(self, *args: str) -> Ran:
+    def cli(self, *args: str, **variables: str) -> Ran:
         """`upgradectl --json ARGS` on an inventory of one local node with the erlang playbook."""
         node_vars = {
             "erlang_node": self.node.name,
@@ -174,6 +186,7 @@ class Otp:
             "cookie": self.node.cookie,
             "patch_dir": str(self.patch_dir),
             "kept_dir": str(self.kept_dir),
+            **variables,
         }
         node = {"transport": "local", "playbook": "erlang", "vars": node_vars}
         inventory = self.tmp / "inventory.yaml"
@@ -184,6 +197,20 @@ class Otp:
     def patch(self, version: str) -> Ran:
         """`upgradectl patch erl-1 --version VERSION --yes`."""
         return self.cli("patch", "erl-1", "--version", version, "--yes")
+
+    def provide_patch(self, version: str, **modules: tuple[str, ...]) -> Path:
+        """A patch directory: each module built as ``version`` with its ``-D`` defines."""
+        directory = self.patch_dir / version
+        for module, defines in modules.items():
+            build(module, version, directory, *defines)
+        return directory
+
+    def patch_legs(self, patch: Path, version: str) -> Ran:
+        """`upgradectl -v patch` of the call legs with the patch in ``patch`` (-v: step output too)."""
+        return self.cli(
+            "-v", "patch", "erl-1", "--version", version, "--yes",
+            module="call_leg", patch=str(patch),
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -243,6 +270,7 @@ def test_a_patch_is_refused_while_a_call_runs_old_code_and_works_after_it_moves_
     assert refused.code == 1, refused.stdout + refused.stderr
     message = refused.summary["nodes"]["erl-1"]["message"]
     assert "soft_purge_failed: old code of call_handler still running in 1 process" in message
+    assert f"{calls['call_1']} call_1 in call_handler:loop/2" in message  # who holds it
     assert otp.node.loaded_version() == "2"
     assert {call: otp.node.pid(call) for call in calls} == calls
     assert otp.node.ask("call_1") == "2"  # the call moves on to the current code...
@@ -276,3 +304,191 @@ def test_a_patch_whose_verify_fails_is_rolled_back_with_the_calls_still_up(otp: 
     assert otp.node.loaded_version() == "2"
     assert {call: otp.node.pid(call) for call in calls} == calls
     assert {call: otp.node.ask(call) for call in calls} == dict.fromkeys(calls, "2")
+
+
+# --- the OTP way: gen_servers whose state changes shape ----------------------------------------
+
+PID = re.compile(r"<\d+\.\d+\.\d+>")
+# A leg handles a media frame this often, as it would RTP: a leg given new code without its
+# state converted crashes within milliseconds.
+FRAME_MS = 20
+
+
+def start_legs(node: ErlangNode, count: int) -> list[str]:
+    """``count`` call legs under call_sup, and one started alone (no supervisor): their pids."""
+    node.eval("call_sup:start().")
+    legs = node.eval(
+        f"[pid_to_list(call_sup:start_leg(I, {FRAME_MS})) || I <- lists:seq(1, {count})]."
+    )
+    alone = node.eval(
+        f"{{ok, P}} = gen_server:start(call_leg, {{{count + 1}, {FRAME_MS}}}, []), pid_to_list(P)."
+    )
+    return [*PID.findall(legs), alone]
+
+
+def leg_state(node: ErlangNode, pid: str) -> tuple[str, str, int]:
+    """What a leg says of itself: its code's vsn, its state's shape, the frames it counted."""
+    text = node.eval(
+        f'{{V, Shape, _, N}} = gen_server:call(list_to_pid("{pid}"), state, 2000), '
+        'lists:flatten(io_lib:format("~s ~s ~b", [V, Shape, N])).'
+    )
+    vsn, shape, frames = text.split()
+    return vsn, shape, int(frames)
+
+
+def vsn_of(node: ErlangNode, module: str) -> str:
+    """The vsn of ``module`` as loaded in the node."""
+    return node.eval(f"proplists:get_value(vsn, {module}:module_info(attributes)).")
+
+
+def outcome(ran: Ran) -> str:
+    """The node's result and what the steps printed, for a failed assertion (not the commands)."""
+    printed = [e["message"] for e in ran.events if e["event"] == "step-output"]
+    return "\n".join([str(ran.summary["nodes"]), *printed, ran.stderr])
+
+
+def step_output(ran: Ran, step: str) -> str:
+    """What ``step`` printed (its step-output events, shown with -v)."""
+    return "\n".join(
+        e["message"] for e in ran.events
+        if e["event"] == "step-output" and e["message"].startswith(f"{step}:")
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_patch_of_two_modules_converts_every_live_call_and_keeps_their_pids(otp: Otp) -> None:
+    legs = start_legs(otp.node, 4)
+    before = {pid: leg_state(otp.node, pid) for pid in legs}
+    assert {state[:2] for state in before.values()} == {("1", "tuple")}
+    # call_leg 2 keeps a map and counts through call_media:count/1, new in call_media 2: the
+    # two only work loaded together.
+    patch = otp.provide_patch("2", call_leg=("SHAPE",), call_media=("SHAPE",))
+
+    ran = otp.patch_legs(patch, "2")
+
+    assert ran.code == 0, outcome(ran)
+    assert (
+        "patched: call_leg 1 -> 2, call_media 1 -> 2; 5 processes converted by code_change, "
+        "all 5 alive with the same pids" in step_output(ran, "patch")
+    )
+    assert "all 5 processes from the patch alive with the same pids" in step_output(ran, "verify")
+    after = {pid: leg_state(otp.node, pid) for pid in legs}  # the same pids answer
+    for pid, (vsn, shape, frames) in after.items():
+        assert (vsn, shape) == ("2", "map") and frames >= before[pid][2]  # state converted, kept
+    wait_for(
+        lambda: all(leg_state(otp.node, pid)[2] > after[pid][2] for pid in legs),
+        ANSWER_DEADLINE,
+        what="the legs to count frames with the new code",
+    )
+    assert (otp.node.code_dir / "call_leg.beam").read_bytes() == (
+        patch / "call_leg.beam"
+    ).read_bytes()
+    status = otp.cli("status", "erl-1", module="call_leg")
+    assert status.events[0]["nodes"][0]["version"] == "2"
+
+
+@pytest.mark.slow
+def test_a_code_change_that_crashes_puts_the_old_code_back_and_every_call_lives_on(
+    otp: Otp,
+) -> None:
+    legs = start_legs(otp.node, 4)
+    patch = otp.provide_patch("2", call_leg=("SHAPE", "CRASH"), call_media=("SHAPE",))
+
+    ran = otp.patch_legs(patch, "2")
+
+    assert ran.code == 1, outcome(ran)
+    message = ran.summary["nodes"]["erl-1"]["message"]
+    assert 'code_change_failed: call_leg:code_change("1", ...) failed in <' in message
+    assert "cannot_convert in call_leg:code_change/3" in message  # the Erlang error
+    assert "every module is back on its old code, 5 of 5 processes live on" in message
+    assert ran.summary["nodes"]["erl-1"]["in_service"]
+    assert (vsn_of(otp.node, "call_leg"), vsn_of(otp.node, "call_media")) == ("1", "1")
+    states = {pid: leg_state(otp.node, pid) for pid in legs}  # every pid still answers
+    assert {state[:2] for state in states.values()} == {("1", "tuple")}
+    wait_for(
+        lambda: all(leg_state(otp.node, pid)[2] > states[pid][2] for pid in legs),
+        ANSWER_DEADLINE,
+        what="the legs to go on counting frames with the old code",
+    )
+    assert otp.node.beam_version(otp.node.code_dir / "call_leg.beam") == "1"
+
+
+@pytest.mark.slow
+def test_a_patch_after_which_calls_die_fails_though_the_version_is_right(otp: Otp) -> None:
+    legs = start_legs(otp.node, 2)
+    # call_leg 2 alone: its frames need call_media:count/1, which the node's call_media lacks.
+    patch = otp.provide_patch("2", call_leg=("SHAPE",))
+
+    ran = otp.patch_legs(patch, "2")
+
+    assert ran.code == 1, outcome(ran)
+    message = ran.summary["nodes"]["erl-1"]["message"]
+    # Seen dead by the patch step itself (with what killed them), or by verify when their next
+    # frame came only after the patch step looked: either way the patch fails and is undone.
+    assert re.search(
+        r"died_failed: 3 of 3 processes died after the patch \(<[\d.]+> undef in "
+        r"call_media:count/1\)|verify_failed: 3 of 3 processes of the patch died",
+        message,
+    ), message
+    assert "failed" in ran.kinds("erl-1")
+    assert vsn_of(otp.node, "call_leg") == "1"
+    assert otp.node.eval(f'is_process_alive(list_to_pid("{legs[0]}")).') == "false"
+    assert otp.node.beam_version(otp.node.code_dir / "call_leg.beam") == "1"
+
+
+# --- when a patch cannot be done hot: drain at the balancer and restart ------------------------
+
+
+@pytest.mark.slow
+def test_a_patch_refused_hot_is_done_by_draining_at_haproxy_and_restarting_the_node(
+    otp: Otp,
+) -> None:
+    calls = otp.node.start_calls(range(1, 2), QUIET)
+    otp.provide("2")
+    otp.provide("3")
+    assert otp.patch("2").code == 0
+    refused = otp.patch("3")  # the quiet call still runs version 1: not hot
+    assert refused.code == 1
+    assert f"{calls['call_1']} call_1" in refused.summary["nodes"]["erl-1"]["message"]
+    haproxy = HaProxy({"erl-1": free_ports(1)[0]}, otp.tmp / "lb", otp.tmp / "lb" / "admin.sock")
+    start_servers([haproxy])
+    try:
+        # What docs/playbooks/erlang.md shows: the balancer playbook, with an upgrade_command
+        # that installs the .beam and restarts the node.
+        erl_call = f"erl_call -sname {otp.node.name} -c {otp.node.cookie}"
+        beam = otp.patch_dir / f"{MODULE}-{{{{ version }}}}.beam"
+        node_vars = {
+            "lb_host": "lb",
+            "lb_socket": str(haproxy.admin_socket),
+            "upgrade_command": f"cp {beam} {otp.node.code_dir}/{MODULE}.beam && "
+            f"echo 'init:restart().' | {erl_call} -e",
+            "verify_command": "echo 'proplists:get_value(vsn, call_handler:module_info("
+            f"attributes)).' | {erl_call} -e | grep -F '\"{{{{ version }}}}\"'",
+            "version_command": "echo 'proplists:get_value(vsn, call_handler:module_info("
+            f"attributes)).' | {erl_call} -e",
+        }
+        inventory = {
+            "nodes": {
+                "lb": {"transport": "local"},
+                "erl-1": {"transport": "local", "playbook": "erlang", "vars": node_vars},
+            }
+        }
+        path = otp.tmp / "drain-inventory.yaml"
+        path.write_text(yaml.safe_dump(inventory))
+        state = str(otp.tmp / "state")
+
+        ran = run_cli(
+            "-i", str(path), "--state-dir", state, "--json",
+            "upgrade", "erl-1", "--playbook", "haproxy", "--version", "3", "--yes",
+            env=otp.env,
+        )  # fmt: skip
+
+        assert ran.code == 0, ran.stdout[-3000:] + ran.stderr
+        kinds = ran.kinds("erl-1")
+        assert [k for k in kinds if k in ("blocked", "drained", "upgraded", "unblocked")] == [
+            "blocked", "drained", "upgraded", "unblocked"
+        ]  # fmt: skip
+        wait_for(lambda: otp.node.loaded_version() == "3", ANSWER_DEADLINE, what="version 3")
+        assert haproxy.server_states()["erl-1"].status != "DRAIN"
+    finally:
+        stop_servers([haproxy])

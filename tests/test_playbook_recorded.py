@@ -20,13 +20,15 @@ from clihelp import run_cli
 from conftest import wait_for
 
 from upgradectl.connections import Connections
+from upgradectl.context import RunContext
 from upgradectl.errors import ExitCode, StepFailed, UnreadableCount
 from upgradectl.events import Event, Events
 from upgradectl.journal import Journal
 from upgradectl.loader import bundled_playbooks, load_inventory, load_playbook
 from upgradectl.model import Inventory
 from upgradectl.plan import NodePlan, PlanOptions, build_plan
-from upgradectl.runner import NodeResult, NodeRun, RunContext
+from upgradectl.results import NodeResult
+from upgradectl.runner import NodeRun
 from upgradectl.steps import Steps
 from upgradectl.testing import Answer, ManualClock, Reply, Rule, ScriptedTransport
 from upgradectl.transport.base import Transport

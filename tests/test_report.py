@@ -8,13 +8,16 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from upgradectl.cli.views import JsonView, PlainView
+from upgradectl.errors import ExitCode
 from upgradectl.events import Events
-from upgradectl.report import JsonView, PlainView
 
 SUMMARY = {
     "run_id": "R1",
@@ -89,6 +92,20 @@ def run_on_a_terminal(
     args: list[str], answer: bytes | None = None, timeout: float = 60
 ) -> tuple[int, str]:
     """Run the CLI with a pseudo-terminal as its stdin and stdout; answer its prompt if asked."""
+    code, raw = run_on_a_terminal_raw(args, answer=answer, timeout=timeout)
+    return code, without_escapes(raw)
+
+
+def run_on_a_terminal_raw(
+    args: list[str],
+    answer: bytes | None = None,
+    timeout: float = 60,
+    interrupt_after: tuple[bytes, ...] = (),
+) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal; its exit code and every byte it wrote, escapes included.
+
+    One SIGINT is sent once the CLI has written each text of ``interrupt_after``, in turn.
+    """
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "upgradectl", *args],
@@ -97,6 +114,8 @@ def run_on_a_terminal(
     )  # fmt: skip
     os.close(terminal)
     output = b""
+    interrupts = list(interrupt_after)
+    unread = 0  # where the text that triggers the next SIGINT is looked for
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -110,9 +129,13 @@ def run_on_a_terminal(
                 if answer is not None and b"[y/N]" in output:
                     os.write(controller, answer)
                     answer = None
+                if interrupts and interrupts[0] in output[unread:]:
+                    process.send_signal(signal.SIGINT)
+                    unread = len(output)
+                    interrupts.pop(0)
             elif process.poll() is not None:
                 break
-        return process.wait(timeout=10), without_escapes(output.decode(errors="replace"))
+        return process.wait(timeout=10), output.decode(errors="replace")
     finally:
         os.close(controller)
         if process.poll() is None:
@@ -140,3 +163,71 @@ def test_on_a_terminal_it_asks_first_and_no_means_nothing_is_touched(local_site:
     assert code == 1, screen
     assert "upgrade node-a to version 2? [y/N]" in screen and "nothing was done" in screen
     assert not (local_site / "work" / "blocked").exists() and not (local_site / "state").exists()
+
+
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+
+
+def assert_the_cursor_came_back(raw: str) -> None:
+    """The live table hid the cursor, and the last word on it was to show it again."""
+    assert HIDE_CURSOR in raw, f"the live table never started: {raw!r}"
+    assert raw.rfind(SHOW_CURSOR) > raw.rfind(HIDE_CURSOR), f"the cursor stayed hidden: {raw!r}"
+
+
+def closed_window() -> list[str]:
+    """A --window that opens in two hours (far from any minute boundary), in UTC."""
+    now = datetime.now(UTC)
+    opens, closes = now + timedelta(hours=2), now + timedelta(hours=3)
+    return ["--window", f"{opens:%H:%M}-{closes:%H:%M}", "--tz", "UTC"]
+
+
+def test_on_a_terminal_a_closed_window_exits_75_and_the_cursor_comes_back(local_site: Path) -> None:
+    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
+    code, raw = run_on_a_terminal_raw(
+        ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2", "--yes",
+         *closed_window()]
+    )  # fmt: skip
+    assert code == ExitCode.NOT_NOW, raw
+    assert "maintenance window" in raw and "is closed" in raw
+    assert_the_cursor_came_back(raw)
+    assert not (local_site / "work" / "blocked").exists()
+
+
+def test_on_a_terminal_an_error_in_the_run_exits_2_and_the_cursor_comes_back(
+    local_site: Path,
+) -> None:
+    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
+    code, raw = run_on_a_terminal_raw(
+        ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2", "--yes",
+         "--max-unavailable", "half"]
+    )  # fmt: skip
+    assert code == ExitCode.USAGE, raw
+    assert "--max-unavailable: expected N or N%" in raw
+    assert_the_cursor_came_back(raw)
+    assert not (local_site / "work" / "blocked").exists()
+
+
+def test_on_a_terminal_ctrl_c_stops_the_drain_and_the_cursor_comes_back(local_site: Path) -> None:
+    (local_site / "work" / "sessions" / "call-1").write_text(str(int(time.time()) + 600))
+    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
+    code, raw = run_on_a_terminal_raw(
+        ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2", "--yes"],
+        interrupt_after=(b"no new sessions",),
+    )
+    assert code == ExitCode.INTERRUPTED, raw
+    assert "interrupted" in without_escapes(raw)
+    assert_the_cursor_came_back(raw)
+
+
+def test_on_a_terminal_a_second_ctrl_c_exits_at_once_and_the_cursor_comes_back(
+    local_site: Path,
+) -> None:
+    (local_site / "work" / "sessions" / "call-1").write_text(str(int(time.time()) + 600))
+    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
+    code, raw = run_on_a_terminal_raw(
+        ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2", "--yes"],
+        interrupt_after=(b"no new sessions", b"Ctrl-C again to exit now"),
+    )
+    assert code == ExitCode.INTERRUPTED, raw
+    assert "second interrupt: exiting now" in raw
+    assert_the_cursor_came_back(raw)

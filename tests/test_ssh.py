@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 from clihelp import LabCli, run_cli
-from conftest import wait_for
+from conftest import LabFactory, wait_for
 
-from upgradectl.lab import Lab
-from upgradectl.transport.ssh import MAX_CHANNELS, SshTransport, resolve
+from upgradectl.lab import Lab, SshHome
+from upgradectl.transport.ssh import MAX_CHANNELS, SshTransport
+from upgradectl.transport.sshconfig import Hop, resolve
 
 
 def transport_to(lab: Lab, node: str = "node-1") -> SshTransport:
@@ -35,6 +37,45 @@ def test_more_commands_at_once_than_sshd_allows_sessions_queue_and_all_succeed(
     assert [r.stdout.strip() for r in results] == [str(n) for n in range(30)]
     assert transport.connections_opened == 1  # never dropped for a refused channel
     assert MAX_CHANNELS < 10  # OpenSSH's default MaxSessions, which the lab's sshd keeps
+
+
+@contextmanager
+def cpu_load(processes: int = 2) -> Iterator[None]:
+    """Busy loops beside the test, so that sshd is slow to open and close sessions."""
+    busy = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_sessions_sshd_refuses_are_asked_for_again_on_the_same_connection_under_load(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sshd = cli.lab.node("node-1").ssh
+    sshd.max_sessions = 2  # far below the MAX_CHANNELS the transport opens at once
+    sshd.restart()
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)
+    try:
+        with cpu_load(), ThreadPoolExecutor(max_workers=MAX_CHANNELS) as pool:
+            for repeat in range(20):
+                results = list(
+                    pool.map(
+                        lambda n: transport.run(f"sleep 0.02; echo {n}", 10), range(MAX_CHANNELS)
+                    )
+                )
+                assert [r.stdout.strip() for r in results] == [
+                    str(n) for n in range(MAX_CHANNELS)
+                ], repeat
+    finally:
+        transport.close()
+    assert transport.connections_opened == 1  # a refusal never dropped the connection
+    refused = sshd.process.log_path.read_text(errors="replace").count("no more sessions")
+    assert refused > 0, "sshd never refused a session: the test proved nothing"
 
 
 def inventory_without_keys(cli: LabCli, node_fields: dict[str, object]) -> Path:
@@ -101,3 +142,60 @@ def test_proxyjump_reaches_a_node_through_another(cli: LabCli) -> None:
         lambda: jump.process.log_path.read_text().count("Accepted publickey") > logins_at_jump,
         timeout=5,
     )
+
+
+def test_an_alias_from_an_included_file_with_match_and_wildcards_resolves_as_openssh_does(
+    cli: LabCli,
+) -> None:
+    ssh = cli.lab.node("node-1").ssh
+    included = cli.home.home / "fleet.conf"
+    # Include, a wildcard block and a Match block: none of them paramiko's parser would follow.
+    included.write_text(
+        f"Host callserver-*\n  HostName {ssh.host}\n  User {ssh.user}\n"
+        f"Match originalhost callserver-east\n  Port {ssh.port}\n"
+        f"  IdentityFile {cli.lab.identity_file}\n"
+    )
+    (cli.home.home / ".ssh" / "config").write_text(f"Include {included}\n")
+    ran = cli("status", inventory=inventory_without_keys(cli, {"host": "callserver-east"}))
+    assert ran.code == 0, ran.stdout + ran.stderr
+    assert ran.events[0]["nodes"][0]["version"] == "1.0"
+
+
+def test_a_bad_ssh_config_is_a_usage_error_in_openssh_words(cli: LabCli) -> None:
+    (cli.home.home / ".ssh" / "config").write_text("Host *\n  NoSuchOption yes\n")
+    ran = cli("drain", "node-1", inventory=inventory_without_keys(cli, {}))
+    assert ran.code == 2, ran.stdout + ran.stderr
+    assert "Bad configuration option: nosuchoption" in ran.stdout
+    assert cli.ask("state") == "ready"
+
+
+def test_a_proxyjump_chain_goes_through_every_hop_in_order(
+    lab_factory: LabFactory, ssh_home: Callable[[Lab], SshHome], tmp_path: Path
+) -> None:
+    lab = lab_factory(3)
+    cli = LabCli(lab, ssh_home(lab), tmp_path / "state")
+    node, first, second = (lab.node(f"node-{n}").ssh for n in (1, 2, 3))
+    (cli.home.home / ".ssh" / "config").write_text(
+        f"Host node-1\n  HostName {node.host}\n  Port {node.port}\n  ProxyJump hop-a,hop-b\n"
+        f"Host hop-a\n  HostName {first.host}\n  Port {first.port}\n"
+        f"Host hop-b\n  HostName {second.host}\n  Port {second.port}\n"
+        f"Host *\n  User {node.user}\n  IdentityFile {lab.identity_file}\n"
+    )
+    before = {
+        hop: hop.process.log_path.read_text().count("Accepted publickey") for hop in (first, second)
+    }
+    ran = cli("status", inventory=inventory_without_keys(cli, {}))
+    assert ran.code == 0, ran.stdout + ran.stderr
+    for hop in (first, second):  # neither is in this inventory: each was reached as a hop
+        wait_for(
+            lambda hop=hop: (
+                hop.process.log_path.read_text().count("Accepted publickey") > before[hop]
+            ),
+            timeout=5,
+        )
+
+
+def test_proxyjump_hops_read_as_openssh_writes_them() -> None:
+    assert Hop.parse("bastion") == Hop("bastion")
+    assert Hop.parse("ops@bastion:2222") == Hop("bastion", "ops", 2222)
+    assert Hop.parse("ssh://ops@bastion:2222") == Hop("bastion", "ops", 2222)

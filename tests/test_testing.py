@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from upgradectl.lock import NodeLock
+from upgradectl.nodelock import NodeLock
 from upgradectl.testing import ManualClock, Reply, ScriptedTransport, UnscriptedCommand
 
 

@@ -1,6 +1,7 @@
-"""What each command does, between the command line and the runner: load, plan, run, summarize.
+"""The run use case, between the command line and the runner: plan, run, summarize; and resume.
 
-The command line (``cli.py``) parses and renders; everything it asks for happens here.
+The command line (``upgradectl.cli``) parses and renders; a run it asks for happens here. The
+reading commands have their own modules: ``status``, ``checkup``, ``history``.
 """
 
 from __future__ import annotations
@@ -8,51 +9,33 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from upgradectl import journal as journals
 from upgradectl.connections import Connections
-from upgradectl.errors import ExitCode, StepFailed, UpgradectlError, UsageError, most_serious
+from upgradectl.context import RunContext, Stop
+from upgradectl.errors import ExitCode, UsageError
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
+from upgradectl.journal_records import start_problem
 from upgradectl.loader import find_playbook, load_inventory, load_playbook
-from upgradectl.model import Inventory
-from upgradectl.nightly import (
-    Notifications,
-    Unattended,
-    deferral,
-    now_utc,
-    require_open,
-    within_window,
-    write_outputs,
-)
-from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
-from upgradectl.probe import MAX_PROBE_THREADS, Probe, not_started, probe
+from upgradectl.notify import Notifications
+from upgradectl.outputs import write_outputs
+from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.preflight import preflight
+from upgradectl.probe import Probe, not_started, probe
+from upgradectl.results import NodeResult, RunSummary, concluded
+from upgradectl.resume import resume_points
 from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
-from upgradectl.runner import NodeResult, NodeRun, RunContext, Stop, resume_stage
-
-
-@dataclass
-class Settings:
-    """The global options."""
-
-    inventory: str
-    state_dir: str
-    accept_new_host_keys: bool = False
-
-
-@dataclass
-class Selection:
-    """Which nodes a command acts on."""
-
-    names: Sequence[str] = ()
-    group: str | None = None
-    everything: bool = False
+from upgradectl.runner import NodeRun
+from upgradectl.settings import Selection, Settings
+from upgradectl.unattended import Unattended
+from upgradectl.window import deferral, require_open, within_window
 
 
 @dataclass
@@ -67,11 +50,6 @@ class RunOptions:
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
-def load(settings: Settings) -> Inventory:
-    """The inventory, validated."""
-    return load_inventory(settings.inventory)
-
-
 def make_plan(
     settings: Settings,
     command: str,
@@ -80,14 +58,14 @@ def make_plan(
     run_id: str = "plan",
 ) -> Plan:
     """Validate everything and render the plan; raises UsageError before any host is touched."""
-    inventory = load(settings)
+    inventory = settings.load()
     names = select_nodes(inventory, selection.names, selection.group, selection.everything)
     return build_plan(inventory, names, command, options, run_id)
 
 
 def default_plan_command(settings: Settings, selection: Selection) -> str:
     """What `plan` shows: an upgrade, or a patch when every chosen node's playbook can only patch."""
-    inventory = load(settings)
+    inventory = settings.load()
     folder = os.path.dirname(os.path.abspath(inventory.path))
     playbooks = [
         load_playbook(find_playbook(node.playbook, folder))
@@ -107,11 +85,11 @@ def execute(
     stop: Stop,
     run: RunOptions,
     start_at: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run ``plan`` on its nodes, journalled; returns the summary (also emitted as an event)."""
     if run.max_unavailable is not None:
         parse_limit(run.max_unavailable, 1)  # a usage error before any host is touched
-    require_open(run.unattended.window, now_utc())
+    require_open(run.unattended.window, _now_utc())
     with _run_lock(settings, plan, run):
         return _execute(settings, plan, events, stop, run, start_at)
 
@@ -135,7 +113,7 @@ def _execute(
     stop: Stop,
     run: RunOptions,
     start_at: dict[str, str] | None,
-) -> dict[str, Any]:
+) -> RunSummary:
     notifications = Notifications(run.unattended.notify) if run.unattended.notify else None
     if notifications is not None:
         events.sinks.append(notifications)
@@ -168,14 +146,22 @@ def _execute(
     finally:
         opened = connections.opened()
         connections.close()
-    summary = summarize(plan, results, started, opened)
-    journal.append("run-end", None, exit_code=summary["exit_code"], result=summary["result"])
+    summary = RunSummary(plan.run_id, plan.command, started, time.time(), tuple(results), opened)
+    journal.append("run-end", None, exit_code=int(summary.exit_code), result=summary.result)
     journal.close()
-    write_outputs(run.unattended, summary, time.time())
-    events.emit("summary", None, "", **{k: v for k, v in summary.items() if k != "event"})
+    data = summary.as_dict()
+    write_outputs(run.unattended, data, time.time())
+    # The event's own envelope (kind, schema version, time) is the event stream's to add.
+    envelope = ("event", "schema_version", "time")
+    events.emit("summary", None, "", **{k: v for k, v in data.items() if k not in envelope})
     if notifications is not None and (error := notifications.close()):
         events.emit("warning", None, f"--notify {run.unattended.notify}: {error}")
     return summary
+
+
+def _now_utc() -> datetime:
+    """The current time, aware (windows compare aware times)."""
+    return datetime.now(UTC)
 
 
 def _warn(events: Events, message: str) -> None:
@@ -190,7 +176,7 @@ def _run_nodes(
     window = run.unattended.window
 
     def run_node(name: str) -> NodeResult:
-        now = now_utc()
+        now = _now_utc()
         reason = deferral(window, plan.node(name), now)
         if reason is not None:
             return unstarted(name, "deferred", ExitCode.NOT_NOW, reason)
@@ -198,16 +184,18 @@ def _run_nodes(
         return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
 
     def unstarted(name: str, result: str, code: ExitCode, reason: str) -> NodeResult:
-        ctx.journal.append("result", name, result=result, exit_code=int(code), message=reason)
-        ctx.events.emit(
-            "node-done", name, f"{result}: {reason}", result=result, exit_code=int(code)
-        )
-        return NodeResult(name, result, code, reason)
+        return concluded(ctx, NodeResult(name, result, code, reason))
 
     def skip(name: str, reason: str) -> NodeResult:
         code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
         return unstarted(name, "skipped", code, reason)
 
+    refusals = preflight(plan, names, ctx.connections.get, ctx.events)
+    if refusals:  # before anything is touched: the whole run ends here
+        return [
+            unstarted(name, refusals.result(name), refusals.exit_code, refusals.reason(name))
+            for name in names
+        ]
     if run.dry_run or plan.command == "unblock":
         # Nothing goes out of service: no limits to respect, so no probing either.
         return [
@@ -262,36 +250,6 @@ def _run_inputs(settings: Settings, plan: Plan, run: RunOptions) -> dict[str, An
     }
 
 
-RESULT_WORDS = {
-    ExitCode.OK: "ok",
-    ExitCode.STEP_FAILED: "failed",
-    ExitCode.USAGE: "usage",
-    ExitCode.GAVE_UP: "gave up",
-    ExitCode.ATTENTION: "attention",
-    ExitCode.INTERRUPTED: "interrupted",
-    ExitCode.NOT_NOW: "not now",
-}
-
-
-def summarize(
-    plan: Plan, results: list[NodeResult], started: float, opened: dict[str, int]
-) -> dict[str, Any]:
-    """The run's summary: each node's result, the sessions forced, the exit code."""
-    code = most_serious([result.exit_code for result in results])
-    return {
-        "event": "summary",
-        "run_id": plan.run_id,
-        "command": plan.command,
-        "started": started,
-        "finished": time.time(),
-        "exit_code": int(code),
-        "result": RESULT_WORDS[code],
-        "nodes": {result.node: result.as_dict() for result in results},
-        "forced": [session for result in results for session in result.forced],
-        "connections": opened,
-    }
-
-
 # --- resume ---------------------------------------------------------------------------------
 
 
@@ -302,128 +260,12 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
         wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
     inputs = found.start.get("data", {})
-    options = PlanOptions(**inputs.get("options", {}))
+    try:
+        if problem := start_problem(inputs):
+            raise ValueError(problem)
+        options = PlanOptions.from_dict(inputs.get("options", {}))
+    except ValueError as exc:
+        raise UsageError(f"{found.path}: the run's start record is not readable: {exc}") from None
     inventory = load_inventory(inputs["inventory"])
     plan = build_plan(inventory, inputs["nodes"], inputs["command"], options, found.run_id)
-    return plan, _resume_points(found, inputs["nodes"]), found
-
-
-# Results that `resume` carries on: the run was stopped, or the node stopped answering.
-RESUMABLE = frozenset({"interrupted", "unreachable"})
-
-
-def _resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
-    points = {}
-    for node in nodes:
-        results = [r for r in run.records if r["kind"] == "result" and r.get("node") == node]
-        if results and results[-1].get("data", {}).get("result") not in RESUMABLE:
-            continue  # finished in the original run, one way or another
-        stage = resume_stage([r["kind"] for r in run.records if r.get("node") == node])
-        if stage is not None:
-            points[node] = stage
-    return points
-
-
-# --- reading commands -----------------------------------------------------------------------
-
-
-def check(settings: Settings) -> list[str]:
-    """Validate the inventory and every playbook it uses, rendering every template for every node.
-
-    ``version`` stands in as ``<version>`` so that every other missing variable is found.
-    """
-    inventory = load(settings)
-    lines = [f"{settings.inventory}: {len(inventory.nodes)} nodes, {len(inventory.groups)} groups"]
-    options = PlanOptions(version="<version>")
-    for name in inventory.nodes:
-        if inventory.nodes[name].playbook is None:
-            lines.append(
-                f"  {name}: no playbook (a balancer or a peer: steps run on it with `on:`)"
-            )
-            continue
-        supported = []
-        for command in ("drain", "upgrade", "patch"):
-            try:
-                build_plan(inventory, [name], command, options, "check")
-            except UsageError as exc:
-                if "step, which" not in str(exc):
-                    raise  # a real error, not merely a command this playbook does not do
-                continue
-            supported.append(command)
-        playbook = build_plan(inventory, [name], "status", options, "check").nodes[0].playbook
-        lines.append(
-            f"  {name}: playbook {playbook.name} ({playbook.path}): {', '.join(supported) or 'nothing'}"
-        )
-    lines.append("ok")
-    return lines
-
-
-def bundled_descriptions() -> dict[str, str]:
-    """Name -> one-line description of every bundled playbook."""
-    from upgradectl.loader import bundled_playbooks, load_playbook  # noqa: PLC0415
-
-    return {name: load_playbook(path).description for name, path in bundled_playbooks().items()}
-
-
-@dataclass
-class StatusReport:
-    """Live state of each node, and what the journal says this tool left undone."""
-
-    nodes: list[dict[str, Any]]
-    left_out: dict[str, dict[str, Any]]
-    unfinished: list[RunRecord]
-
-    @property
-    def unreachable(self) -> bool:
-        """Whether any node could not be asked."""
-        return any("error" in node for node in self.nodes)
-
-
-def status(settings: Settings, names: Sequence[str], options: PlanOptions) -> StatusReport:
-    """Ask every node (or those named) how it is, in parallel; read the journal for unfinished business."""
-    inventory = load(settings)
-    chosen = select_nodes(inventory, names, everything=not names)
-    plan = build_plan(inventory, chosen, "status", options, "status")
-    connections = Connections(inventory, accept_new_host_keys=settings.accept_new_host_keys)
-    try:
-        with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plan.nodes))) as pool:
-            rows = list(
-                pool.map(lambda node_plan: _node_status(node_plan, connections), plan.nodes)
-            )
-    finally:
-        connections.close()
-    unfinished = [
-        run for run in journals.runs(settings.state_dir) if run.finished is None and run.start
-    ]
-    return StatusReport(rows, journals.left_out_of_service(settings.state_dir), unfinished)
-
-
-def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any]:
-    from upgradectl.lock import NodeLock  # noqa: PLC0415
-    from upgradectl.steps import Steps  # noqa: PLC0415
-
-    steps = Steps(node_plan, connections.get, Events(), reconnect_for=5.0, pause=lambda s: False)
-    row: dict[str, Any] = {"node": node_plan.name}
-    try:
-        row["blocked"] = steps.is_blocked()
-        row["active"] = steps.count() if steps.has("active") else None
-        row["version"] = steps.version()
-        row["lock"] = NodeLock(
-            node_plan.name, node_plan.lock_path, steps.shell, "status", "status"
-        ).holder()
-    except StepFailed as exc:
-        row["failed"] = str(exc)  # reached, but a step's output says no
-    except UpgradectlError as exc:
-        row["error"] = str(exc)
-    return row
-
-
-def history(settings: Settings, limit: int) -> list[RunRecord]:
-    """The newest ``limit`` runs."""
-    found = []
-    for run in journals.runs(settings.state_dir):
-        if run.start:
-            found.append(run)
-        if len(found) >= limit:
-            break
-    return found
+    return plan, resume_points(found, inputs["nodes"]), found

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from upgradectl.model import Inventory, Node
 from upgradectl.transport.base import Transport
 from upgradectl.transport.local import LocalTransport
+
+if TYPE_CHECKING:
+    from upgradectl.transport.sshconfig import Hop
 
 
 class Connections:
@@ -28,6 +31,7 @@ class Connections:
         self._make = make or self._transport_for
         self._open: dict[str, Transport] = {}
         self._known_hosts: dict[str, Any] = {}  # path -> ssh.KnownHosts, read once per run
+        self._hops: dict[tuple[Hop, int], Transport] = {}  # jump hosts, keyed by how reached
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Transport:
@@ -45,21 +49,34 @@ class Connections:
     def _transport_for(self, node: Node) -> Transport:
         if node.transport == "local":
             return LocalTransport(node.name)
+        return self._ssh(node.name, node.host, node.port, node.user, node.identity_file)
+
+    def _ssh(
+        self,
+        name: str,
+        host: str | None,
+        port: int | None = None,
+        user: str | None = None,
+        identity_file: str | None = None,
+        *,
+        via: Transport | None = None,
+    ) -> Transport:
+        """An SSH transport; through ``via``, else through the hops of its own ProxyJump."""
         # paramiko is imported only when a node is really reached over SSH: `plan`, `check`
         # and `--help` stay fast.
-        from upgradectl.transport.ssh import KnownHosts, SshTransport, resolve  # noqa: PLC0415
+        from upgradectl.transport.ssh import KnownHosts, SshTransport  # noqa: PLC0415
+        from upgradectl.transport.sshconfig import resolve  # noqa: PLC0415
 
-        endpoint = resolve(node.name, node.host, node.port, node.user, node.identity_file)
+        endpoint = resolve(name, host, port, user, identity_file)
+        jump = via
+        if via is None:
+            # ProxyJump a,b: reach a (as its own configuration says), through it b, through b us.
+            for hop in endpoint.proxy_jump:
+                jump = self._hop(hop, jump)
         with self._lock:
             known = self._known_hosts.get(endpoint.known_hosts)
             if known is None:
                 known = self._known_hosts[endpoint.known_hosts] = KnownHosts(endpoint.known_hosts)
-        jump = None
-        if endpoint.proxy_jump:
-            jump_node = self.inventory.nodes.get(endpoint.proxy_jump) or Node(
-                name=endpoint.proxy_jump
-            )
-            jump = self._transport_for(jump_node)
         return SshTransport(
             endpoint,
             accept_new_host_keys=self.accept_new_host_keys,
@@ -67,6 +84,21 @@ class Connections:
             jump=jump,  # type: ignore[arg-type]
             known_hosts=known,
         )
+
+    def _hop(self, hop: Hop, before: Transport | None) -> Transport:
+        """The transport of one jump host, shared by every node behind it (one connection)."""
+        key = (hop, id(before))
+        with self._lock:
+            found = self._hops.get(key)
+        if found is not None:
+            return found
+        node = self.inventory.nodes.get(hop.host)
+        if before is None and node is not None and hop.user is None and hop.port is None:
+            made = self._transport_for(node)  # an inventory node: its own fields apply
+        else:
+            made = self._ssh(hop.host, hop.host, hop.port, hop.user, via=before)
+        with self._lock:
+            return self._hops.setdefault(key, made)
 
     def opened(self) -> dict[str, int]:
         """How many connections each node needed this run (1 unless one dropped)."""
@@ -76,6 +108,7 @@ class Connections:
     def close(self) -> None:
         """Close every connection."""
         with self._lock:
-            for transport in self._open.values():
+            for transport in [*self._open.values(), *self._hops.values()]:
                 transport.close()
             self._open.clear()
+            self._hops.clear()

@@ -23,9 +23,12 @@ class ExitCode(enum.IntEnum):
 
 
 # With several nodes the most serious code wins, in this order (SPEC.md).
+# A node refused at preflight (credentials, host key, sudo) is USAGE: nothing was touched, and the
+# run ended before anything could be; it ranks just below the codes that say a node may be out.
 _SEVERITY = [
     ExitCode.ATTENTION,
     ExitCode.INTERRUPTED,
+    ExitCode.USAGE,
     ExitCode.STEP_FAILED,
     ExitCode.GAVE_UP,
     ExitCode.NOT_NOW,
@@ -78,10 +81,22 @@ class TransportError(UpgradectlError):
     """Something went wrong between the controller and a node."""
 
 
-class HostKeyRefused(TransportError):
+class Refused(TransportError):
+    """The node answered but will not let us in as configured: an operator's setup to fix.
+
+    Retrying cannot help, so it is never retried; before anything is touched it is exit 2.
+    """
+
+    exit_code = ExitCode.USAGE
+
+
+class HostKeyRefused(Refused):
     """The node's host key is unknown or changed and was not accepted."""
 
-    exit_code = ExitCode.ATTENTION
+
+class AuthenticationRefused(Refused):
+    """No key we hold was accepted: a rejected key, an encrypted key without an agent, a
+    missing identity file."""
 
 
 class ConnectionLost(TransportError):
@@ -92,6 +107,10 @@ class ConnectionLost(TransportError):
 
 class Unreachable(ConnectionLost):
     """The node stayed unreachable after every reconnect attempt."""
+
+
+class ConnectionRefused(ConnectionLost):
+    """Nothing answers at the node's address: connection refused, no route, timed out."""
 
 
 class CommandTimedOut(TransportError):

@@ -1,4 +1,4 @@
-"""The one stream of events a run produces; the views in ``report.py`` render it."""
+"""The one stream of events a run produces; the views in ``upgradectl.cli.views`` show it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from upgradectl.model import frozen_mapping
+
+SCHEMA_VERSION = 1
+"""The version of the JSON form of events (``events.schema.json``): raised when a field
+changes meaning or goes away; a new optional field or a new event kind does not raise it."""
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,13 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=frozen_mapping)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form: ``{"event": kind, "time": ..., "node": ..., "message": ..., **data}``."""
-        body: dict[str, Any] = {"event": self.kind, "time": round(self.time, 3)}
+        """The JSON form: ``{"event": kind, "schema_version": 1, "time": ..., "node": ...,
+        "message": ..., **data}``, as ``events.schema.json`` describes it."""
+        body: dict[str, Any] = {
+            "event": self.kind,
+            "schema_version": SCHEMA_VERSION,
+            "time": round(self.time, 3),
+        }
         if self.node is not None:
             body["node"] = self.node
         if self.message:

@@ -2,7 +2,11 @@
 
 One JSON-lines file per run under ``STATE_DIR/runs/``. The first record of a run holds what
 is needed to carry it on (the command, the nodes, the options); every later record is one state
-change of one node. A torn last line (a power cut mid-write) is skipped and reported.
+change of one node, or a reading of a drain (``kind: reading``: the live count and the estimate,
+kept when the count changes and once a minute, so that the drain can be drawn afterwards).
+State changes are fsynced; readings only reach the operating system, and go to disk with the
+next state change: a power cut may cost the latest readings, never a state change. A torn line
+(a power cut mid-write) is skipped and reported.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import json
 import os
 import secrets
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from upgradectl.journal_records import parse_record
 
 # Node states that mean "this tool left the node out of service".
 OUT_OF_SERVICE = frozenset(
@@ -26,6 +33,8 @@ OUT_OF_SERVICE = frozenset(
 )  # fmt: skip
 # States after which the node is back to how the run found it, or better.
 SETTLED = frozenset({"unblocked", "in-service", "patched"})
+# A drain whose count does not change still leaves one reading this often (seconds).
+READING_EVERY = 60.0
 
 
 def default_state_dir() -> str:
@@ -61,6 +70,14 @@ class RunRecord:
         """The run-end record, or None when the run never finished (crash, kill -9)."""
         return next((r for r in reversed(self.records) if r["kind"] == "run-end"), None)
 
+    def readings(self, node: str) -> list[dict[str, Any]]:
+        """The drain readings kept for ``node``, oldest first: ``{"time", "active", "eta"?, ...}``."""
+        return [
+            {"time": r["time"], **r.get("data", {})}
+            for r in self.records
+            if r["kind"] == "reading" and r.get("node") == node
+        ]
+
     def node_states(self) -> dict[str, dict[str, Any]]:
         """The last state record of each node."""
         states: dict[str, dict[str, Any]] = {}
@@ -80,6 +97,7 @@ class Journal:
         self.path = self.dir / f"{run_id}.jsonl"
         self._who = controller()
         self._lock = threading.Lock()
+        self._kept: dict[str, _Kept] = {}  # per node: the latest reading written
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         os.fchmod(fd, 0o600)  # the file may predate us (a resumed run) with looser permissions
         self.torn_tail = _ends_torn(fd)
@@ -103,16 +121,60 @@ class Journal:
         self._write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
         return record
 
-    def _write(self, text: str) -> None:
+    def reading(
+        self,
+        node: str,
+        at: float,
+        active: int,
+        eta: tuple[float | None, float | None] | None = None,
+        deadline: float | None = None,
+    ) -> bool:
+        """Keep a drain reading when the count changed, a minute passed, or the deadline moved.
+
+        Not fsynced: a reading goes to disk with the next state change. The deadline is written
+        only when it differs from the last kept one (the first reading of a drain carries it).
+        Returns whether the reading was kept.
+        """
+        kept = self._kept.get(node)
+        moved = deadline is not None and (kept is None or kept.deadline != deadline)
+        if (
+            kept is not None
+            and not moved
+            and kept.active == active
+            and at - kept.at < READING_EVERY
+        ):
+            return False
+        data: dict[str, Any] = {"active": active}
+        if eta is not None and eta != (None, None):
+            data["eta"] = [None if e is None else round(e, 1) for e in eta]
+        if moved:
+            data["deadline"] = round(deadline or 0.0, 3)
+        record = {"time": round(at, 3), "kind": "reading", "node": node, "data": data}
+        self._write(json.dumps(record, separators=(",", ":")) + "\n", sync=False)
+        previous = kept.deadline if kept is not None else None
+        self._kept[node] = _Kept(at, active, deadline if moved else previous)
+        return True
+
+    def _write(self, text: str, sync: bool = True) -> None:
         with self._lock:
             self._stream.write(text)
-            self._stream.flush()
-            os.fsync(self._stream.fileno())
+            self._stream.flush()  # to the OS: a kill -9 of this process loses nothing written
+            if sync:
+                os.fsync(self._stream.fileno())
 
     def close(self) -> None:
         """Close the file."""
         with self._lock:
             self._stream.close()
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """The latest reading a journal kept for one node: what the next one is compared with."""
+
+    at: float
+    active: int
+    deadline: float | None
 
 
 def _ends_torn(fd: int) -> bool:
@@ -125,21 +187,29 @@ def read_run(path: str | Path) -> RunRecord:
     """Read one run's journal, skipping (and noting) lines a crash left torn."""
     records: list[dict[str, Any]] = []
     torn: list[int] = []
-    with open(path, encoding="utf-8", errors="replace") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                torn.append(number)
-                continue
-            if isinstance(record, dict) and "kind" in record:
-                records.append(record)
-            else:
-                torn.append(number)
+    for number, line in enumerate(_journal_lines(path), start=1):
+        if not line.strip():
+            continue
+        record = parse_record(line)
+        if record is None:
+            torn.append(number)
+        else:
+            records.append(record)
     start = records[0] if records and records[0]["kind"] == "run-start" else {}
     return RunRecord(Path(path).stem, str(path), start, records, torn)
+
+
+def _journal_lines(path: str | Path) -> list[str]:
+    """The lines of a journal file; a symlink, a FIFO or anything but a file reads as one torn
+    line (never followed, never waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ["\0"]
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ["\0"]
+        return stream.read().decode("utf-8", errors="replace").splitlines()
 
 
 def runs(state_dir: str) -> Iterator[RunRecord]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import yaml
-
 from upgradectl.duration import parse_duration
 from upgradectl.errors import Location, UsageError
 from upgradectl.model import (
+    COUNT_STEPS,
     STEP_NAMES,
     STRAGGLER_POLICIES,
     DrainPolicy,
@@ -26,9 +24,9 @@ from upgradectl.model import (
     StepSpec,
     frozen_mapping,
 )
+from upgradectl.yamlread import Document, KeyPath, read_yaml
 
 T = TypeVar("T")
-KeyPath = tuple[str, ...]
 
 NODE_FIELDS = (
     "host", "port", "user", "identity_file", "groups", "pair",
@@ -44,84 +42,10 @@ DRAIN_FIELDS = (
     "reconnect_for",
 )  # fmt: skip
 PLAYBOOK_FIELDS = ("name", "description", "vars", "drain", "steps", "lock")
-_MAX_UNAVAILABLE = re.compile(r"^(?:[1-9]\d*|\d+%)$")  # at least one node, or a share
-
-
-@dataclass
-class Document:
-    """A parsed YAML file that remembers the line of every key."""
-
-    path: str
-    data: Any
-    lines: dict[KeyPath, int]
-
-    def where(self, keys: KeyPath) -> Location:
-        """The location of ``keys``, or of its nearest ancestor that has a line."""
-        for end in range(len(keys), -1, -1):
-            if keys[:end] in self.lines:
-                return Location(self.path, self.lines[keys[:end]], ".".join(keys))
-        return Location(self.path, None, ".".join(keys))
-
-    def error(self, keys: KeyPath, message: str) -> UsageError:
-        """A usage error located at ``keys``."""
-        return UsageError(message, self.where(keys))
-
-
-def read_yaml(path: str) -> Document:
-    """Parse ``path``, keeping key lines; malformed YAML is a usage error with its line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        context = ""
-        if exc.context and exc.context_mark:
-            context = f" ({exc.context}, from line {exc.context_mark.line + 1})"
-        raise UsageError(
-            f"malformed YAML: {exc.problem or exc}{context}", Location(path, line, "")
-        ) from None
-    finally:
-        loader.dispose()
-    lines: dict[KeyPath, int] = {}
-    data = _convert(root, (), lines, Document(path, None, lines), loader) if root else None
-    return Document(path, data, lines)
-
-
-def _convert(
-    node: yaml.Node,
-    keys: KeyPath,
-    lines: dict[KeyPath, int],
-    doc: Document,
-    loader: yaml.SafeLoader,
-) -> Any:
-    lines.setdefault(keys, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            # Keys are read as written: YAML 1.1 would turn the key `on:` into True.
-            key = (
-                key_node.value
-                if isinstance(key_node, yaml.ScalarNode)
-                else str(loader.construct_object(key_node))
-            )
-            if key in result:
-                raise UsageError(
-                    "duplicate key",
-                    Location(doc.path, key_node.start_mark.line + 1, ".".join((*keys, key))),
-                )
-            lines[(*keys, key)] = key_node.start_mark.line + 1
-            result[key] = _convert(value_node, (*keys, key), lines, doc, loader)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _convert(item, (*keys, str(i)), lines, doc, loader) for i, item in enumerate(node.value)
-        ]
-    return loader.construct_object(node)
+# At least one node, or a share of the group from 1% to 100%.
+_MAX_UNAVAILABLE = re.compile(r"^(?:[1-9]\d*|(?:100|[1-9]\d?)%)$")
+# Node names become file names, log fields and command words: no spaces, no control characters.
+_NODE_NAME = re.compile(r"^[^\s\x00-\x1f\x7f/]+$")
 
 
 # --- small typed readers --------------------------------------------------------------------
@@ -151,11 +75,32 @@ def _typed(doc: Document, keys: KeyPath, value: Any, kind: type[T], what: str) -
     return value
 
 
-def _duration(doc: Document, keys: KeyPath, value: Any) -> float:
+def _duration(
+    doc: Document, keys: KeyPath, value: Any, *, positive: bool = False, minimum: float = 0.0
+) -> float:
+    """A duration of at least ``minimum`` seconds, and more than 0 if ``positive``."""
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise doc.error(keys, str(exc)) from None
+    if seconds < minimum:
+        raise doc.error(keys, f"must be at least {minimum:g}s, got {value!r}")
+    if positive and seconds == 0:
+        # A timeout of 0 is an error, never the default in disguise.
+        raise doc.error(keys, f"must be more than 0, got {value!r}")
+    return seconds
+
+
+# Polling faster than this floods a node with commands (poll: 0 made 196 SSH polls a second).
+MIN_POLL = 0.1
+
+
+def _text(doc: Document, keys: KeyPath, value: Any, what: str) -> str:
+    """Text that says something: an empty command or path is an error, not a no-op."""
+    text = _typed(doc, keys, value, str, what)
+    if not text.strip():
+        raise doc.error(keys, f"expected {what}, got an empty text")
+    return text
 
 
 def _regex(doc: Document, keys: KeyPath, value: Any) -> re.Pattern[str]:
@@ -172,6 +117,14 @@ def _count(doc: Document, keys: KeyPath, value: Any, minimum: int) -> int:
     if number < minimum:
         raise doc.error(keys, f"must be at least {minimum}, got {number}")
     return number
+
+
+def _vars(
+    doc: Document, keys: KeyPath, value: Any
+) -> tuple[Mapping[str, Any], Mapping[str, Location]]:
+    """A ``vars:`` mapping, and where each of its variables was written."""
+    found = _mapping(doc, keys, value, None)
+    return frozen_mapping(found), frozen_mapping({key: doc.where((*keys, key)) for key in found})
 
 
 def _optional(value: Any, read: Callable[[Any], T]) -> T | None:
@@ -207,9 +160,9 @@ def load_inventory(path: str) -> Inventory:
         raise doc.error(("nodes",), "the inventory has no nodes")
     nodes = {name: _node(doc, name, defaults, spec, groups) for name, spec in raw_nodes.items()}
     _check_pairs(doc, nodes)
-    defaults_vars = _mapping(doc, ("defaults", "vars"), defaults.get("vars"), None)
+    defaults_vars, defaults_vars_at = _vars(doc, ("defaults", "vars"), defaults.get("vars"))
     return Inventory(
-        path, frozen_mapping(nodes), frozen_mapping(groups), frozen_mapping(defaults_vars)
+        path, frozen_mapping(nodes), frozen_mapping(groups), defaults_vars, defaults_vars_at
     )
 
 
@@ -220,16 +173,20 @@ def _group(doc: Document, name: str, spec: Any) -> Group:
     if limit is not None and not _MAX_UNAVAILABLE.match(str(limit)):
         raise doc.error(
             (*keys, "max_unavailable"),
-            f"expected a number of nodes (1 or more) or a percentage, got {limit!r}",
+            f"expected a number of nodes (1 or more) or a percentage (1% to 100%), got {limit!r}",
         )
-    group_vars = _mapping(doc, (*keys, "vars"), fields.get("vars"), None)
-    return Group(name, None if limit is None else str(limit), frozen_mapping(group_vars))
+    group_vars, vars_at = _vars(doc, (*keys, "vars"), fields.get("vars"))
+    return Group(name, None if limit is None else str(limit), group_vars, vars_at)
 
 
 def _node(
     doc: Document, name: str, defaults: dict[str, Any], spec: Any, groups: dict[str, Group]
 ) -> Node:
     keys = ("nodes", name)
+    if not _NODE_NAME.match(name):
+        raise doc.error(
+            keys, f"{name!r} is not a node name (no spaces, slashes or control characters)"
+        )
     own = _mapping(doc, keys, spec, NODE_FIELDS)
     # A node's own field wins over the default; the location reported is where the value came from.
     fields: dict[str, tuple[KeyPath, Any]] = {
@@ -241,7 +198,11 @@ def _node(
 
     def get(key: str, kind: type[T], what: str) -> T | None:
         where, value = fields.get(key, ((), None))
-        return None if value is None else _typed(doc, where, value, kind, what)
+        if value is None:
+            return None
+        if kind is str:
+            return cast(T, _text(doc, where, value, what))
+        return _typed(doc, where, value, kind, what)
 
     port = get("port", int, "a port number")
     if port is not None and not 0 < port < 65536:
@@ -251,9 +212,11 @@ def _node(
         raise doc.error(fields["transport"][0], f"expected ssh or local, got {transport!r}")
     member_of = tuple(get("groups", list, "a list of group names") or ())
     for index, group in enumerate(member_of):
+        _typed(doc, (*keys, "groups", str(index)), group, str, "a group name")
         if group not in groups:
             raise doc.error((*keys, "groups", str(index)), f"unknown group {group!r}")
     identity = get("identity_file", str, "a path")
+    node_vars, vars_at = _vars(doc, (*keys, "vars"), own.get("vars"))
     return Node(
         name=name,
         host=get("host", str, "a host name or address"),
@@ -263,10 +226,12 @@ def _node(
         groups=member_of,
         pair=get("pair", str, "a node name"),
         playbook=get("playbook", str, "a playbook name or path"),
-        vars=frozen_mapping(_mapping(doc, (*keys, "vars"), own.get("vars"), None)),
+        vars=node_vars,
         sudo=bool(get("sudo", bool, "true or false")),
         transport=cast(Any, transport),
         where=doc.where(keys),
+        vars_at=vars_at,
+        playbook_at=doc.where(fields["playbook"][0]) if "playbook" in fields else None,
     )
 
 
@@ -280,16 +245,19 @@ def _check_pairs(doc: Document, nodes: dict[str, Node]) -> None:
         peer = nodes.get(node.pair)
         if peer is None:
             raise doc.error(where, f"unknown node {node.pair!r}")
-        if peer.pair not in (None, node.name):
+        if peer.pair is None:
+            raise doc.error(
+                where,
+                f"{node.pair} does not name {node.name} as its pair: a pair is written on both "
+                f"nodes (add `pair: {node.name}` to {node.pair})",
+            )
+        if peer.pair != node.name:
             raise doc.error(where, f"{node.pair} is paired with {peer.pair}, not with {node.name}")
 
 
 def pair_of(inventory: Inventory, name: str) -> str | None:
-    """The node that backs ``name`` up, declared on either side of the pair."""
-    node = inventory.nodes[name]
-    if node.pair:
-        return node.pair
-    return next((other.name for other in inventory.nodes.values() if other.pair == name), None)
+    """The node that backs ``name`` up (both nodes of a pair name each other)."""
+    return inventory.nodes[name].pair
 
 
 # --- playbooks ------------------------------------------------------------------------------
@@ -333,15 +301,18 @@ def load_playbook(path: str) -> Playbook:
     if not raw_steps:
         raise doc.error(("steps",), "the playbook has no steps")
     steps = {step: _step(doc, step, spec) for step, spec in raw_steps.items()}
+    playbook_vars, vars_at = _vars(doc, ("vars",), top.get("vars"))
     return Playbook(
         name=name,
         path=path,
         description=_typed(doc, ("description",), top.get("description", ""), str, "text"),
-        vars=frozen_mapping(_mapping(doc, ("vars",), top.get("vars"), None)),
+        vars=playbook_vars,
         drain=_drain(doc, top.get("drain")),
         steps=frozen_mapping(steps),
-        lock=_typed(doc, ("lock",), top.get("lock", Playbook.lock), str, "a path"),
+        lock=_text(doc, ("lock",), top.get("lock", Playbook.lock), "a path"),
         where=doc.where(()),
+        vars_at=vars_at,
+        lock_at=doc.where(("lock",)),
     )
 
 
@@ -356,19 +327,28 @@ def _step(doc: Document, name: str, spec: Any) -> StepSpec:
     def at(key: str) -> KeyPath:
         return (*keys, key)
 
+    parse = _optional(fields.get("parse"), lambda v: _regex(doc, at("parse"), v))
+    if name in COUNT_STEPS and parse is not None and not parse.groups:
+        raise doc.error(
+            at("parse"), "a count needs a group that captures the number, e.g. (?P<count>\\d+)"
+        )
     reboot = _typed(doc, at("reboot"), fields.get("reboot", False), bool, "true or false")
     if reboot and name != "upgrade":
         raise doc.error(at("reboot"), "only the upgrade step may reboot the node")
     return StepSpec(
         name=name,
-        run=_typed(doc, at("run"), fields["run"], str, "a command"),
+        run=_text(doc, at("run"), fields["run"], "a command"),
         on=_optional(fields.get("on"), lambda v: _typed(doc, at("on"), v, str, "a node name")),
-        parse=_optional(fields.get("parse"), lambda v: _regex(doc, at("parse"), v)),
+        parse=parse,
         fail_if=_optional(fields.get("fail_if"), lambda v: _regex(doc, at("fail_if"), v)),
-        timeout=_optional(fields.get("timeout"), lambda v: _duration(doc, at("timeout"), v)),
+        timeout=_optional(
+            fields.get("timeout"), lambda v: _duration(doc, at("timeout"), v, positive=True)
+        ),
         retries=_count(doc, at("retries"), fields.get("retries", 1), 1),
         delay=_duration(doc, at("delay"), fields.get("delay", "2s")),
-        expected=_optional(fields.get("expected"), lambda v: _duration(doc, at("expected"), v)),
+        expected=_optional(
+            fields.get("expected"), lambda v: _duration(doc, at("expected"), v, positive=True)
+        ),
         reboot=reboot,
         sudo=_optional(
             fields.get("sudo"), lambda v: _typed(doc, at("sudo"), v, bool, "true or false")
@@ -396,9 +376,13 @@ def _drain(doc: Document, spec: Any) -> DrainPolicy:
             (*keys, "force_when"), f"expected deadline or eta_exceeds_deadline, got {force_when!r}"
         )
     return DrainPolicy(
-        timeout=_duration(doc, (*keys, "timeout"), fields.get("timeout", base.timeout)),
-        poll=_duration(doc, (*keys, "poll"), fields.get("poll", base.poll)),
-        poll_min=_duration(doc, (*keys, "poll_min"), fields.get("poll_min", base.poll_min)),
+        timeout=_duration(
+            doc, (*keys, "timeout"), fields.get("timeout", base.timeout), positive=True
+        ),
+        poll=_duration(doc, (*keys, "poll"), fields.get("poll", base.poll), minimum=MIN_POLL),
+        poll_min=_duration(
+            doc, (*keys, "poll_min"), fields.get("poll_min", base.poll_min), minimum=MIN_POLL
+        ),
         stragglers=stragglers,
         max_stragglers=_count(
             doc, (*keys, "max_stragglers"), fields.get("max_stragglers", base.max_stragglers), 0
@@ -406,7 +390,7 @@ def _drain(doc: Document, spec: Any) -> DrainPolicy:
         settle=_count(doc, (*keys, "settle"), fields.get("settle", base.settle), 1),
         force_when=force_when,
         stall_after=_duration(
-            doc, (*keys, "stall_after"), fields.get("stall_after", base.stall_after)
+            doc, (*keys, "stall_after"), fields.get("stall_after", base.stall_after), positive=True
         ),
         reconnect_for=_duration(
             doc, (*keys, "reconnect_for"), fields.get("reconnect_for", base.reconnect_for)

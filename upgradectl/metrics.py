@@ -12,12 +12,11 @@ reset it) and the count of sessions forced, a counter summed over every run.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from upgradectl.atomicfile import replace_atomically
 from upgradectl.model import NODE_RESULTS
 
 PREFIX = "upgradectl_"
@@ -77,7 +76,7 @@ def write_metrics(path: Path | str, summary: Mapping[str, Any], now: float) -> N
             ),
         ]
     )
-    _replace_atomically(path, text)
+    replace_atomically(path, text, mode=0o644)  # node_exporter usually runs as another user
 
 
 def _succeeded(summary: Mapping[str, Any]) -> bool:
@@ -153,28 +152,3 @@ def _read_previous(path: Path) -> dict[str, float]:
             except ValueError:  # a damaged line: start that value afresh
                 continue
     return values
-
-
-def _replace_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, flush it to disk, rename it over."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fchmod(file.fileno(), 0o644)  # node_exporter usually runs as another user
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Flush a directory entry to disk, so the rename survives a crash."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,6 +19,7 @@ STEP_NAMES = (
     "is_blocked",
     "block",
     "active",
+    "node_active",
     "sessions",
     "force",
     "upgrade",
@@ -36,7 +37,12 @@ NODE_RESULTS = (
 )  # fmt: skip
 
 # Steps that change nothing on a host: the only ones --dry-run runs.
-READ_ONLY_STEPS = frozenset({"precheck", "is_blocked", "active", "sessions", "version", "ready"})
+READ_ONLY_STEPS = frozenset(
+    {"precheck", "is_blocked", "active", "node_active", "sessions", "version", "ready"}
+)
+# The steps that print a session count: `active` (where the playbook blocks, e.g. a balancer) and
+# the optional `node_active`, a second witness on the node itself (e.g. a call server's own calls).
+COUNT_STEPS = ("active", "node_active")
 # Steps that can be run again without harm after a dropped connection or a crash.
 REPEATABLE_STEPS = READ_ONLY_STEPS | {"block", "unblock", "verify"}
 
@@ -62,6 +68,8 @@ class Node:
     sudo: bool = False
     transport: Literal["ssh", "local"] = "ssh"
     where: Location | None = field(default=None, compare=False)
+    vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
+    playbook_at: Location | None = field(default=None, compare=False)
 
     @property
     def address(self) -> str:
@@ -76,6 +84,7 @@ class Group:
     name: str
     max_unavailable: str | None = None
     vars: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class Inventory:
     nodes: Mapping[str, Node]
     groups: Mapping[str, Group]
     defaults_vars: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    defaults_vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
 
     def members(self, group: str) -> list[str]:
         """Names of the nodes in ``group``, in inventory order."""
@@ -150,3 +160,5 @@ class Playbook:
     # /var/tmp survives a reboot (an upgrade may reboot); the lock is created with O_EXCL.
     lock: str = "/var/tmp/upgradectl-{{ node.name }}.lock"  # noqa: S108
     where: Location | None = field(default=None, compare=False)
+    vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
+    lock_at: Location | None = field(default=None, compare=False)

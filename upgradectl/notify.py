@@ -20,8 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from upgradectl import __version__
+from upgradectl.events import Event
+from upgradectl.wording import chat_text
 
 USER_AGENT = f"upgradectl/{__version__}"
+# The events a webhook hears about: the run starting, each node finishing, the run ending.
+NOTIFIED_KINDS = frozenset({"run-start", "node-done", "summary"})
 
 
 def check_url(url: str) -> str:
@@ -119,3 +123,20 @@ class Notifier:
         except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, bad replies
             return f"{self.url}: {str(exc) or type(exc).__name__}"
         return None
+
+
+class Notifications:
+    """An event sink that POSTs the run's milestones to a webhook, never failing the run."""
+
+    def __init__(self, url: str) -> None:
+        self.notifier = Notifier(url)
+
+    def __call__(self, event: Event) -> None:
+        if event.kind in NOTIFIED_KINDS:
+            # `text` is what Slack- and Mattermost-style incoming webhooks show; the rest is data.
+            self.notifier.post({**event.as_dict(), "text": chat_text(event)})
+
+    def close(self) -> str | None:
+        """Deliver what is queued (bounded wait); the last error, if any delivery failed."""
+        delivered = self.notifier.close(timeout=10.0)
+        return None if delivered else (self.notifier.last_error or "not every event was delivered")

@@ -9,16 +9,15 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import jinja2
-
 from upgradectl.errors import Location, UsageError
 from upgradectl.loader import find_playbook, load_playbook, pair_of
 from upgradectl.model import (
+    STEP_NAMES,
+    STRAGGLER_POLICIES,
     DrainPolicy,
     Inventory,
     Node,
@@ -27,21 +26,23 @@ from upgradectl.model import (
     Stragglers,
     frozen_mapping,
 )
+from upgradectl.variables import Renderer, Variables, layered
 
 # Which steps each command renders and runs, and which of them it cannot do without.
 COMMAND_STEPS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "drain": (
-        ("precheck", "is_blocked", "block", "active", "sessions", "force", "unblock"),
+        ("precheck", "is_blocked", "block", "active", "node_active", "sessions", "force", "unblock"),
         ("block", "active", "unblock"),
     ),
     "upgrade": (
-        ("version", "precheck", "is_blocked", "block", "active", "sessions", "force", "upgrade",
-         "ready", "verify", "rollback", "unblock"),
+        ("version", "precheck", "is_blocked", "block", "active", "node_active", "sessions", "force",
+         "upgrade", "ready", "verify", "rollback", "unblock"),
         ("block", "active", "upgrade", "unblock"),
     ),
     "patch": (("patch", "verify", "rollback"), ("patch",)),
     "unblock": (("is_blocked", "verify", "unblock"), ("unblock",)),
-    "status": (("is_blocked", "active", "version"), ()),
+    "status": (("is_blocked", "active", "node_active", "version"), ()),
+    "check": (STEP_NAMES, ()),  # `check` renders every step
 }  # fmt: skip
 
 # A command without its own timeout gets one by what it does: polls are quick, upgrades are not.
@@ -109,6 +110,23 @@ class PlanOptions:
             "stragglers": self.stragglers,
             "max_stragglers": self.max_stragglers,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlanOptions:
+        """The options :meth:`as_dict` wrote; ValueError when the data is not what it wrote."""
+        kinds: dict[str, Any] = {
+            "version": str, "extra_vars": dict, "playbook": str, "timeout": int | float,
+            "stragglers": str, "max_stragglers": int,
+        }  # fmt: skip
+        for key, value in data.items():
+            if key not in kinds or not isinstance(value, kinds[key] | None):
+                raise ValueError(f"options.{key}: unexpected {value!r}")
+        extra = data.get("extra_vars") or {}
+        if not all(isinstance(v, str) for v in extra.values()):
+            raise ValueError("options.extra_vars: not KEY=VALUE text")
+        if data.get("stragglers") not in (None, *STRAGGLER_POLICIES):
+            raise ValueError(f"options.stragglers: unexpected {data['stragglers']!r}")
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -181,12 +199,23 @@ def build_plan(
     run_id: str,
 ) -> Plan:
     """Render the plan of ``command`` for ``names``: every template, every ``on:`` target."""
+    _check_options(options)
     playbooks = _PlaybookCache(os.path.dirname(os.path.abspath(inventory.path)))
     nodes = tuple(
         _node_plan(inventory, inventory.nodes[name], playbooks, command, options, run_id)
         for name in names
     )
     return Plan(command, run_id, inventory, nodes, options)
+
+
+def _check_options(options: PlanOptions) -> None:
+    """The command line's values, in their domains: an empty --version from a cron line's
+    `$(cat target-version)` of a missing file must not upgrade a group to nothing."""
+    version = options.version
+    if version is not None and (not version.strip() or not version.isprintable()):
+        raise UsageError(f"--version: expected a version, got {version!r}")
+    if options.timeout is not None and options.timeout <= 0:
+        raise UsageError(f"--timeout: must be more than 0, got {options.timeout:g}")
 
 
 class _PlaybookCache:
@@ -196,8 +225,11 @@ class _PlaybookCache:
         self.inventory_dir = inventory_dir
         self.loaded: dict[str, Playbook] = {}
 
-    def get(self, reference: str) -> Playbook:
-        path = find_playbook(reference, self.inventory_dir)
+    def get(self, reference: str, where: Location | None) -> Playbook:
+        try:
+            path = find_playbook(reference, self.inventory_dir)
+        except UsageError as exc:
+            raise UsageError(str(exc), where) from None
         if path not in self.loaded:
             self.loaded[path] = load_playbook(path)
         return self.loaded[path]
@@ -217,7 +249,7 @@ def _node_plan(
             "no playbook (set `playbook:` in defaults or on the node, or give --playbook)",
             node.where,
         )
-    playbook = playbooks.get(reference)
+    playbook = playbooks.get(reference, None if options.playbook else node.playbook_at)
     wanted, required = COMMAND_STEPS[command]
     missing = [step for step in required if step not in playbook.steps]
     if missing:
@@ -226,123 +258,44 @@ def _node_plan(
             playbook.where,
         )
     pair = pair_of(inventory, node.name)
-    renderer = _Renderer(_variables(inventory, node, playbook, options, run_id, pair))
+    renderer = Renderer(node_variables(inventory, node, playbook, options, run_id, pair))
     # In the order the command runs them, for the plan's readers.
-    steps = {
-        name: _command(renderer, inventory, node, playbook.steps[name])
-        for name in wanted
-        if name in playbook.steps
-    }
-    lock_where = playbook.where and Location(playbook.where.file, None, "lock")
+    steps: dict[str, Command] = {}
+    for name in (name for name in wanted if name in playbook.steps):
+        rendered = _command(renderer, inventory, node, playbook.steps[name])
+        # A variable set to "" turns an optional step off (a call server with no CLI to count on).
+        if rendered.run or name in required:
+            steps[name] = rendered
     return NodePlan(
         node=node,
         playbook=playbook,
         drain=_drain_policy(playbook.drain, options),
         steps=frozen_mapping(steps),
-        lock_path=renderer.render(playbook.lock, lock_where),
+        lock_path=renderer.render(playbook.lock, playbook.lock_at),
         pair=pair,
         variables=frozen_mapping(renderer.variables),
     )
 
 
-def _variables(
+def node_variables(
     inventory: Inventory,
     node: Node,
     playbook: Playbook,
     options: PlanOptions,
     run_id: str,
     pair: str | None,
-) -> dict[str, Any]:
-    """Variables, lowest precedence first: playbook, defaults, groups, node, --var; then built-ins."""
-    layers: list[Mapping[str, Any]] = [playbook.vars, inventory.defaults_vars]
-    layers += [inventory.groups[group].vars for group in node.groups]
-    layers += [node.vars, options.extra_vars]
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged.update(layer)
+) -> Variables:
+    """The node's variables as written, with the built-ins: ``node``, ``run_id``, ``version``."""
     builtin_node = {"name": node.name, "host": node.address, "groups": list(node.groups)}
     if pair is not None:  # absent, not None: a template that needs the pair fails loudly
         builtin_node["pair"] = pair
-    merged.update(node=builtin_node, run_id=run_id)
+    builtins: dict[str, Any] = {"node": builtin_node, "run_id": run_id}
     if options.version is not None:
-        merged["version"] = options.version
-    return merged
+        builtins["version"] = options.version
+    return layered(inventory, node, playbook, options.extra_vars, builtins)
 
 
-class _Renderer:
-    """Jinja2 with strict undefined variables and a ``quote`` filter for shell quoting."""
-
-    # Variables may hold templates ("{{ node.name }}-backend"). They are resolved first, a few
-    # passes deep, so that filters such as `quote` see the final value. A variable that cannot
-    # be resolved (it needs `version` and no --version was given) becomes a strict undefined
-    # that fails only if a step of this command uses it.
-    MAX_PASSES = 5
-
-    def __init__(self, variables: dict[str, Any]) -> None:
-        self.variables = self._resolved(variables)
-
-    def _resolved(self, variables: dict[str, Any]) -> dict[str, Any]:
-        resolved = dict(variables)
-        for _ in range(self.MAX_PASSES):
-            pending = {key: value for key, value in resolved.items() if _is_template(value)}
-            if not pending:
-                return resolved
-            for key, value in pending.items():
-                try:
-                    resolved[key] = _compiled(value).render(resolved)
-                except jinja2.UndefinedError as exc:
-                    resolved[key] = jinja2.StrictUndefined(
-                        hint=f"{_undefined_name(exc)}, which {key!r} needs"
-                    )
-                except jinja2.TemplateError as exc:
-                    resolved[key] = jinja2.StrictUndefined(
-                        hint=f"variable {key!r} is a bad template: {exc}"
-                    )
-        for key in [key for key, value in resolved.items() if _is_template(value)]:
-            resolved[key] = jinja2.StrictUndefined(
-                hint=f"variable {key!r} refers to itself in a loop"
-            )
-        return resolved
-
-    def render(self, template: str, where: Location | None) -> str:
-        try:
-            return _compiled(template).render(self.variables).strip()
-        except jinja2.UndefinedError as exc:
-            raise UsageError(f"missing variable: {_undefined_name(exc)}", where) from None
-        except jinja2.TemplateError as exc:
-            raise UsageError(f"bad template: {exc}", where) from None
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(  # noqa: S701 - renders shell commands, not HTML
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=False
-    )
-    env.filters["quote"] = lambda value: shlex.quote(str(value))
-    return env
-
-
-_ENVIRONMENT = _environment()
-
-
-@functools.lru_cache(maxsize=4096)
-def _compiled(text: str) -> jinja2.Template:
-    """Each distinct template compiled once, not once per node: compiling one costs ~1 ms,
-    rendering it ~20 us, and a fleet's nodes share their playbook's templates."""
-    return _ENVIRONMENT.from_string(text)
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-def _undefined_name(exc: jinja2.UndefinedError) -> str:
-    text = str(exc.message)
-    if "'version' is undefined" in text:
-        return "'version' (give --version V)"
-    return text.replace(" is undefined", "")
-
-
-def _command(renderer: _Renderer, inventory: Inventory, node: Node, spec: StepSpec) -> Command:
+def _command(renderer: Renderer, inventory: Inventory, node: Node, spec: StepSpec) -> Command:
     where = spec.at
     target = node.name
     if spec.on is not None:

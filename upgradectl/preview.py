@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from upgradectl.estimate import describe_cut, predict_cut
+from upgradectl.cut import describe_cut, predict_cut
 from upgradectl.policy import describe
 
 if TYPE_CHECKING:

@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from upgradectl.context import RunContext
 from upgradectl.errors import ExitCode, StepFailed, UpgradectlError
 from upgradectl.model import Inventory
 from upgradectl.plan import NodePlan, Plan, build_plan
-from upgradectl.runner import NodeResult, RunContext
+from upgradectl.results import NodeResult, concluded
 from upgradectl.steps import Steps
 
 # Connecting is mostly waiting on the network: more threads than cores pays.
@@ -114,12 +115,9 @@ def _version(steps: Steps, node_plan: NodePlan, ctx: RunContext) -> str | None:
 
 
 def not_started(ctx: RunContext, name: str, found: Probe) -> NodeResult:
-    """The result of a node whose probe failed: nothing was touched. A node that could not be
-    reached needs a person (exit 4); one whose steps fail is a failed step (exit 1)."""
-    result, code = (
-        ("failed", ExitCode.STEP_FAILED) if found.reachable else ("unreachable", ExitCode.ATTENTION)
-    )
+    """The result of a node whose probe failed: nothing was touched, so it is a failure (exit 1),
+    never attention (4), whether it could not be reached or its steps failed."""
+    result = "failed" if found.reachable else "unreachable"
+    code = ExitCode.STEP_FAILED
     message = f"not started: {found.error}"
-    ctx.journal.append("result", name, result=result, exit_code=int(code), message=message)
-    ctx.events.emit("node-done", name, f"{result}: {message}")
-    return NodeResult(name, result, code, message, in_service=found.in_service)
+    return concluded(ctx, NodeResult(name, result, code, message, in_service=found.in_service))

@@ -33,6 +33,8 @@ def parse_limit(text: str, size: int, what: str = "--max-unavailable") -> int:
         raise UsageError(f"{what}: expected N or N%, got {text!r}")
     number = int(match.group(1))
     if match.group(2):
+        if not 1 <= number <= 100:
+            raise UsageError(f"{what}: a percentage must be from 1% to 100%, got {text!r}")
         return max(1, math.floor(size * number / 100))
     if number < 1:
         raise UsageError(f"{what}: must be at least 1, got {text!r}")

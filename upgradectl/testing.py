@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import jinja2
 
-from upgradectl.lock import _TAKEN  # the lock's own marker, shared rather than copied
+from upgradectl.context import Stop
 from upgradectl.model import Playbook
-from upgradectl.runner import Stop
+from upgradectl.nodelock import _TAKEN  # the lock's own marker, shared rather than copied
 from upgradectl.transport.base import CommandResult
 
 __all__ = ["Answer", "ManualClock", "Reply", "Rule", "ScriptedTransport", "UnscriptedCommand"]
@@ -86,6 +86,10 @@ class ScriptedTransport:
         default_lock = jinja2.Template(Playbook.lock).render(node={"name": name})
         self._lock_file = shlex.quote(lock_path or default_lock)
         self._calls: dict[int, int] = {}  # rule index -> times it answered
+
+    def connect(self) -> None:
+        """Open the scripted node's one connection (the preflight's question)."""
+        self.connections_opened = self.connections_opened or 1
 
     def run(self, command: str, timeout: float) -> CommandResult:
         """Answer ``command`` from the script; UnscriptedCommand when no rule matches."""

@@ -22,9 +22,16 @@ datetimes of the same zone by their wall-clock fields, which is wrong across a t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from upgradectl.duration import format_duration
+from upgradectl.errors import NotNow
+
+if TYPE_CHECKING:
+    from upgradectl.plan import NodePlan
 
 _WINDOW_PATTERN = re.compile(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})")
 _ONE_DAY = timedelta(days=1)
@@ -177,3 +184,47 @@ def describe(window: Window) -> str:
     """The window as operators write it: ``02:00-05:00 Europe/Paris``."""
     zone = "local time" if window.tz is None else window.tz.key
     return f"{window.start:%H:%M}-{window.end:%H:%M} {zone}"
+
+
+# --- what a window means for a run and its nodes ------------------------------------------
+
+
+def require_open(window: Window | None, now: datetime) -> None:
+    """Outside the window nothing starts: NotNow (exit 75) naming when it opens."""
+    if window is not None and window.span_at(now) is None:
+        opens = window.next_open(now).astimezone(window.tz)
+        raise NotNow(
+            f"the maintenance window {describe(window)} is closed; it opens {opens:%Y-%m-%d %H:%M %Z}"
+        )
+
+
+def _expected_upgrade(plan: NodePlan) -> float:
+    """How long the node's upgrade step is expected to take (0 when it does not say)."""
+    upgrade = plan.steps.get("upgrade")
+    return upgrade.expected or 0.0 if upgrade else 0.0
+
+
+def _needs(plan: NodePlan) -> float:
+    """How long a node may take: its drain deadline plus its expected upgrade time."""
+    return plan.drain.timeout + _expected_upgrade(plan)
+
+
+def deferral(window: Window | None, plan: NodePlan, now: datetime) -> str | None:
+    """Why a node must wait for another night (None: it fits in what is left of the window)."""
+    if window is None or fits(window, now, _needs(plan)):
+        return None
+    closes = window.closes_at(now)
+    when = f"closes at {closes.astimezone(window.tz):%H:%M}" if closes else "is closed"
+    return f"the window {when}; this node needs up to {format_duration(_needs(plan))} (drain + upgrade)"
+
+
+def within_window(window: Window | None, plan: NodePlan, now: datetime) -> NodePlan:
+    """The node's plan with its drain deadline cut at the window's end (leaving room for the
+    expected upgrade); there `stragglers: wait` gives up, as waiting past the window cannot be."""
+    if window is None:
+        return plan
+    deadline = datetime.fromtimestamp(now.timestamp() + plan.drain.timeout, UTC)
+    cut = cut_deadline(window, now, deadline, _expected_upgrade(plan))
+    timeout = max(0.0, min(plan.drain.timeout, (cut - now).total_seconds()))
+    stragglers = "abort" if plan.drain.stragglers == "wait" else plan.drain.stragglers
+    return replace(plan, drain=replace(plan.drain, timeout=timeout, stragglers=stragglers))

@@ -33,8 +33,9 @@ X11Forwarding no
 UseDNS no
 # A lab may be hit by many controllers at once (benchmarks, parallel tests): the default
 # MaxStartups (10:30:100) would refuse some handshakes. MaxSessions keeps OpenSSH's default
-# of 10, as production nodes have it: the controller must live within it.
+# of 10, as production nodes have it (a test may lower it): the controller must live within it.
 MaxStartups 200
+MaxSessions {max_sessions}
 Subsystem sftp internal-sftp
 """
 
@@ -46,6 +47,8 @@ class SshServer(LabServer):
     """
 
     host = "127.0.0.1"
+    max_sessions = 10
+    """sshd's MaxSessions, read when it starts: sessions at once on one connection."""
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class SshServer(LabServer):
                 host_key=self.host_key.private_key,
                 authorized_keys=self.authorized_keys,
                 user=self.user,
+                max_sessions=self.max_sessions,
             )
         )
 

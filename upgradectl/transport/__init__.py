@@ -1,4 +1,5 @@
-"""How commands reach a node: over SSH (``ssh.py``, the only paramiko importer) or on this machine."""
+"""How commands reach a node: over SSH (``ssh.py`` and its helpers, the only paramiko importers)
+or on this machine."""
 
 from upgradectl.transport.base import CommandResult, Transport, wrap_sudo
 

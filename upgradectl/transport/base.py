@@ -29,6 +29,10 @@ class Transport(Protocol):
     name: str
     connections_opened: int
 
+    def connect(self) -> None:
+        """Connect and log in now, once, without retrying: Refused or ConnectionLost says why not."""
+        ...
+
     def run(self, command: str, timeout: float) -> CommandResult:
         """Run ``command`` in the host's shell; raise CommandTimedOut or ConnectionLost."""
         ...

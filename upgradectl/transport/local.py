@@ -20,6 +20,9 @@ class LocalTransport:
         self.name = name
         self.connections_opened = 0
 
+    def connect(self) -> None:
+        """Nothing to connect to: this machine is always here."""
+
     def run(self, command: str, timeout: float) -> CommandResult:
         """Run ``command`` with stdin empty; past ``timeout`` it and all it started are stopped."""
         started = time.monotonic()

@@ -1,8 +1,8 @@
 """Commands over one reused SSH connection per node (paramiko), the way OpenSSH would connect.
 
-``~/.ssh/config`` (HostName, User, Port, IdentityFile, ProxyJump, UserKnownHostsFile) and
-ssh-agent are honoured; OpenSSH's ``known_hosts`` is checked and an unknown host key is refused
-unless the operator said ``--accept-new-host-keys``. A changed host key is always refused, as
+``~/.ssh/config`` is resolved by OpenSSH itself (``sshconfig.py``), the keys offered are chosen
+as OpenSSH would (``identities.py``) and ssh-agent is honoured; OpenSSH's ``known_hosts`` is
+checked and an unknown host key is refused unless the operator said ``--accept-new-host-keys``. A changed host key is always refused, as
 OpenSSH's ``accept-new`` does.
 """
 
@@ -14,57 +14,32 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import paramiko
 import tenacity
 
-from upgradectl.errors import CommandTimedOut, ConnectionLost, HostKeyRefused, Unreachable
+from upgradectl.errors import (
+    CommandTimedOut,
+    ConnectionLost,
+    ConnectionRefused,
+    HostKeyRefused,
+    Unreachable,
+)
 from upgradectl.transport.base import CommandResult
 from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
+from upgradectl.transport.identities import Identities
+from upgradectl.transport.sshconfig import Endpoint
 
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5
 # OpenSSH refuses an eleventh session on one connection (MaxSessions defaults to 10). A fleet's
 # steps on one balancer, or a wide probe, share that connection: they queue here instead.
 MAX_CHANNELS = 8
+# sshd refuses a session past MaxSessions, counting sessions still closing (slow under load).
+# A refusal says nothing about the connection: the open is retried on it, for this long at most.
+CHANNEL_RETRY_SECONDS = 10.0
 _NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and as whom to connect, after ``~/.ssh/config`` was applied."""
-
-    alias: str
-    hostname: str
-    port: int
-    user: str | None
-    identity_files: tuple[str, ...]
-    known_hosts: str
-    proxy_jump: str | None
-
-
-def resolve(
-    alias: str, host: str | None, port: int | None, user: str | None, identity_file: str | None
-) -> Endpoint:
-    """Apply ``~/.ssh/config`` to a node, inventory fields winning, as ``ssh`` would."""
-    config = paramiko.SSHConfig()
-    path = os.path.expanduser("~/.ssh/config")
-    if os.path.exists(path):
-        config = paramiko.SSHConfig.from_path(path)
-    found = config.lookup(host or alias)
-    identities = (identity_file,) if identity_file else tuple(found.get("identityfile", ()))
-    known_hosts = found.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
-    return Endpoint(
-        alias=alias,
-        hostname=found.get("hostname", host or alias),
-        port=port or int(found.get("port", 22)),
-        user=user or found.get("user"),
-        identity_files=tuple(os.path.expanduser(p) for p in identities),
-        known_hosts=os.path.expanduser(known_hosts),
-        proxy_jump=found.get("proxyjump"),
-    )
 
 
 class KnownHosts:
@@ -137,11 +112,16 @@ class SshTransport:
         self.warn = warn
         self.jump = jump
         self.connections_opened = 0
+        self.identities = Identities(endpoint)
         self._channels = threading.BoundedSemaphore(MAX_CHANNELS)
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
     # -- connecting ------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect, check the host key and log in now, once: the preflight's question."""
+        self._connected()
 
     def _connected(self, deadline: float | None = None) -> paramiko.Transport:
         with self._lock:
@@ -158,15 +138,14 @@ class SshTransport:
         client.set_missing_host_key_policy(
             _CheckKnownHosts(self.known_hosts, self.accept_new_host_keys, self.warn)
         )
+        keys = self.identities.offered()  # AuthenticationRefused for a missing identity file
         try:
             client.connect(
                 self.endpoint.hostname,
                 port=self.endpoint.port,
                 username=self.endpoint.user,
-                key_filename=cast(
-                    Any, list(self.endpoint.identity_files) or None
-                ),  # str or list: both work
-                look_for_keys=not self.endpoint.identity_files,
+                key_filename=cast(Any, keys or None),  # str or list: both work
+                look_for_keys=False,  # the defaults are in `keys` already, as OpenSSH lists them
                 allow_agent=True,
                 timeout=wait,
                 banner_timeout=wait,
@@ -179,6 +158,9 @@ class SshTransport:
                 f"{self.name}: the host key of {exc.hostname} CHANGED (expected {exc.expected_key.get_name()}"
                 f" from {self.endpoint.known_hosts}); refusing to connect"
             ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise self.identities.refused() from None
         except paramiko.SSHException as exc:
             client.close()
             if "not found in known_hosts" in str(exc):
@@ -187,10 +169,12 @@ class SshTransport:
                     f"(not in {self.endpoint.known_hosts}); check it and add it with ssh-keyscan, "
                     "or pass --accept-new-host-keys"
                 ) from None
+            if "No authentication methods available" in str(exc):  # no key and no agent at all
+                raise self.identities.refused() from None
             raise ConnectionLost(f"{self.name}: cannot connect: {exc}") from None
         except (OSError, EOFError) as exc:
             client.close()
-            raise ConnectionLost(f"{self.name}: cannot connect: {exc}") from None
+            raise self._unreachable(exc) from None
         transport = client.get_transport()
         assert transport is not None  # connect() succeeded, so a transport exists
         transport.set_keepalive(KEEPALIVE_SECONDS)
@@ -202,6 +186,15 @@ class SshTransport:
         self.connections_opened += 1
         return transport
 
+    def _unreachable(self, error: OSError | EOFError) -> ConnectionLost:
+        """Nothing answered at the socket: OpenSSH's words, "connect to host H port P: ..."."""
+        if isinstance(error, EOFError):
+            return ConnectionLost(f"{self.name}: the server closed the connection at once")
+        reasons = getattr(error, "errors", {}).values() or [error]  # one per address tried
+        why = "; ".join(sorted({_strerror(reason) for reason in reasons}))
+        where = f"{self.endpoint.hostname} port {self.endpoint.port}"
+        return ConnectionRefused(f"{self.name}: connect to host {where}: {why}")
+
     def _tunnel(self, wait: float) -> paramiko.Channel | None:
         if self.jump is None:
             return None
@@ -212,6 +205,11 @@ class SshTransport:
                 ("127.0.0.1", 0),
                 timeout=wait,
             )
+        except paramiko.ChannelException as exc:  # the jump host could not reach the node
+            raise ConnectionRefused(
+                f"{self.name}: ProxyJump {self.jump.name} cannot reach {self.endpoint.hostname}"
+                f" port {self.endpoint.port}: {exc.text}"
+            ) from None
         except _NETWORK_ERRORS as exc:
             raise ConnectionLost(f"{self.name}: ProxyJump {self.jump.name} failed: {exc}") from None
 
@@ -254,8 +252,7 @@ class SshTransport:
         started = time.monotonic()
         deadline = started + timeout + ANSWER_GRACE
         try:
-            transport = self._connected(deadline)
-            channel = transport.open_session(timeout=_within(CONNECT_TIMEOUT, deadline))
+            channel = self._open_session(deadline)
         except _NETWORK_ERRORS as exc:
             self.close()
             raise ConnectionLost(f"{self.name}: connection lost: {exc}") from None
@@ -296,6 +293,33 @@ class SshTransport:
         finally:
             timer.cancel()
 
+    def _open_session(self, deadline: float) -> paramiko.Channel:
+        """A new channel on the shared connection; while the connection lives, ask again.
+
+        paramiko reports sshd's refusal as a ChannelException, or, when two opens are refused
+        at once, as a bare SSHException for one of them: any failure on a live connection is
+        taken for a refusal. A dead connection raises (and the caller drops it); refusals that
+        outlast ``CHANNEL_RETRY_SECONDS`` raise ConnectionLost and leave it open.
+        """
+        transport = self._connected(deadline)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, paramiko.SSHException) and transport.is_active()
+            ),
+            wait=tenacity.wait_exponential(multiplier=0.01, max=0.25),
+            stop=tenacity.stop_after_delay(CHANNEL_RETRY_SECONDS),
+            reraise=True,
+        )
+        try:
+            return retrying(transport.open_session, timeout=_within(CONNECT_TIMEOUT, deadline))
+        except paramiko.SSHException as exc:
+            if not transport.is_active():
+                raise
+            raise ConnectionLost(
+                f"{self.name}: sshd refused a new session for {CHANNEL_RETRY_SECONDS:g}s "
+                f"({exc}; its MaxSessions?)"
+            ) from None
+
     def _collect(self, channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
         stdout, stderr = bytearray(), bytearray()
         while True:
@@ -325,3 +349,9 @@ def _within(wait: float, deadline: float | None) -> float:
     if deadline is None:
         return wait
     return max(min(wait, deadline - time.monotonic()), 0.01)
+
+
+def _strerror(error: OSError) -> str:
+    if isinstance(error, TimeoutError | socket.timeout):
+        return "Connection timed out"
+    return error.strerror or str(error)

@@ -1,4 +1,6 @@
-"""The command line: parse, call the core (``app.py``), render. No paramiko import here.
+"""The commands: parse, call the core (``app``, ``status``, ``checkup``, ``history``), render.
+
+No paramiko import here.
 
 Exceptions become exit codes in one place, :func:`main`.
 """
@@ -15,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
-from upgradectl.options import (
+from upgradectl.cli import views
+from upgradectl.cli.options import (
     acting_options,
     drain_options,
     fleet_options,
@@ -25,12 +27,13 @@ from upgradectl.options import (
     selection_options,
     unattended_options,
 )
+from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
 
 if TYPE_CHECKING:
-    from upgradectl.app import RunOptions, Selection, Settings
-    from upgradectl.events import Events, Sink
+    from upgradectl.app import RunOptions
+    from upgradectl.context import Stop
     from upgradectl.plan import Plan, PlanOptions
-    from upgradectl.runner import Stop
+    from upgradectl.settings import Selection, Settings
 
 
 @dataclass
@@ -44,24 +47,9 @@ class Cli:
     accept_new_host_keys: bool
 
     def settings(self) -> Settings:
-        from upgradectl.app import Settings  # noqa: PLC0415 - keep --help fast
+        from upgradectl.settings import Settings  # noqa: PLC0415 - keep --help fast
 
         return Settings(self.inventory, self.state_dir, self.accept_new_host_keys)
-
-    def view(self) -> Sink:
-        """JSON lines with --json, a live table on a terminal, else plain timestamped lines."""
-        from upgradectl import report  # noqa: PLC0415
-
-        if self.as_json:
-            return report.JsonView(verbosity=self.verbosity)
-        if sys.stdout.isatty() and self.verbosity >= 0:
-            return report.LiveView(self.verbosity)
-        return report.PlainView(verbosity=self.verbosity)
-
-    def events(self) -> Events:
-        from upgradectl.events import Events  # noqa: PLC0415
-
-        return Events(self.view())
 
 
 EPILOG = """\b
@@ -146,7 +134,8 @@ def plan(
     **options: Any,
 ) -> int:
     """Show the rendered plan of a command (an upgrade by default); connects to nothing."""
-    from upgradectl import app, render  # noqa: PLC0415
+    from upgradectl import app  # noqa: PLC0415
+    from upgradectl.cli import render  # noqa: PLC0415
 
     selection = _selection(nodes, group, everything)
     command = command or app.default_plan_command(obj.settings(), selection)
@@ -155,13 +144,19 @@ def plan(
     return ExitCode.OK
 
 
-@cli.command(epilog="\b\nExample:\n  upgradectl -i prod.yaml check")
+@cli.command(
+    epilog="\b\nExamples:\n  upgradectl -i prod.yaml check\n  upgradectl -i prod.yaml check --strict"
+)
+@click.option("--strict", is_flag=True, help="Warnings (such as an unquoted value) fail the check.")
 @click.pass_obj
-def check(obj: Cli) -> int:
-    """Validate the inventory and every playbook it uses."""
-    from upgradectl import app  # noqa: PLC0415
+def check(obj: Cli, strict: bool) -> int:
+    """Validate the inventory and every playbook it uses; warn on values put unquoted into a shell."""
+    from upgradectl import checkup  # noqa: PLC0415
 
-    for line in app.check(obj.settings()):
+    report = checkup.check(obj.settings(), strict=strict)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for line in report.lines:
         click.echo(line)
     return ExitCode.OK
 
@@ -169,9 +164,9 @@ def check(obj: Cli) -> int:
 @cli.command(epilog="\b\nExample:\n  upgradectl playbooks")
 def playbooks() -> int:
     """List the bundled playbooks."""
-    from upgradectl import app  # noqa: PLC0415
+    from upgradectl import checkup  # noqa: PLC0415
 
-    for name, description in app.bundled_descriptions().items():
+    for name, description in checkup.bundled_descriptions().items():
         click.echo(f"{name:<12} {description}")
     return ExitCode.OK
 
@@ -184,28 +179,68 @@ def playbooks() -> int:
 @click.pass_obj
 def status(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
     """Live: blocked?, active sessions, version, lock holder; and unfinished runs."""
-    from upgradectl import app, render  # noqa: PLC0415
+    from upgradectl.cli import render  # noqa: PLC0415
+    from upgradectl.status import status_report  # noqa: PLC0415
 
-    report = app.status(obj.settings(), nodes, _plan_options(options))
+    report = status_report(obj.settings(), nodes, _plan_options(options))
     click.echo(render.status_json(report) if obj.as_json else render.status_text(report))
     return ExitCode.ATTENTION if report.unreachable else ExitCode.OK
 
 
-@cli.command(epilog="\b\nExamples:\n  upgradectl history --limit 5\n  upgradectl history --forced")
+@cli.command(
+    epilog="\b\nExamples:\n  upgradectl history --limit 5\n  upgradectl history --forced\n"
+    "  upgradectl history 20261125T020000-3fa1\n"
+    "  upgradectl history 20261125T020000-3fa1 --html run.html"
+)
+@click.argument("run_id", required=False)
 @click.option(
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs."
 )
 @click.option("--forced", is_flag=True, help="Every session cut, for the helpdesk.")
+@click.option(
+    "--html",
+    "html_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, writable=True),
+    help="With RUN_ID: write the run as a self-contained web page (drain curves as SVG).",
+)
 @click.pass_obj
-def history(obj: Cli, limit: int, forced: bool) -> int:
-    """Past runs: who, when, what, result; --forced: every session cut."""
-    from upgradectl import app, render  # noqa: PLC0415
+def history(obj: Cli, run_id: str | None, limit: int, forced: bool, html_file: str | None) -> int:
+    """Past runs: who, when, what, how long, result; RUN_ID: one run with its drain curves."""
+    from upgradectl.cli import render  # noqa: PLC0415
+    from upgradectl.history import newest_runs  # noqa: PLC0415
 
-    runs = app.history(obj.settings(), limit)
+    if run_id is not None:
+        return _run_page(obj, run_id, html_file)
+    if html_file is not None:
+        raise click.UsageError("--html needs a RUN_ID (`upgradectl history` lists them)")
+    runs = newest_runs(obj.state_dir, limit)
     if forced:
         click.echo(render.forced_json(runs) if obj.as_json else render.forced_text(runs))
     else:
         click.echo(render.history_json(runs) if obj.as_json else render.history_text(runs))
+    return ExitCode.OK
+
+
+def _run_page(obj: Cli, run_id: str, html_file: str | None) -> int:
+    import shutil  # noqa: PLC0415
+
+    from upgradectl import history  # noqa: PLC0415
+    from upgradectl.cli import runpage  # noqa: PLC0415
+
+    page = history.page(history.find(obj.state_dir, run_id))
+    if html_file is not None:
+        from upgradectl.cli.htmlpage import page_html  # noqa: PLC0415
+
+        with open(html_file, "w", encoding="utf-8") as stream:
+            stream.write(page_html(page))
+        click.echo(f"wrote {html_file}", err=True)
+        return ExitCode.OK
+    if obj.as_json:
+        click.echo(runpage.page_json(page))
+    else:
+        width = min(shutil.get_terminal_size().columns, 100)
+        click.echo(runpage.page_text(page, width, color=sys.stdout.isatty()))
     return ExitCode.OK
 
 
@@ -283,15 +318,16 @@ def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
 
 
 def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) -> int:
-    from upgradectl import app, nightly  # noqa: PLC0415
+    from upgradectl import app  # noqa: PLC0415
     from upgradectl.journal import new_run_id  # noqa: PLC0415
+    from upgradectl.unattended import parse_unattended  # noqa: PLC0415
 
     run = app.RunOptions(
         dry_run=options.pop("dry_run"),
         break_lock=options.pop("break_lock"),
         max_unavailable=options.pop("max_unavailable", None),
         max_failures=options.pop("max_failures", None),
-        unattended=nightly.unattended_options(
+        unattended=parse_unattended(
             *(
                 options.pop(key, None)
                 for key in ("window", "tz", "report", "metrics_file", "notify")
@@ -313,12 +349,14 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
 
 def _execute(obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | None) -> int:
     from upgradectl import app  # noqa: PLC0415
-    from upgradectl.runner import Stop  # noqa: PLC0415
+    from upgradectl.context import Stop  # noqa: PLC0415
+    from upgradectl.events import Events  # noqa: PLC0415
 
     stop = Stop()
-    with _signals_stop(stop):
-        summary = app.execute(obj.settings(), made, obj.events(), stop, run, start_at)
-    return int(summary["exit_code"])
+    # The view is closed last, after the signal handlers are back, whichever way the run ends.
+    with views.opened(obj.as_json, obj.verbosity) as view, _signals_stop(stop):
+        summary = app.execute(obj.settings(), made, Events(view), stop, run, start_at)
+    return int(summary.exit_code)
 
 
 @contextmanager
@@ -328,6 +366,7 @@ def _signals_stop(stop: Stop) -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         if stop.requested and signum == signal.SIGINT:
+            views.show_cursor_now()  # os._exit unwinds nothing: no view gets to close
             os.write(
                 2,
                 b"upgradectl: second interrupt: exiting now; `upgradectl resume` carries the run on\n",
@@ -356,7 +395,7 @@ def _confirm(yes: bool, question: str) -> None:
 
 
 def _selection(nodes: tuple[str, ...], group: str | None, everything: bool) -> Selection:
-    from upgradectl.app import Selection  # noqa: PLC0415
+    from upgradectl.settings import Selection  # noqa: PLC0415
 
     return Selection(nodes, group, everything)
 

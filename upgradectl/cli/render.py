@@ -6,13 +6,16 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from upgradectl import history
 from upgradectl.duration import format_duration
+from upgradectl.events import SCHEMA_VERSION
+from upgradectl.history import forced_sessions
 from upgradectl.policy import describe
 
 if TYPE_CHECKING:
-    from upgradectl.app import StatusReport
     from upgradectl.journal import RunRecord
     from upgradectl.plan import NodePlan, Plan
+    from upgradectl.status import StatusReport
 
 
 def _when(epoch: float | None) -> str:
@@ -62,7 +65,7 @@ def _node_plan_data(node: NodePlan) -> dict[str, Any]:
 def plan_json(plan: Plan) -> str:
     """The plan as one JSON document."""
     return _dumps(
-        {"event": "plan", "command": plan.command, "version": plan.version,
+        {"event": "plan", "schema_version": SCHEMA_VERSION, "command": plan.command, "version": plan.version,
          "nodes": [_node_plan_data(node) for node in plan.nodes]}
     )  # fmt: skip
 
@@ -95,6 +98,7 @@ def status_json(report: StatusReport) -> str:
     return _dumps(
         {
             "event": "status",
+            "schema_version": SCHEMA_VERSION,
             "nodes": report.nodes,
             "left_out_of_service": report.left_out,
             "unfinished_runs": [
@@ -142,57 +146,32 @@ def status_text(report: StatusReport) -> str:
 # --- history --------------------------------------------------------------------------------
 
 
-def _run_row(run: RunRecord) -> dict[str, Any]:
-    data = run.start.get("data", {})
-    end = run.finished or {}
-    return {
-        "run": run.run_id,
-        "started": run.start.get("time"),
-        "who": f"{run.start.get('user')}@{run.start.get('host')}",
-        "command": data.get("command"),
-        "nodes": data.get("nodes", []),
-        "version": data.get("version"),
-        "result": end.get("data", {}).get("result", "unfinished"),
-        "exit_code": end.get("data", {}).get("exit_code"),
-        "torn_lines": run.torn_lines,
-    }
-
-
 def _json_lines(kind: str, rows: list[dict[str, Any]]) -> str:
     """One JSON object per line, like every other --json output."""
-    return "\n".join(_dumps({"event": kind, **row}) for row in rows)
+    return "\n".join(
+        _dumps({"event": kind, "schema_version": SCHEMA_VERSION, **row}) for row in rows
+    )
 
 
 def history_json(runs: list[RunRecord]) -> str:
     """History as JSON lines, one run each."""
-    return _json_lines("run", [_run_row(run) for run in runs])
+    return _json_lines("run", [history.row(run).as_dict() for run in runs])
 
 
 def history_text(runs: list[RunRecord]) -> str:
-    """History for people: one line a run, newest first."""
-    lines = []
-    for run in runs:
-        row = _run_row(run)
-        version = f" to {row['version']}" if row["version"] else ""
-        torn = (
-            f" (journal: {len(row['torn_lines'])} torn line(s) skipped)"
-            if row["torn_lines"]
-            else ""
-        )
-        lines.append(f"{row['run']}  {_when(row['started'])}  {row['who']}  {row['command']}{version} "
-                     f"{','.join(row['nodes'])}: {row['result']}{torn}")  # fmt: skip
-    return "\n".join(lines) or "no runs yet"
+    """History for people: one line a run, newest first, dry runs marked."""
+    return "\n".join(_row_text(history.row(run)) for run in runs) or "no runs yet"
 
 
-def forced_sessions(runs: list[RunRecord]) -> list[dict[str, Any]]:
-    """Every session a run cut, for the helpdesk."""
-    return [
-        session
-        for run in runs
-        for record in run.records
-        if record["kind"] == "forced"
-        for session in record.get("data", {}).get("sessions", [])
-    ]
+def _row_text(row: history.Row) -> str:
+    version = f" to {row.version}" if row.version else ""
+    dry = " [dry run]" if row.dry_run else ""
+    took = format_duration(row.duration) if row.duration is not None else "unfinished"
+    nodes = f"{len(row.nodes)} node{'s' if len(row.nodes) != 1 else ''}"
+    forced = "nothing changed" if row.dry_run else f"{row.forced_count} forced"
+    torn = f" (journal: {len(row.torn_lines)} torn line(s) skipped)" if row.torn_lines else ""
+    return (f"{row.run}  {_when(row.started)}  {row.who}  {row.command}{version}{dry} "
+            f"{','.join(row.nodes)}: {row.result}; {nodes}, {took}, {forced}{torn}")  # fmt: skip
 
 
 def forced_json(runs: list[RunRecord]) -> str:

@@ -14,7 +14,7 @@ from conftest import LabFactory
 
 from upgradectl.errors import ExitCode, LockHeld
 from upgradectl.lab import Lab
-from upgradectl.lock import NodeLock
+from upgradectl.nodelock import NodeLock
 from upgradectl.transport.ssh import Endpoint, SshTransport
 
 Shell = Callable[[str, float], str]

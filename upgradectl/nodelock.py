@@ -1,4 +1,4 @@
-"""The lock on the node itself: one run per node, whichever controller it comes from.
+"""The node-side lock, on the node itself: one run per node, whichever controller it comes from.
 
 The lock is a file on the node (a path the playbook may set; by default under /var/tmp, which
 survives a reboot), created with the shell's noclobber, which opens it with O_EXCL: atomic.

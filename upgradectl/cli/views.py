@@ -1,15 +1,23 @@
-"""Three views of one event stream: a rich live table, plain timestamped lines, JSON lines."""
+"""Three views of one event stream: a rich live table, plain timestamped lines, JSON lines.
+
+A view is opened and closed by one owner, :func:`opened`, on every way out of a run (an
+exception, a window found closed, Ctrl-C), so the terminal's cursor always comes back.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from upgradectl.duration import format_duration
 from upgradectl.events import Event
+from upgradectl.wording import render_summary
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -26,7 +34,50 @@ def _wants(event: Event, verbosity: int) -> bool:
     return verbosity >= 0 or event.kind in QUIET_KINDS
 
 
-class JsonView:
+# What a terminal reads as "show the cursor" (the live table hides it while it redraws).
+SHOW_CURSOR = b"\x1b[?25h"
+
+
+class View:
+    """A sink for a run's events that may hold the terminal between ``start`` and ``close``."""
+
+    def __call__(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Take the output over (nothing to do for line-by-line views)."""
+
+    def close(self) -> None:
+        """Give the output back; safe to call twice (nothing to do for line-by-line views)."""
+
+
+@contextmanager
+def opened(as_json: bool, verbosity: int) -> Iterator[View]:
+    """The view for where the output goes, started, and closed however the block is left.
+
+    JSON lines with --json, a live table on a terminal, else plain timestamped lines.
+    """
+    view: View
+    if as_json:
+        view = JsonView(verbosity=verbosity)
+    elif sys.stdout.isatty() and verbosity >= 0:
+        view = LiveView(verbosity)
+    else:
+        view = PlainView(verbosity=verbosity)
+    view.start()
+    try:
+        yield view
+    finally:
+        view.close()
+
+
+def show_cursor_now() -> None:
+    """Bring the cursor back on a process about to end without unwinding (a second Ctrl-C)."""
+    if os.isatty(1):
+        os.write(1, SHOW_CURSOR)
+
+
+class JsonView(View):
     """One JSON object per event, one per line: for scripts and log shippers."""
 
     def __init__(self, stream: IO[str] | None = None, verbosity: int = 0) -> None:
@@ -39,11 +90,8 @@ class JsonView:
         self.stream.write(json.dumps(event.as_dict(), default=str) + "\n")
         self.stream.flush()
 
-    def close(self) -> None:
-        """Nothing to tear down."""
 
-
-class PlainView:
+class PlainView(View):
     """One timestamped line per event, no colour: for cron mail and log files.
 
     A drain polled every few seconds for hours would bury the mail in identical lines, so a
@@ -83,9 +131,6 @@ class PlainView:
             self.stream.write(f"{stamp}{node}{label} {event.message}\n")
         self.stream.flush()
 
-    def close(self) -> None:
-        """Nothing to tear down."""
-
 
 _STYLES = {"warning": "yellow", "error": "red", "failed": "red", "attention": "bold red"}
 
@@ -99,9 +144,10 @@ class _Row:
     deadline: float | None = None
 
 
-class LiveView:
+class LiveView(View):
     """A live table on a terminal (per node: state, active sessions, drain rate and ETA, elapsed,
-    deadline), with the notable events printed above it."""
+    deadline), with the notable events printed above it; it hides the cursor from ``start`` to
+    ``close``."""
 
     def __init__(self, verbosity: int = 0) -> None:
         from rich.console import Console  # noqa: PLC0415 - rich is imported only for a terminal
@@ -113,6 +159,9 @@ class LiveView:
         self.live: Live = Live(
             self._table(), console=self.console, refresh_per_second=4, transient=False
         )
+
+    def start(self) -> None:
+        """Start redrawing the table."""
         self.live.start()
 
     def __call__(self, event: Event) -> None:
@@ -167,32 +216,5 @@ class LiveView:
         return table
 
     def close(self) -> None:
-        """Stop redrawing (the summary normally did already)."""
+        """Stop redrawing and show the cursor again (the summary may have stopped it already)."""
         self.live.stop()
-
-
-def render_summary(summary: dict[str, Any]) -> str:
-    """The closing summary, readable at a glance in a cron mail."""
-    nodes: dict[str, dict[str, Any]] = summary.get("nodes", {})
-    tally: dict[str, int] = {}
-    for result in nodes.values():
-        tally[result["result"]] = tally.get(result["result"], 0) + 1
-    forced = sum(len(result.get("forced", [])) for result in nodes.values())
-    counts = ", ".join(f"{count} {result}" for result, count in tally.items()) or "no nodes"
-    lines = [
-        f"upgradectl {summary.get('command', '')} {summary.get('run_id', '')}: {counts}; "
-        f"{forced} session{'s' if forced != 1 else ''} forced; exit {summary.get('exit_code')}"
-        f" ({summary.get('result', '')})"
-    ]
-    width = max((len(name) for name in nodes), default=0)
-    for name, result in nodes.items():
-        lines.append(
-            f"  {name:<{width}}  {result['result']:<10} {result.get('message', '')}".rstrip()
-        )
-        lines.extend(
-            f"      cut: {session['id']} (lasted {format_duration(session['age'])})"
-            if session.get("age") is not None
-            else f"      cut: {session['id']}"
-            for session in result.get("forced", [])
-        )
-    return "\n".join(lines)

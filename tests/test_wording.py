@@ -1,0 +1,35 @@
+"""What people read of a run: the closing summary and the text a chat webhook shows."""
+
+from __future__ import annotations
+
+from upgradectl.events import Event
+from upgradectl.journal import controller
+from upgradectl.wording import chat_text
+
+
+def test_a_nodes_result_in_chat_names_the_sessions_it_cut() -> None:
+    forced = [{"id": "call-7", "age": 60.0}, {"id": "call-9", "age": 5.0}]
+    event = Event("node-done", "node-a", "upgraded: done; back in service", 1.0,
+                  {"result": "upgraded", "exit_code": 0, "forced": forced})  # fmt: skip
+    assert chat_text(event) == (
+        "upgradectl: node-a: upgraded: done; back in service (sessions cut: call-7, call-9)"
+    )
+
+
+def test_a_dry_run_says_so_in_chat_with_who_started_it() -> None:
+    event = Event("run-start", None, "drain node-a (run R1)", 1.0, {"dry_run": True})
+    who = controller()
+    assert (
+        chat_text(event)
+        == f"upgradectl: {who['user']}@{who['host']} started a dry run of drain node-a (run R1)"
+    )
+
+
+def test_the_summary_in_chat_is_the_summary_a_cron_mail_shows() -> None:
+    summary = {"run_id": "R1", "command": "upgrade", "exit_code": 3, "result": "gave up",
+               "nodes": {"node-a": {"result": "aborted", "message": "12 sessions left"}}}  # fmt: skip
+    text = chat_text(Event("summary", None, "", 1.0, summary))
+    assert text.splitlines() == [
+        "upgradectl upgrade R1: 1 aborted; 0 sessions forced; exit 3 (gave up)",
+        "  node-a  aborted    12 sessions left",
+    ]

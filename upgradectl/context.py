@@ -1,0 +1,65 @@
+"""What every node run of one invocation shares: connections, journal, events, clocks, Stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from upgradectl import journal as journals
+from upgradectl.connections import Connections
+from upgradectl.events import Events
+from upgradectl.journal import Journal
+
+
+class Stop:
+    """The operator's request to stop (Ctrl-C, SIGTERM), shared by every node of the run."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def request(self, reason: str) -> None:
+        """Ask the run to stop at its next safe point."""
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was asked for."""
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True (at once) when a stop is asked for."""
+        return self._event.wait(max(seconds, 0.0))
+
+
+@dataclass
+class RunContext:
+    """What every node run of one invocation shares."""
+
+    run_id: str
+    command: str
+    connections: Connections
+    journal: Journal
+    events: Events
+    stop: Stop
+    state_dir: str
+    dry_run: bool = False
+    break_lock: bool = False
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    _earlier: Mapping[str, Mapping[str, Any]] | None = field(default=None, init=False, repr=False)
+    _earlier_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def left_blocked_by_earlier_runs(self, node: str) -> Mapping[str, Any] | None:
+        """The record of an earlier run that left ``node`` blocked by this tool, if any.
+
+        The state dir holds every past run: it is read once per invocation, not once per node.
+        """
+        with self._earlier_lock:
+            if self._earlier is None:
+                self._earlier = journals.left_blocked(self.state_dir)
+            return self._earlier.get(node)

@@ -1,0 +1,30 @@
+"""What one node's run writes down: state changes journalled then announced, notes announced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from upgradectl import journal as journals
+from upgradectl.context import RunContext
+from upgradectl.custody import BlockCustody
+
+
+class NodeLog:
+    """The journal and event stream of one node, with its block's custody on every record."""
+
+    def __init__(self, name: str, ctx: RunContext, custody: BlockCustody) -> None:
+        self.name = name
+        self.ctx = ctx
+        self.custody = custody
+        self.last_state: str | None = None  # the latest state change: what a person must know
+
+    def record(self, kind: str, message: str, **data: Any) -> None:
+        """A state change: on disk first, then announced."""
+        self.ctx.journal.append(kind, self.name, message=message, **self.custody.as_data(), **data)
+        if kind in journals.OUT_OF_SERVICE | journals.SETTLED:
+            self.last_state = kind
+        self.ctx.events.emit(kind, self.name, message, **data)
+
+    def say(self, kind: str, message: str, **data: Any) -> None:
+        """An event that changes nothing."""
+        self.ctx.events.emit(kind, self.name, message, **data)

@@ -1,0 +1,45 @@
+"""Where an interrupted run carries on: each unfinished node's stage, read from its journal."""
+
+from __future__ import annotations
+
+from upgradectl import journal as journals
+from upgradectl.journal import RunRecord
+
+# Where a resumed upgrade starts, in order.
+STAGES = ("block", "upgrade", "verify", "unblock")
+# Results that `resume` carries on: the run was stopped, or the node stopped answering.
+RESUMABLE = frozenset({"interrupted", "unreachable"})
+# The stage that follows each state, for a resumed node; any other state starts from block.
+_RESUME_AT = {
+    "upgrading": "upgrade",
+    "rebooting": "verify",
+    "upgraded": "verify",
+    "verified": "unblock",
+}
+
+
+def resume_stage(kinds: list[str]) -> str | None:
+    """Where an interrupted node carries on, from its journal record kinds in order (None: done).
+
+    Only state changes count (not notes such as ``interrupted`` or ``result``). Block, verify and
+    unblock are safe to repeat; the upgrade is re-run only if it never completed; a node that
+    went down for its reboot is verified, which waits for it to answer.
+    """
+    states = [kind for kind in kinds if kind in journals.OUT_OF_SERVICE | journals.SETTLED]
+    last = states[-1] if states else None
+    if "upgraded" in states and last in ("unblocked", "left-blocked"):
+        return None
+    return _RESUME_AT.get(last or "", "block")
+
+
+def resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
+    """Where each node of ``run`` that did not finish starts again (finished ones are left out)."""
+    points = {}
+    for node in nodes:
+        results = [r for r in run.records if r["kind"] == "result" and r.get("node") == node]
+        if results and results[-1].get("data", {}).get("result") not in RESUMABLE:
+            continue  # finished in the original run, one way or another
+        stage = resume_stage([r["kind"] for r in run.records if r.get("node") == node])
+        if stage is not None:
+            points[node] = stage
+    return points
