@@ -177,3 +177,25 @@ class LockHeld(NotNow):
         super().__init__(
             f"{node}: locked by another run: {holder} (use --break-lock if that run is dead)"
         )
+
+
+class JournalFailed(UpgradectlError):
+    """The journal could not be written: the run must stop acting, since it would lose track.
+
+    Before any node is touched this is bad setup (exit 2); once nodes were touched, the run puts
+    them back and ``exit_code`` is the run's own.
+    """
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(
+        self, path: str, error: OSError, exit_code: ExitCode | None = None, then: str = ""
+    ) -> None:
+        self.path = path
+        self.error = error
+        self.reason = error.strerror or str(error)
+        if exit_code is not None:
+            self.exit_code = exit_code
+        super().__init__(
+            f"{path}: the journal cannot be written ({self.reason})" + (f"; {then}" if then else "")
+        )

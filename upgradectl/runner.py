@@ -19,6 +19,7 @@ from upgradectl.duration import format_duration
 from upgradectl.errors import (
     CommandTimedOut,
     ExitCode,
+    JournalFailed,
     LockHeld,
     StepFailed,
     TransportError,
@@ -103,6 +104,13 @@ class NodeRun:
         self.log.say("warning", f"--break-lock: took over the lock of {describe_holder(holder)}")
 
     def _guarded(self, body: Callable[[], NodeResult]) -> NodeResult:
+        # A journal that fails during recovery stops the recovery too: put back what is ours.
+        try:
+            return self._recovering(body)
+        except JournalFailed as exc:
+            return self._journal_failed(exc)
+
+    def _recovering(self, body: Callable[[], NodeResult]) -> NodeResult:
         # The outer handler also catches a connection lost while recovering from a failed step.
         try:
             try:
@@ -111,6 +119,23 @@ class NodeRun:
                 return self._recover(exc)
         except TransportError as exc:
             return self._lost(exc)
+
+    def _journal_failed(self, error: JournalFailed) -> NodeResult:
+        """The journal cannot be written: act no further; put the node back as the run found it.
+
+        An upgrade may have run by now, so the node goes back only once it verifies.
+        """
+        self.ctx.stop.request("the journal cannot be written")
+        self.log.say("error", f"{error}; stopping, and putting the node back")
+        message = f"{error}; stopped"
+        if self.phase in ("upgrade", "verify", "unblock") and self.steps.has("verify"):
+            try:
+                self.steps.run("verify")
+            except (StepFailed, CommandTimedOut, TransportError) as exc:
+                return self.result(
+                    "attention", ExitCode.ATTENTION, f"{message}; {exc}; left blocked"
+                )
+        return self._back_in_service(ExitCode.STEP_FAILED, "failed", message)
 
     def _lost(self, error: TransportError) -> NodeResult:
         """The node cannot be reached (or trusted): its state is unknown, and that needs a person."""
