@@ -283,6 +283,9 @@ def test_stragglers_past_the_deadline_are_forced_and_the_summary_lists_the_calls
         assert {session["id"] for session in forced} == {call.call_id for call in cut}
     else:
         assert all(f"srv={node} " in session["line"] for session in forced)
+        # Named for the helpdesk by the caller's address, not by HAProxy's stream pointer.
+        cut_from = {call.address for call in cut}
+        assert {session["details"]["client"] for session in forced} == cut_from
     assert haproxy_states(fleet)[node] == "DRAIN"  # a drain leaves the node blocked
     for call in others:
         call.hang_up()

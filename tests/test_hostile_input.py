@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
 import pytest
 
 from upgradectl.cli import main
+from upgradectl.errors import UsageError
+from upgradectl.journal import Journal
 
 PLAYBOOK = """\
 name: tiny
@@ -303,3 +306,80 @@ def test_a_hand_corrupted_journal_gives_a_clear_message_never_a_traceback(
         assert code == 2, output
         assert "start record is not readable" in output or "no unfinished run" in output
         assert list(site.work.iterdir()) == []  # resume never acts on a record it cannot read
+
+
+# --- the state directory ----------------------------------------------------------------------
+
+
+def upgrade(capsys: pytest.CaptureFixture[str], site: Site, *extra: str) -> tuple[int, str]:
+    return run(capsys, "-i", str(site.root / "inventory.yaml"), "--state-dir", str(site.state),
+               *extra, "upgrade", "node-a", "--version", "1", "--yes")  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o1777])
+@pytest.mark.parametrize("command", ["upgrade", "status", "history", "resume"])
+def test_a_state_directory_others_may_write_to_is_refused(
+    site: Site, capsys: pytest.CaptureFixture[str], mode: int, command: str
+) -> None:
+    site.state.mkdir()
+    site.state.chmod(mode)
+    args = {"upgrade": ["upgrade", "node-a", "--version", "1", "--yes"], "status": ["status"],
+            "history": ["history"], "resume": ["resume", "--yes"]}[command]  # fmt: skip
+    code, output = run(
+        capsys, "-i", str(site.root / "inventory.yaml"), "--state-dir", str(site.state), *args
+    )
+    assert code == 2, output
+    assert f"state directory {site.state}: writable by others (mode {mode:o}); refusing" in output
+    assert list(site.work.iterdir()) == [] and list(site.state.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root")
+def test_a_state_directory_owned_by_another_user_is_refused(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site.state.mkdir(mode=0o700)
+    os.chown(site.state, 65534, 65534)
+    code, output = upgrade(capsys, site)
+    assert code == 2 and "not by root (uid 0); refusing to use it" in output
+    assert list(site.work.iterdir()) == []
+
+
+def test_a_state_directory_that_cannot_be_created_is_refused_before_anything_runs(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (site.root / "a-file").write_text("")
+    site.state = site.root / "a-file" / "state"
+    code, output = upgrade(capsys, site)
+    assert (
+        code == 2 and f"state directory {site.state}: cannot create it: Not a directory" in output
+    )
+    assert list(site.work.iterdir()) == []
+
+
+def test_a_run_lock_symlink_is_refused_and_its_target_left_alone(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site.state.mkdir(mode=0o700)
+    target = site.root / "precious"
+    target.write_text("keep me\n")
+    target.chmod(0o644)
+    (site.state / "run.lock").symlink_to(target)
+    code, output = upgrade(capsys, site)
+    assert code == 2 and "run.lock: cannot open the run lock: a symbolic link" in output
+    assert target.read_text() == "keep me\n" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert list(site.work.iterdir()) == []
+
+
+def test_a_journal_is_created_afresh_and_never_opened_through_a_symlink(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    (runs / "R1.jsonl").symlink_to(target)
+    for new, reason in ((True, "File exists"), (False, "a symbolic link")):
+        with pytest.raises(UsageError, match=rf"R1\.jsonl: cannot open it: {reason}"):
+            Journal(str(tmp_path), "R1", new=new)
+    (runs / "R2.jsonl").write_text("")
+    with pytest.raises(UsageError, match=r"R2\.jsonl: cannot open it: File exists"):
+        Journal(str(tmp_path), "R2", new=True)  # a new run never appends to an existing file
+    assert target.read_text() == "keep me\n"

@@ -21,9 +21,9 @@ def modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imported(path: Path, known: set[str]) -> set[str]:
-    """The upgradectl modules ``path`` imports anywhere in it (top level, functions, TYPE_CHECKING)."""
-    found = set()
+def imports(path: Path) -> set[str]:
+    """Every dotted name ``path`` imports anywhere in it (top level, functions, TYPE_CHECKING)."""
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -31,13 +31,13 @@ def imported(path: Path, known: set[str]) -> set[str]:
             found.add(node.module)
             # `from upgradectl.cli import views` imports the module upgradectl.cli.views
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found & known
+    return found
 
 
 def graph() -> dict[str, set[str]]:
     """Module -> the upgradectl modules it imports."""
     found = modules()
-    return {name: imported(path, set(found)) - {name} for name, path in found.items()}
+    return {name: (imports(path) & set(found)) - {name} for name, path in found.items()}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -103,3 +103,14 @@ def test_the_graph_reader_sees_imports_in_functions_and_type_checking_blocks() -
     assert "upgradectl.app" in edges["upgradectl.cli.commands"]  # inside a function
     assert "upgradectl.status" in edges["upgradectl.cli.render"]  # under TYPE_CHECKING
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_click_and_rich_are_used_by_the_command_lines_only() -> None:
+    users = {
+        name
+        for name, path in modules().items()
+        if {imported.split(".")[0] for imported in imports(path)} & {"click", "rich", "plotext"}
+        and not name.startswith("upgradectl.cli")
+    }
+    # The lab has a command line of its own (`python -m upgradectl.lab`), the demo its command.
+    assert users <= {"upgradectl.lab.__main__", "upgradectl.lab.demo"}

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from upgradectl.journal import Journal, find_run, left_out_of_service, read_run
-from upgradectl.resume import resume_stage
 
 
 def mode(path: Path) -> int:
@@ -99,27 +98,6 @@ def test_the_latest_run_decides_whether_a_node_was_left_out_of_service(tmp_path:
     later.close()
     left = left_out_of_service(str(tmp_path))
     assert list(left) == ["node-b"] and left["node-b"]["run"] == "20261125T010000-aaaa"
-
-
-@pytest.mark.parametrize(
-    ("kinds", "stage"),
-    [
-        ([], "block"),
-        (["blocking", "blocked"], "block"),
-        (["blocking", "blocked", "drained"], "block"),
-        (["blocked", "drained", "upgrading"], "upgrade"),
-        (["blocked", "drained", "upgrading", "rebooting"], "verify"),
-        (["blocked", "upgrading", "upgraded"], "verify"),
-        (["blocked", "upgrading", "upgraded", "interrupted", "result"], "verify"),
-        (["blocked", "upgrading", "upgraded", "verified"], "unblock"),
-        (["blocked", "upgraded", "verified", "unblocked", "result"], None),
-        (["blocked", "unblocked", "result"], "block"),  # interrupted while waiting: drain again
-    ],
-)
-def test_a_resumed_node_carries_on_after_its_last_state_change(
-    kinds: list[str], stage: str | None
-) -> None:
-    assert resume_stage(kinds) == stage
 
 
 def kept_counts(journal: Journal, readings: list[tuple[float, int]]) -> list[tuple[float, int]]:

@@ -135,3 +135,57 @@ def test_of_many_runs_racing_for_a_free_lock_exactly_one_wins(
     winners = [outcome for outcome in outcomes if outcome != "refused"]
     assert len(winners) == 1
     assert json.loads(path.read_text())["run"] == winners[0]
+
+
+@pytest.fixture
+def planted(path: Path) -> Path:
+    """A symbolic link at the lock path, planted by another user in a directory anyone may write
+    to, pointing at a file the SSH user can read and write; returns that target."""
+    path.parent.mkdir(parents=True)
+    path.parent.chmod(0o777)
+    target = path.parent.parent / "secret.txt"
+    target.write_text("root:$6$secret-hash:19000:0:99999:7:::\n")
+    target.chmod(0o666)
+    path.symlink_to(target)
+    return target
+
+
+def test_a_symlink_at_the_lock_path_is_reported_and_never_read_or_written(
+    connect: Callable[[], Shell], path: Path, planted: Path
+) -> None:
+    before = planted.read_text()
+    with pytest.raises(LockHeld) as refused:
+        lock(connect(), path, "run-a").acquire(break_lock=False, on_break=never_broken)
+    assert "a symbolic link (never followed" in str(refused.value)
+    assert "secret" not in str(refused.value)
+    assert lock(connect(), path, "run-b").holder() == {
+        "raw": "a symbolic link (never followed: remove it, or use --break-lock)"
+    }
+    assert planted.read_text() == before and path.is_symlink()
+
+
+def test_break_lock_replaces_a_symlink_at_the_lock_path_without_writing_through_it(
+    connect: Callable[[], Shell], path: Path, planted: Path
+) -> None:
+    before = planted.read_text()
+    broken: list[dict[str, Any]] = []
+    taker = lock(connect(), path, "run-b")
+    taker.acquire(break_lock=True, on_break=broken.append)
+    assert planted.read_text() == before
+    assert not path.is_symlink() and json.loads(path.read_text())["run"] == "run-b"
+    assert "secret" not in str(broken)
+    taker.release()
+    assert not path.exists() and planted.read_text() == before
+
+
+def test_break_lock_never_writes_into_a_directory_a_symlink_at_the_lock_path_points_to(
+    connect: Callable[[], Shell], path: Path, planted: Path
+) -> None:
+    folder = planted.parent / "elsewhere"
+    folder.mkdir()
+    folder.chmod(0o777)
+    path.unlink()
+    path.symlink_to(folder)
+    lock(connect(), path, "run-b").acquire(break_lock=True, on_break=lambda holder: None)
+    assert list(folder.iterdir()) == []
+    assert json.loads(path.read_text())["run"] == "run-b"

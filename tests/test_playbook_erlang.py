@@ -3,18 +3,12 @@ live calls, converts the state of the gen_servers running it the OTP way (suspen
 code_change, resume), puts everything back when a code_change crashes or a call dies, refuses a
 soft purge that would cut a call, and rolls back a version that fails verify.
 
-Every Erlang process here is ours: epmd runs in the foreground on a port of its own (erl would
-otherwise start a daemon we could not stop), and every erl, erl_call and `upgradectl` run is
-pointed at it with ERL_EPMD_PORT. Distribution listens on 127.0.0.1 only.
+Every Erlang process here is ours (see otplab).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +17,11 @@ import pytest
 import yaml
 from clihelp import Ran, run_cli
 from conftest import wait_for
+from otplab import Epmd, Reachable, build, erlang_env
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
 
-SOURCES = Path(__file__).parent / "erlang"
 MODULE = "call_handler"
 ANSWER_DEADLINE = 5.0
 # Calls with media wake this often, so they leave old code within a fraction of a second.
@@ -35,34 +29,12 @@ MEDIA_TICK_MS = 50
 QUIET = "infinity"
 
 
-class Epmd(LabServer):
-    """The Erlang port mapper on a port of our own, in the foreground, on loopback only."""
-
-    def __init__(self, directory: Path, port: int) -> None:
-        self.port = port
-        self.process = ServerProcess(
-            "epmd", ["epmd", "-port", str(port), "-address", "127.0.0.1"], directory / "epmd.log"
-        )
-
-    def _write_config(self) -> None:
-        """epmd reads no files."""
-
-    def _is_ready(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
-
-
-class ErlangNode(LabServer):
+class ErlangNode(Reachable, LabServer):
     """An OTP node running the call handler from its own code directory."""
 
     def __init__(self, directory: Path, env: dict[str, str]) -> None:
-        self.name = f"callserver_{secrets.token_hex(3)}@localhost"
-        self.cookie = secrets.token_hex(8)
+        super().__init__("callserver", env)
         self.code_dir = directory / "code"
-        self.env = env
         argv = ["erl", "-noshell", "-sname", self.name, "-setcookie", self.cookie]
         argv += ["-pa", str(self.code_dir)]
         # Stopping kills erl_child_setup first, and the node would write a crash dump on its
@@ -83,27 +55,7 @@ class ErlangNode(LabServer):
             build(module, "1", self.code_dir)
 
     def _is_ready(self) -> bool:
-        return self._erl_call("erlang:node().").returncode == 0
-
-    def eval(self, expression: str) -> str:
-        """Evaluate Erlang on the node; the result term as erl_call prints it (strings unquoted)."""
-        done = self._erl_call(expression)
-        match = re.fullmatch(r"\{ok, (.*)\}", done.stdout.strip(), re.DOTALL)
-        assert done.returncode == 0 and match, (
-            f"erl_call {expression!r}: {done.stdout}{done.stderr}"
-        )
-        return match.group(1).strip('"')
-
-    def _erl_call(self, expression: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["erl_call", "-sname", self.name, "-c", self.cookie, "-e"],
-            input=expression + "\n",
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
+        return self.erl_call("erlang:node().").returncode == 0
 
     def start_calls(self, ids: range, tick: int | str) -> dict[str, str]:
         """Start calls (registered as call_ID); their names and pids."""
@@ -143,17 +95,6 @@ class ErlangNode(LabServer):
 def build_handler(vsn: str, directory: Path) -> Path:
     """The call handler compiled as version ``vsn`` into ``directory``."""
     return build(MODULE, vsn, directory)
-
-
-def build(module: str, vsn: str, directory: Path, *defines: str) -> Path:
-    """``tests/erlang/MODULE.erl`` compiled as version ``vsn`` (with ``-DNAME`` ``defines``)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    flags = [f"-D{define}" for define in defines]
-    source = SOURCES / f"{module}.erl"
-    subprocess.run(
-        ["erlc", "-o", str(directory), f'-DVSN="{vsn}"', *flags, str(source)], check=True
-    )
-    return directory / f"{module}.beam"
 
 
 @dataclass
@@ -217,14 +158,7 @@ class Otp:
 def otp(tmp_path: Path) -> Iterator[Otp]:
     """epmd and one node running call handler version 1; both stopped after the test."""
     (epmd_port,) = free_ports(1)
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        "HOME": str(home),  # erl may write ~/.erlang.cookie: never the real one
-        "ERL_EPMD_PORT": str(epmd_port),
-        "ERL_ZFLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-        "ERL_CRASH_DUMP": str(tmp_path / "erl_crash.dump"),  # never into the working directory
-    }
+    env = erlang_env(tmp_path, epmd_port)
     epmd = Epmd(tmp_path, epmd_port)
     node = ErlangNode(tmp_path, env)
     start_servers([epmd])
@@ -308,7 +242,6 @@ def test_a_patch_whose_verify_fails_is_rolled_back_with_the_calls_still_up(otp: 
 
 # --- the OTP way: gen_servers whose state changes shape ----------------------------------------
 
-PID = re.compile(r"<\d+\.\d+\.\d+>")
 # A leg handles a media frame this often, as it would RTP: a leg given new code without its
 # state converted crashes within milliseconds.
 FRAME_MS = 20
@@ -317,23 +250,10 @@ FRAME_MS = 20
 def start_legs(node: ErlangNode, count: int) -> list[str]:
     """``count`` call legs under call_sup, and one started alone (no supervisor): their pids."""
     node.eval("call_sup:start().")
-    legs = node.eval(
-        f"[pid_to_list(call_sup:start_leg(I, {FRAME_MS})) || I <- lists:seq(1, {count})]."
-    )
     alone = node.eval(
         f"{{ok, P}} = gen_server:start(call_leg, {{{count + 1}, {FRAME_MS}}}, []), pid_to_list(P)."
     )
-    return [*PID.findall(legs), alone]
-
-
-def leg_state(node: ErlangNode, pid: str) -> tuple[str, str, int]:
-    """What a leg says of itself: its code's vsn, its state's shape, the frames it counted."""
-    text = node.eval(
-        f'{{V, Shape, _, N}} = gen_server:call(list_to_pid("{pid}"), state, 2000), '
-        'lists:flatten(io_lib:format("~s ~s ~b", [V, Shape, N])).'
-    )
-    vsn, shape, frames = text.split()
-    return vsn, shape, int(frames)
+    return [*node.start_legs(count, FRAME_MS), alone]
 
 
 def vsn_of(node: ErlangNode, module: str) -> str:
@@ -358,7 +278,7 @@ def step_output(ran: Ran, step: str) -> str:
 @pytest.mark.slow
 def test_a_patch_of_two_modules_converts_every_live_call_and_keeps_their_pids(otp: Otp) -> None:
     legs = start_legs(otp.node, 4)
-    before = {pid: leg_state(otp.node, pid) for pid in legs}
+    before = {pid: otp.node.leg_state(pid) for pid in legs}
     assert {state[:2] for state in before.values()} == {("1", "tuple")}
     # call_leg 2 keeps a map and counts through call_media:count/1, new in call_media 2: the
     # two only work loaded together.
@@ -372,11 +292,11 @@ def test_a_patch_of_two_modules_converts_every_live_call_and_keeps_their_pids(ot
         "all 5 alive with the same pids" in step_output(ran, "patch")
     )
     assert "all 5 processes from the patch alive with the same pids" in step_output(ran, "verify")
-    after = {pid: leg_state(otp.node, pid) for pid in legs}  # the same pids answer
+    after = {pid: otp.node.leg_state(pid) for pid in legs}  # the same pids answer
     for pid, (vsn, shape, frames) in after.items():
         assert (vsn, shape) == ("2", "map") and frames >= before[pid][2]  # state converted, kept
     wait_for(
-        lambda: all(leg_state(otp.node, pid)[2] > after[pid][2] for pid in legs),
+        lambda: all(otp.node.leg_state(pid)[2] > after[pid][2] for pid in legs),
         ANSWER_DEADLINE,
         what="the legs to count frames with the new code",
     )
@@ -403,10 +323,10 @@ def test_a_code_change_that_crashes_puts_the_old_code_back_and_every_call_lives_
     assert "every module is back on its old code, 5 of 5 processes live on" in message
     assert ran.summary["nodes"]["erl-1"]["in_service"]
     assert (vsn_of(otp.node, "call_leg"), vsn_of(otp.node, "call_media")) == ("1", "1")
-    states = {pid: leg_state(otp.node, pid) for pid in legs}  # every pid still answers
+    states = {pid: otp.node.leg_state(pid) for pid in legs}  # every pid still answers
     assert {state[:2] for state in states.values()} == {("1", "tuple")}
     wait_for(
-        lambda: all(leg_state(otp.node, pid)[2] > states[pid][2] for pid in legs),
+        lambda: all(otp.node.leg_state(pid)[2] > states[pid][2] for pid in legs),
         ANSWER_DEADLINE,
         what="the legs to go on counting frames with the old code",
     )

@@ -34,6 +34,7 @@ RECORDED_DEFAULTS = {
     "dlg.profile_get_size": "dlg.profile_get_size.txt",
     "dlg.profile_list": "dlg.profile_list.txt",
     "dlg.end_dlg": "dlg.end_dlg.txt",
+    "tm.cancel": "tm.cancel.txt",
 }
 
 # The drain options of the straggler tests: calls last longer than the deadline.
@@ -77,7 +78,7 @@ class ReplayingKamcmd:
         return self.log.read_text().splitlines() if self.log.exists() else []
 
 
-def recorded_steps(tmp_path: Path, kamcmd: str, node: str = "cs-1") -> Steps:
+def recorded_steps(tmp_path: Path, kamcmd: str, node: str = "cs-1", **more_vars: str) -> Steps:
     """The kamailio playbook's drain steps for ``node``, rendered and run on this machine."""
     nodes: dict[str, object] = {"proxy": {"transport": "local"}}
     for name, port in RECORDED_PORTS.items():
@@ -88,7 +89,7 @@ def recorded_steps(tmp_path: Path, kamcmd: str, node: str = "cs-1") -> Steps:
             "vars": {"sip_port": port},
         }
     inventory_path = tmp_path / "inventory.yaml"
-    defaults = {"vars": {"kamcmd": kamcmd, "node_state_dir": str(tmp_path)}}
+    defaults = {"vars": {"kamcmd": kamcmd, "node_state_dir": str(tmp_path), **more_vars}}
     inventory_path.write_text(yaml.safe_dump({"defaults": defaults, "nodes": nodes}))
     inventory = load_inventory(str(inventory_path))
     plan = build_plan(inventory, [node], "drain", PlanOptions(), "recorded")
@@ -169,6 +170,66 @@ def test_an_idle_destination_has_no_sessions_and_force_ends_nothing(tmp_path: Pa
     assert steps.sessions(now=0.0) == []
     steps.run("force")
     assert not [call for call in kamcmd.calls() if call.startswith("dlg.end_dlg")]
+
+
+def test_force_cancels_a_ringing_call_that_dlg_end_dlg_would_refuse(tmp_path: Path) -> None:
+    kamcmd = ReplayingKamcmd(tmp_path, {"dlg.profile_list": "dlg.profile_list-ringing.txt"})
+    recorded_steps(tmp_path, kamcmd.command).run("force")
+    (call_id,) = recorded_field("dlg.profile_list-ringing.txt", "call-id")
+    assert recorded_field("dlg.profile_list-ringing.txt", "state") == ["2"]
+    assert kamcmd.calls()[1:] == [f"tm.cancel s:{call_id} s:1"]  # never dlg.end_dlg
+
+
+def test_force_accepts_a_ringing_call_that_ended_by_itself_meanwhile(tmp_path: Path) -> None:
+    kamcmd = ReplayingKamcmd(
+        tmp_path,
+        {
+            "dlg.profile_list": "dlg.profile_list-ringing.txt",
+            "tm.cancel": "tm.cancel-ended-meanwhile.txt",
+        },
+    )
+    recorded_steps(tmp_path, kamcmd.command).run("force")
+
+
+# What call servers print for their own count (tests/recorded/README.md: where each comes from).
+NODE_COUNTS = [
+    pytest.param("1 active call\n57 calls processed\n", 1, id="asterisk one call"),
+    pytest.param("3 of 100 max active calls ( 3.00% of capacity)\n", 3, id="asterisk maxcalls"),
+    pytest.param("\n0 total.\n\n", 0, id="freeswitch none"),
+    pytest.param("\n3 total.\n\n", 3, id="freeswitch three"),
+    pytest.param(
+        "Unable to connect to remote asterisk (does ... exist?)\n", None, id="no asterisk"
+    ),
+    pytest.param("Command 'core show calls' cannot be run during shutdown\n", None, id="shutdown"),
+    pytest.param("-ERR SQL DISABLED NO DATA AVAILABLE!\n\n", None, id="freeswitch error"),
+    pytest.param("", None, id="nothing"),
+]
+
+
+@pytest.mark.parametrize(("output", "expected"), NODE_COUNTS)
+def test_the_call_servers_own_count_reads_asterisk_and_freeswitch_never_an_error_as_zero(
+    tmp_path: Path, output: str, expected: int | None
+) -> None:
+    printed = tmp_path / "printed.txt"
+    printed.write_text(output)
+    steps = recorded_steps(
+        tmp_path, ReplayingKamcmd(tmp_path).command, node_active_command=f"cat {printed}"
+    )
+    assert steps.target("node_active") == "cs-1"  # on the call server, not the proxy
+    if expected is None:
+        with pytest.raises(UnreadableCount):
+            steps.count("node_active")
+    else:
+        assert steps.count("node_active") == expected
+
+
+def test_sessions_name_the_caller_and_the_callee_by_their_uris(tmp_path: Path) -> None:
+    sessions = recorded_steps(tmp_path, ReplayingKamcmd(tmp_path).command).sessions(now=0.0)
+    froms = recorded_field("dlg.profile_list.txt", "from_uri")
+    tos = recorded_field("dlg.profile_list.txt", "to_uri")
+    assert [dict(s.details) for s in sessions] == [
+        {"from": from_uri, "to": to_uri} for from_uri, to_uri in zip(froms, tos, strict=True)
+    ]
 
 
 def test_force_accepts_a_call_that_ended_by_itself_meanwhile(tmp_path: Path) -> None:
@@ -306,9 +367,21 @@ def test_stragglers_past_the_deadline_are_cut_and_named(sip_lab: SipLab, tmp_pat
     forced = {session["id"] for session in summary["forced"]}
     assert len(forced) == 2
     assert forced == cs1.calls() == caller.cut()
-    assert cs1.ended() == cs1.calls()
+    assert cs1.ended() == cs1.calls() and cs1.live() == set()  # ended at the call server too
     assert all(session["age"] >= 1 for session in summary["forced"])
     assert totals == CallTotals(successful=4, failed=0)  # a cut call ends with a BYE, not an error
+    # The helpdesk report names who called whom, as the caller's INVITE did.
+    report = run_cli(
+        "-i", str(tmp_path / "inventory.yaml"), "--state-dir", str(tmp_path / "state"),
+        "history", "--forced",
+    )  # fmt: skip
+    lines = report.stdout.splitlines()
+    assert len(lines) == 2, report.stdout
+    for call_id in forced:
+        (line,) = [line for line in lines if f"({call_id})" in line]
+        assert re.search(
+            r"  from sip:caller@127\.0\.0\.1:\d+ to sip:service@127\.0\.0\.1:\d+ ", line
+        )
 
 
 @needs_sip_lab
@@ -333,3 +406,51 @@ def test_more_stragglers_than_allowed_abort_and_put_the_server_back(
     follow_up = sip_lab.call(calls=2, rate=10, hold=0.2)
     assert follow_up.wait(timeout=10) == CallTotals(successful=2, failed=0)
     assert len(cs1.calls() - offered_before) == 1
+
+
+@pytest.fixture
+def ringing_lab(tmp_path: Path) -> Iterator[SipLab]:
+    """The SIP lab, with cs-1 ringing 30 s before it answers: its calls stay early dialogs."""
+    lab = SipLab(tmp_path / "sip", ring={"cs-1": 30.0}).start()
+    yield lab
+    lab.stop()
+
+
+@needs_sip_lab
+@pytest.mark.slow
+def test_a_ringing_straggler_is_cancelled_at_the_call_server_and_at_the_caller(
+    ringing_lab: SipLab, tmp_path: Path
+) -> None:
+    cs1 = ringing_lab.call_servers["cs-1"]
+    caller = ringing_lab.call(calls=2, rate=10, hold=20.0)
+    wait_for(lambda: live_calls(ringing_lab, {"cs-1": 1}), 10, what="a call ringing on cs-1")
+    assert "state: 2" in ringing_lab.proxy.rpc("dlg.profile_list", "calls", cs1.uri)
+
+    ran = drain(ringing_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S)
+
+    assert ran.code == 0, ran.stderr
+    ringing = cs1.calls()
+    assert len(ringing) == 1
+    assert {session["id"] for session in ran.summary["forced"]} == ringing
+    assert cs1.cancelled() == ringing and cs1.live() == set()  # the call server let it go
+    assert caller.answered(487) == ringing  # and the caller was told
+    assert ringing_lab.proxy.active(cs1.uri) == 0
+
+
+@needs_sip_lab
+@pytest.mark.slow
+def test_the_call_of_a_caller_that_died_is_ended_at_the_call_server(
+    sip_lab: SipLab, tmp_path: Path
+) -> None:
+    cs1 = sip_lab.call_servers["cs-1"]
+    caller = sip_lab.call(calls=2, rate=10, hold=20.0)
+    wait_for(lambda: live_calls(sip_lab, {"cs-1": 1, "cs-2": 1}), 10, what="a call on each server")
+    caller.die()  # its dialogs stay at the proxy, its calls at the call servers
+
+    ran = drain(sip_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S)
+
+    assert ran.code == 0, ran.stderr
+    assert {session["id"] for session in ran.summary["forced"]} == cs1.calls()
+    assert cs1.ended() == cs1.calls() and cs1.live() == set()
+    assert sip_lab.proxy.active(cs1.uri) == 0
+    assert sip_lab.proxy.active(sip_lab.call_servers["cs-2"].uri) == 1  # not cs-1's: left alone

@@ -7,6 +7,7 @@ drains run on a ManualClock. The systemd playbook counts connections with this m
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from conftest import wait_for
 
 from upgradectl.connections import Connections
 from upgradectl.context import RunContext
-from upgradectl.errors import ExitCode, StepFailed, UnreadableCount
+from upgradectl.errors import ExitCode, StepFailed, UnreadableCount, UsageError
 from upgradectl.events import Event, Events
 from upgradectl.journal import Journal
 from upgradectl.loader import bundled_playbooks, load_inventory, load_playbook
@@ -49,6 +50,7 @@ class Case:
     reply: Reply
     expect: Any
     now: float = 0.0
+    vars: dict[str, Any] = field(default_factory=dict)  # the node's, e.g. a mode the case is of
 
 
 def recorded(playbook: str) -> list[Case]:
@@ -62,6 +64,7 @@ def recorded(playbook: str) -> list[Case]:
             reply=Reply(case.get("stdout", ""), case.get("stderr", ""), case.get("exit", 0)),
             expect=case["expect"],
             now=case.get("now", 0.0),
+            vars=case.get("vars", {}),
         )
         for case in data["cases"]
     ]
@@ -151,7 +154,9 @@ def _run(steps: Steps, case: Case) -> str:
 
 READINGS: dict[str, Callable[[Steps, Case], Any]] = {
     "active": lambda steps, case: steps.count(),
-    "sessions": lambda steps, case: [{"id": s.id, "age": s.age} for s in steps.sessions(case.now)],
+    "sessions": lambda steps, case: [
+        {"id": s.id, "age": s.age, **s.details} for s in steps.sessions(case.now)
+    ],
     "is_blocked": lambda steps, case: steps.is_blocked(),
     "version": lambda steps, case: steps.version(),
 }
@@ -169,7 +174,7 @@ def reading(steps: Steps, case: Case) -> Any:
 
 @pytest.mark.parametrize("case", CASES + ERRORS_EXITING_0, ids=case_id)
 def test_recorded_output_reads_as_the_playbook_says(case: Case, tmp_path: Path) -> None:
-    node = Node.make(tmp_path, case.playbook)
+    node = Node.make(tmp_path, case.playbook, case.vars)
     plan = node.plan("status" if case.step == "version" else "upgrade", PlanOptions(version="2.0"))
     command = plan.steps[case.step].run
     # Only the step's own command is answered: any other command fails the test.
@@ -222,11 +227,12 @@ ASTERISK = Telephony(
     playbook="asterisk",
     is_blocked=("database get upgradectl blocked", Reply("Database entry not found.\n")),
     block=("database put upgradectl blocked 1", Reply("Updated database successfully\n")),
-    unblock=("database del upgradectl blocked", Reply("Database entry removed.\n")),
-    count="core show channels count",
-    counted=lambda n: Reply(
-        f"{n} active channel{'s' if n != 1 else ''}\n0 active calls\n9 calls processed\n"
+    unblock=(
+        "database del upgradectl blocked",
+        Reply("Database entry removed.\nDatabase entry not found.\n"),
     ),
+    count="core show calls",
+    counted=lambda n: Reply(f"{n} active call{'s' if n != 1 else ''}\n9 calls processed\n"),
     error_exiting_0="no such command",
 )
 
@@ -293,6 +299,101 @@ def test_stragglers_past_the_deadline_are_hung_up_and_reported_by_uuid_and_age(
     ]
     assert result.forced_count == 2
     assert len(transport.ran("hupall")) == 1
+
+
+# --- asterisk: the playbook's own shell around recorded outputs ---------------------------------
+
+# A stand-in for `asterisk -rx`: prints the recorded answer to each command from $ROOT/COMMAND
+# (or "Unable to connect" and exit 1 when $ROOT/down exists); `core stop gracefully` starts a
+# shutdown. `systemctl show -p ActiveState --value` prints $ROOT/state.
+ASTERISK_STUB = """#!/bin/sh
+ROOT=$(dirname "$0")
+[ -e "$ROOT/down" ] && { echo "Unable to connect to remote asterisk (does /var/run/asterisk/asterisk.ctl exist?)" >&2; exit 1; }
+case "$2" in
+  'core stop gracefully') touch "$ROOT/shutting-down"; exit 0 ;;
+  'core abort shutdown') rm -f "$ROOT/shutting-down"; exit 0 ;;
+esac
+[ -e "$ROOT/shutting-down" ] && { echo "Command '$2' cannot be run during shutdown"; exit 0; }
+cat "$ROOT/$2"
+"""
+SYSTEMCTL_STUB = '#!/bin/sh\ncat "$(dirname "$0")/state"\n'
+CONCISE_WITH_DIAL_LEGS = (
+    case_named(
+        "asterisk", "two calls listed, the outgoing legs of their Dials left out"
+    ).reply.stdout
+    + "PJSIP/carrier-00000013!from-proxy!5551234!1!Up!AppDial!(Outgoing Line)!5551234!!!3!3126"
+    "!2a3f5e1c-1d2b-4c3e-8f9a-0b1c2d3e4f5a!1795569124.43\n"
+)
+
+
+@dataclass
+class AsteriskStub:
+    """A directory with the stand-ins, and the asterisk playbook's steps run through them here."""
+
+    root: Path
+    steps: Steps
+
+    @classmethod
+    def make(
+        cls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **node_vars: str
+    ) -> AsteriskStub:
+        """Stand-ins first on PATH: the playbook's `asterisk` and `systemctl` are theirs."""
+        root = tmp_path / "asterisk"
+        root.mkdir()
+        for name, text in (("asterisk", ASTERISK_STUB), ("systemctl", SYSTEMCTL_STUB)):
+            (root / name).write_text(text)
+            (root / name).chmod(0o755)
+        (root / "core show calls").write_text("2 active calls\n61 calls processed\n")
+        (root / "core show channels concise").write_text(CONCISE_WITH_DIAL_LEGS)
+        (root / "state").write_text("active\n")
+        monkeypatch.setenv("PATH", f"{root}:{os.environ['PATH']}")
+        node = Node.make(tmp_path, "asterisk", node_vars)
+        plan = node.plan("upgrade", PlanOptions(version="2.0"))
+        return cls(root, node.steps(plan, LocalTransport(node.name)))
+
+
+def test_asterisk_lists_one_line_per_call_named_by_caller_and_callee(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub = AsteriskStub.make(tmp_path, monkeypatch)
+    listed = [(s.id, s.details) for s in stub.steps.sessions(0.0)]
+    assert listed == [
+        ("PJSIP/alice-00000012", {"caller": "1001", "callee": "5551234"}),
+        ("PJSIP/bob-00000014", {"caller": "1002", "callee": "5559876"}),
+    ]
+    assert stub.steps.count() == 2
+
+
+def test_asterisk_graceful_mode_blocks_with_core_stop_gracefully_and_aborts_it_to_unblock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub = AsteriskStub.make(tmp_path, monkeypatch, block_mode="graceful")
+    assert stub.steps.is_blocked() is False
+    stub.steps.run("block")
+    assert (stub.root / "shutting-down").exists() and stub.steps.is_blocked() is True
+    # Asterisk counts nothing while it shuts down: at least one call is all that can be known.
+    assert stub.steps.count() == 1
+    assert not stub.steps.has("sessions")
+    stub.steps.run("unblock")
+    assert not (stub.root / "shutting-down").exists() and stub.steps.count() == 2
+
+
+def test_asterisk_graceful_mode_reads_zero_only_once_the_service_stopped_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub = AsteriskStub.make(tmp_path, monkeypatch, block_mode="graceful")
+    (stub.root / "down").touch()
+    (stub.root / "state").write_text("inactive\n")
+    assert stub.steps.count() == 0
+    (stub.root / "state").write_text("failed\n")  # crashed: nothing says how many calls it had
+    with pytest.raises(UnreadableCount):
+        stub.steps.count()
+
+
+def test_asterisk_block_mode_must_be_astdb_or_graceful(tmp_path: Path) -> None:
+    node = Node.make(tmp_path, "asterisk", {"block_mode": "gracefull"})
+    with pytest.raises(UsageError, match="block_mode_is_astdb_or_graceful"):
+        node.plan("drain")
 
 
 # --- systemd: this machine's ss ---------------------------------------------------------------

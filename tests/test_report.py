@@ -12,9 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyte
+from conftest import start_sessions
+
+from upgradectl.cli.board import COLUMNS, RESULTS, STATES
 from upgradectl.cli.views import JsonView, PlainView
 from upgradectl.errors import ExitCode
 from upgradectl.events import Events
@@ -101,10 +107,12 @@ def run_on_a_terminal_raw(
     answer: bytes | None = None,
     timeout: float = 60,
     interrupt_after: tuple[bytes, ...] = (),
+    watch: Callable[[bytes], None] = lambda chunk: None,
 ) -> tuple[int, str]:
     """Run the CLI on a pseudo-terminal; its exit code and every byte it wrote, escapes included.
 
-    One SIGINT is sent once the CLI has written each text of ``interrupt_after``, in turn.
+    One SIGINT is sent once the CLI has written each text of ``interrupt_after``, in turn;
+    ``watch`` sees every chunk of output as it arrives.
     """
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
@@ -126,6 +134,7 @@ def run_on_a_terminal_raw(
                 except OSError:  # the terminal closed: the process is done writing
                     break
                 output += chunk
+                watch(chunk)
                 if answer is not None and b"[y/N]" in output:
                     os.write(controller, answer)
                     answer = None
@@ -222,12 +231,123 @@ def test_on_a_terminal_ctrl_c_stops_the_drain_and_the_cursor_comes_back(local_si
 def test_on_a_terminal_a_second_ctrl_c_exits_at_once_and_the_cursor_comes_back(
     local_site: Path,
 ) -> None:
-    (local_site / "work" / "sessions" / "call-1").write_text(str(int(time.time()) + 600))
-    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
-    code, raw = run_on_a_terminal_raw(
-        ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2", "--yes"],
-        interrupt_after=(b"no new sessions", b"Ctrl-C again to exit now"),
+    # An upgrade step that waits for a go file (a minute at most): the first Ctrl-C lets it
+    # finish, so the second finds the run going; the go file then ends the step left behind.
+    playbook, go = local_site / "files.yaml", local_site / "work" / "go"
+    waits = f"i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; "
+    playbook.write_text(
+        playbook.read_text().replace('upgrade: {run: "', f'upgrade: {{run: "{waits}')
     )
+    inventory, state = str(local_site / "inventory.yaml"), str(local_site / "state")
+    try:
+        code, raw = run_on_a_terminal_raw(
+            ["-i", inventory, "--state-dir", state, "upgrade", "node-a", "--version", "2", "--yes"],
+            interrupt_after=(b"upgrading: i=0", b"Ctrl-C again to exit now"),
+        )
+    finally:
+        go.touch()
     assert code == ExitCode.INTERRUPTED, raw
     assert "second interrupt: exiting now" in raw
     assert_the_cursor_came_back(raw)
+
+
+@dataclass
+class Screens:
+    """What a person sees on a 120x40 terminal, kept after every chunk of output: (when, lines)."""
+
+    screen: pyte.Screen = field(default_factory=lambda: pyte.Screen(120, 40))
+    seen: list[tuple[float, list[str]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stream = pyte.ByteStream(self.screen)
+
+    def __call__(self, chunk: bytes) -> None:
+        self.stream.feed(chunk)
+        self.seen.append((time.monotonic(), list(self.screen.display)))
+
+    def tables(self) -> list[tuple[float, str, dict[str, dict[str, str]]]]:
+        """Every live table seen: (when, the header line above it, each node's row by column)."""
+        found = []
+        for at, lines in self.seen:
+            heads = [
+                n for n, line in enumerate(lines) if line.startswith("node ") and "elapsed" in line
+            ]
+            if not heads:
+                continue
+            head = heads[-1]
+            starts: list[int] = []
+            for name in COLUMNS:  # in order: "deadline" is also the end of "at the deadline"
+                after = starts[-1] + 1 if starts else 0
+                starts.append(lines[head].index(name, after))
+            rows = {}
+            for line in lines[head + 1 :]:
+                if not line.startswith("node-"):
+                    break
+                cells = [
+                    line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)
+                ]
+                rows[cells[0]] = dict(zip(COLUMNS, cells, strict=True))
+            found.append((at, lines[head - 1].strip(), rows))
+        return found
+
+
+WORDS = set(STATES.values()) | set(RESULTS.values())
+
+
+def live(site: Path, *args: str) -> tuple[int, Screens]:
+    screens = Screens()
+    inventory, state = str(site / "inventory.yaml"), str(site / "state")
+    code, raw = run_on_a_terminal_raw(
+        ["-i", inventory, "--state-dir", state, *args, "--yes"], watch=screens
+    )
+    assert_the_cursor_came_back(raw)
+    return code, screens
+
+
+def test_on_a_terminal_a_hopeless_drain_says_so_early_and_ends_gave_up(local_site: Path) -> None:
+    start_sessions(local_site, {"long": 600.0})
+    code, screens = live(local_site, "drain", "node-a", "--timeout", "6s")
+    assert code == ExitCode.GAVE_UP
+    tables = screens.tables()
+    states = [rows["node-a"]["state"] for _, _, rows in tables if "node-a" in rows]
+    assert set(states) <= WORDS and {"draining", "gave up"} <= set(states)
+    draining = [
+        (head, rows["node-a"])
+        for _, head, rows in tables
+        if rows.get("node-a", {}).get("state") == "draining"
+    ]
+    assert tuple({head for head, _ in draining}) == (
+        "0/1 done, 1 in flight, 0 waiting; 0 sessions forced",
+    )
+    assert {row["active"] for _, row in draining} == {"1"}  # one active column, saying 1
+    said = {row["at the deadline"] for _, row in draining}
+    assert "1 left at the deadline: will give up" in said  # long before the deadline came
+    _, head, rows = tables[-1]
+    assert head == "1/1 done, 0 in flight, 0 waiting; 0 sessions forced"
+    minutes, seconds = rows["node-a"]["elapsed"].split(":")
+    assert minutes == "0" and 6 <= int(seconds) <= 20
+
+
+def test_on_a_terminal_elapsed_moves_every_second_while_nothing_happens_and_stops_at_the_end(
+    local_site: Path,
+) -> None:
+    playbook = local_site / "files.yaml"
+    playbook.write_text(
+        playbook.read_text().replace('upgrade: {run: "', 'upgrade: {run: "sleep 4; ')
+    )
+    code, screens = live(local_site, "upgrade", "node-a", "--version", "2")
+    assert code == ExitCode.OK
+    tables = screens.tables()
+    upgrading = [(at, rows["node-a"]["elapsed"]) for at, _, rows in tables
+                 if rows.get("node-a", {}).get("state") == "upgrading"]  # fmt: skip
+    # The upgrade step says nothing for 4 s: the clock moves anyway, a second at a time.
+    shown = sorted({elapsed for _, elapsed in upgrading})
+    assert len(shown) >= 3, shown
+    assert upgrading[-1][0] - upgrading[0][0] >= 2.5
+    last = tables[-1][2]["node-a"]
+    assert last["state"] == "back in service"
+    done_at = next(
+        at for at, _, rows in tables if rows.get("node-a", {}).get("state") == "back in service"
+    )
+    later = [rows["node-a"]["elapsed"] for at, _, rows in tables if at > done_at]
+    assert set(later) <= {last["elapsed"]}  # stopped when the node was done

@@ -84,29 +84,6 @@ def test_more_stragglers_than_the_limit_abort_unblock_and_leave_the_version(
         call.hang_up()
 
 
-def test_stragglers_wait_keeps_waiting_past_the_deadline(cli: LabCli) -> None:
-    (call,) = calls_to(cli, "node-1", [3.0])
-    fast = cli.playbook_variant("fast")
-    ran = cli(
-        "upgrade",
-        "node-1",
-        "--version",
-        "2.0",
-        "--yes",
-        "--playbook",
-        fast,
-        "--timeout",
-        "1s",
-        "--stragglers",
-        "wait",
-    )
-    assert ran.code == 0, ran.stderr
-    assert call.wait(10).fate is Fate.COMPLETED
-    assert ran.summary["forced"] == []
-    assert drained_after_every_call_ended(ran, [call])
-    assert ran.summary["nodes"]["node-1"]["drain_seconds"] > 1  # past the 1 s deadline
-
-
 def test_a_failed_upgrade_with_rollback_is_rolled_back_and_back_in_service(
     cli: LabCli,
 ) -> None:

@@ -92,7 +92,9 @@ def test_a_journal_that_cannot_be_written_mid_run_stops_the_run_and_puts_the_nod
 ) -> None:
     playbook = local_site / "files.yaml"
     playbook.write_text(
-        playbook.read_text().replace("timeout: 30s", "timeout: 1s").replace("abort", "force, max_stragglers: 3")
+        playbook.read_text()
+        .replace("timeout: 30s", "timeout: 1s")
+        .replace("abort", "force, max_stragglers: 3")
         + LONG_SESSIONS
     )
     start_sessions(local_site, {"call-1": 600})

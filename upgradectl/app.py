@@ -34,7 +34,7 @@ from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeRun
 from upgradectl.settings import Selection, Settings
-from upgradectl.statedir import check_output, check_state_dir
+from upgradectl.statedir import check_output, check_state_dir, ensure_private
 from upgradectl.unattended import Unattended
 from upgradectl.window import deferral, require_open, within_window
 
@@ -91,6 +91,7 @@ def execute(
     if run.max_unavailable is not None:
         parse_limit(run.max_unavailable, 1)  # a usage error before any host is touched
     require_open(run.unattended.window, _now_utc())
+    ensure_private(settings.state_dir, create=True)
     check_state_dir(settings.state_dir, len(start_at) if start_at else len(plan.nodes))
     for option, path in (
         ("--report", run.unattended.report),
@@ -108,7 +109,6 @@ def _run_lock(settings: Settings, plan: Plan, run: RunOptions) -> Iterator[None]
     if plan.command != "upgrade" or run.dry_run:
         yield
         return
-    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     with RunLock(os.path.join(settings.state_dir, "run.lock")) as lock:
         lock.acquire(plan.run_id, run.argv)
         yield
@@ -125,14 +125,15 @@ def _execute(
     notifications = Notifications(run.unattended.notify) if run.unattended.notify else None
     if notifications is not None:
         events.sinks.append(notifications)
-    journal = Journal(settings.state_dir, plan.run_id)
+    journal = Journal(settings.state_dir, plan.run_id, new=not start_at)
     started = time.time()
     if not start_at:
         journal.append("run-start", None, **_run_inputs(settings, plan, run))
     else:
         journal.append("resumed", None, nodes=start_at)
     events.emit("run-start", None, f"{plan.command} {', '.join(n.name for n in plan.nodes)} (run {plan.run_id})",
-                run_id=plan.run_id, command=plan.command, dry_run=run.dry_run)  # fmt: skip
+                run_id=plan.run_id, command=plan.command, dry_run=run.dry_run,
+                nodes=[node.name for node in plan.nodes if not start_at or node.name in start_at])  # fmt: skip
     connections = Connections(
         plan.inventory,
         accept_new_host_keys=settings.accept_new_host_keys,

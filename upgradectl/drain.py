@@ -16,10 +16,10 @@ from typing import Any, Literal
 from upgradectl.context import RunContext
 from upgradectl.duration import format_duration
 from upgradectl.errors import StepFailed, UnreadableCount
-from upgradectl.estimate import DrainEstimate, estimate_drain, format_eta
+from upgradectl.estimate import DrainEstimate, estimate_drain, expected_active, format_eta
 from upgradectl.model import DrainPolicy
 from upgradectl.nodelog import NodeLog
-from upgradectl.policy import DrainState, Verdict, judge, next_poll
+from upgradectl.policy import DrainState, Verdict, judge, next_poll, outlook
 from upgradectl.steps import Steps
 
 # A count that cannot be read this many times in a row stops the drain: never read as zero.
@@ -156,7 +156,7 @@ class DrainLoop:
         estimate = progress.estimate = estimate_drain(
             progress.samples, stall_after=self.policy.stall_after
         )
-        self._poll_event(active, estimate, progress.wall_deadline)
+        self._poll_event(active, estimate, progress, now)
         if progress.forced_at is not None:
             if progress.zeros >= self.policy.settle:
                 return "drained"
@@ -179,9 +179,12 @@ class DrainLoop:
             return "look-again"
         return "poll"
 
-    def _poll_event(self, active: int, estimate: DrainEstimate | None, deadline: float) -> None:
+    def _poll_event(
+        self, active: int, estimate: DrainEstimate | None, progress: _Progress, now: float
+    ) -> None:
         # At zero the drain is not over until `settle` readings agree: say the count, not "drained".
         insight = format_eta(estimate) if estimate and active else f"{active} active"
+        deadline = progress.wall_deadline
         data: dict[str, Any] = {"active": active, "deadline": deadline, "insight": insight}
         if estimate is not None:
             data.update(
@@ -190,13 +193,24 @@ class DrainLoop:
                 eta_high=estimate.eta_high,
                 stalled=estimate.stalled,
             )
+            if progress.forced_at is None and now < progress.deadline:
+                # What the deadline will find, and what the policy will then do about it.
+                left = expected_active(estimate, progress.deadline - now)
+                data.update(
+                    left_at_deadline=left,
+                    at_deadline=outlook(self.policy, left).value,
+                    stragglers=self.policy.stragglers,
+                    max_stragglers=self.policy.max_stragglers,
+                )
         self.log.say("poll", insight, **data)
         eta = (estimate.eta_low, estimate.eta_high) if estimate is not None else None
         self.ctx.journal.reading(self.log.name, self.ctx.wall(), active, eta, deadline)
 
     def _force(self, active: int, because: str) -> None:
         sessions = self.steps.sessions(self.ctx.wall())
-        listed = [{"id": s.id, "age": s.age, "line": s.line} for s in sessions]
+        listed = [
+            {"id": s.id, "age": s.age, "line": s.line, "details": dict(s.details)} for s in sessions
+        ]
         self.log.record(
             "forcing",
             f"{active} session{'s' if active != 1 else ''} left"

@@ -168,6 +168,24 @@ class UnreadableCount(StepFailed):
     """The session count was not a number: never read as zero."""
 
 
+class SudoRefused(UpgradectlError):
+    """sudo will not run a ``sudo: true`` step's command without a password (found at preflight)."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, host: str, step: str, check: str, output: str) -> None:
+        self.host = host
+        self.step = step
+        self.check = check
+        self.output = output
+        said = f": {_last_line(output)}" if output.strip() else ""
+        super().__init__(
+            f"{host}: sudo refuses the {step} step's command (`{check}` failed{said}); "
+            "allow exactly that command with NOPASSWD in /etc/sudoers.d (see the README's "
+            '"Steps as root")'
+        )
+
+
 class LockHeld(NotNow):
     """Another run holds the node's lock."""
 

@@ -201,8 +201,20 @@ def format_eta(estimate: DrainEstimate) -> str:
     return f"{head}, {estimate.rate_per_minute:.1f}/min, {_eta_phrase(estimate)}"
 
 
+def expected_active(estimate: DrainEstimate, seconds: float) -> int:
+    """The count the fitted decay expects ``seconds`` from the latest reading, rounded (below half
+    a session is zero); a stalled drain, or one with no decay seen, stays where it is."""
+    if estimate.stalled or estimate.time_constant is None:
+        return estimate.active
+    return round(estimate.active * math.exp(-max(seconds, 0.0) / estimate.time_constant))
+
+
 def _eta_phrase(estimate: DrainEstimate) -> str:
-    low, high = estimate.eta_low, estimate.eta_high
+    return format_eta_range(estimate.eta_low, estimate.eta_high)
+
+
+def format_eta_range(low: float | None, high: float | None) -> str:
+    """``ETA 4-7 min`` (with an en dash) for an estimated end between ``low`` and ``high`` seconds from now."""
     if low is None:
         return "no ETA yet"
     if high is None:

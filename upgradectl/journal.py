@@ -11,6 +11,7 @@ next state change: a power cut may cost the latest readings, never a state chang
 
 from __future__ import annotations
 
+import errno
 import getpass
 import json
 import os
@@ -24,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from upgradectl.errors import JournalFailed
+from upgradectl.errors import JournalFailed, UsageError
 from upgradectl.journal_records import parse_record
+from upgradectl.statedir import NO_FOLLOW, ensure_private
 
 # Node states that mean "this tool left the node out of service".
 OUT_OF_SERVICE = frozenset(
@@ -96,7 +98,7 @@ class Journal:
     nodes back by then, and that must not be cut short.
     """
 
-    def __init__(self, state_dir: str, run_id: str) -> None:
+    def __init__(self, state_dir: str, run_id: str, *, new: bool = False) -> None:
         self.run_id = run_id
         self.dir = Path(state_dir) / "runs"
         self.path = self.dir / f"{run_id}.jsonl"
@@ -104,12 +106,8 @@ class Journal:
         self._lock = threading.Lock()
         self._kept: dict[str, _Kept] = {}  # per node: the latest reading written
         self.failure: JournalFailed | None = None
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            os.fchmod(self._fd, 0o600)  # it may predate us (a resumed run), with looser modes
-        except OSError as exc:
-            raise JournalFailed(str(self.path), exc) from None
+        self._fd = _open_journal(self.dir, self.path, new)
+        os.fchmod(self._fd, 0o600)  # it may predate us (a resumed run), with looser permissions
         # A crash cut the last line short: the next write ends it first, so that it stays the
         # only torn line and the records appended now are read back whole.
         self.torn_tail = self._torn = _ends_torn(self._fd)
@@ -198,6 +196,22 @@ class _Kept:
     deadline: float | None
 
 
+def _open_journal(folder: Path, path: Path, new: bool) -> int:
+    """The journal file, opened for appending: never through a symbolic link, and created afresh
+    (O_EXCL) for a new run; anything else there is a usage error, before any host is touched."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | NO_FOLLOW | (os.O_EXCL if new else 0)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        reason = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise UsageError(f"journal {path}: cannot open it: {reason}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"journal {path}: not a regular file")
+    return fd
+
+
 def _ends_torn(fd: int) -> bool:
     """Whether the file open on ``fd`` ends in a line without its newline."""
     size = os.fstat(fd).st_size
@@ -224,7 +238,7 @@ def _journal_lines(path: str | Path) -> list[str]:
     """The lines of a journal file; a symlink, a FIFO or anything but a file reads as one torn
     line (never followed, never waited on)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NO_FOLLOW)
     except OSError:
         return ["\0"]
     with os.fdopen(fd, "rb") as stream:
@@ -234,7 +248,9 @@ def _journal_lines(path: str | Path) -> list[str]:
 
 
 def runs(state_dir: str) -> Iterator[RunRecord]:
-    """Every run in the state directory, newest first."""
+    """Every run in the state directory, newest first (a state directory others may write to
+    is refused: its journals could be anyone's)."""
+    ensure_private(state_dir, create=False)
     folder = Path(state_dir) / "runs"
     if not folder.is_dir():
         return

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from upgradectl import ansible_inventory as ansible
 from upgradectl.duration import parse_duration
 from upgradectl.errors import Location, UsageError
 from upgradectl.model import (
@@ -24,7 +25,7 @@ from upgradectl.model import (
     StepSpec,
     frozen_mapping,
 )
-from upgradectl.yamlread import Document, KeyPath, read_yaml
+from upgradectl.yamlread import Document, KeyPath, read_text, read_yaml
 
 T = TypeVar("T")
 
@@ -148,7 +149,7 @@ def load_inventory(path: str) -> Inventory:
     """Read and validate an inventory file."""
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such inventory (give -i FILE or set UPGRADECTL_INVENTORY)")
-    doc = read_yaml(path)
+    doc = _inventory_document(path)
     top = _mapping(doc, (), doc.data, ("defaults", "groups", "nodes"))
     defaults = _mapping(doc, ("defaults",), top.get("defaults"), NODE_FIELDS)
     groups = {
@@ -164,6 +165,14 @@ def load_inventory(path: str) -> Inventory:
     return Inventory(
         path, frozen_mapping(nodes), frozen_mapping(groups), defaults_vars, defaults_vars_at
     )
+
+
+def _inventory_document(path: str) -> Document:
+    """The inventory as a native document: upgradectl's YAML, or an Ansible INI or YAML one."""
+    if ansible.is_ini(path, read_text(path)):
+        return ansible.read_ini(path)
+    doc = read_yaml(path)
+    return ansible.read_ansible_yaml(doc) if ansible.is_ansible_yaml(doc.data) else doc
 
 
 def _group(doc: Document, name: str, spec: Any) -> Group:

@@ -7,8 +7,9 @@ matching ``fail_if``, or (for checks) on output not matching ``parse``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from upgradectl.duration import parse_duration
@@ -17,6 +18,8 @@ from upgradectl.transport.base import CommandResult
 
 # Steps whose `parse` extracts a value rather than deciding success.
 _READING_STEPS = frozenset({"active", "node_active", "sessions", "version", "is_blocked"})
+# The groups of a `sessions` parse that the tool reads itself; any other named group is a detail.
+_SESSION_KEYS = frozenset({"id", "age", "start"})
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class Session:
     id: str
     age: float | None
     line: str
+    # What else the `sessions` parse names (its other named groups: `client`, `caller`,
+    # `callee`...): who the session is, in the helpdesk's terms.
+    details: Mapping[str, str] = field(default_factory=dict)
 
 
 def check(command: Command, result: CommandResult) -> str:
@@ -67,7 +73,10 @@ def parse_sessions(text: str, command: Command, now: float) -> list[Session]:
         fields = _session_fields(line, command)
         if fields is None:
             continue  # a header or a line that is not a session
-        sessions.append(Session(id=fields["id"], age=_age(fields, now), line=line.strip()))
+        details = {key: str(value) for key, value in fields.items() if key not in _SESSION_KEYS}
+        sessions.append(
+            Session(id=fields["id"], age=_age(fields, now), line=line.strip(), details=details)
+        )
     return sessions
 
 

@@ -48,6 +48,12 @@ def judge(policy: DrainPolicy, state: DrainState) -> Verdict:
     return Verdict.ABORT
 
 
+def outlook(policy: DrainPolicy, left_at_deadline: int) -> Verdict:
+    """What the policy will do at the deadline if ``left_at_deadline`` sessions are live then."""
+    settled = policy.settle if left_at_deadline == 0 else 0
+    return judge(policy, DrainState(left_at_deadline, settled, now=0.0, deadline=0.0))
+
+
 def _hopeless(policy: DrainPolicy, state: DrainState) -> bool:
     """``force_when: eta_exceeds_deadline``: even the optimistic estimate ends after the deadline,
     so waiting longer would cut the same few sessions later."""

@@ -1,9 +1,10 @@
 """Before the first block: every host the run will use lets us in, all asked at once.
 
 Each selected node and each host a step runs on (``on:``) is connected, its host key checked and
-the login made, in parallel and without retries (nothing is touched yet, so there is nothing to
-wait for). Any failure ends the run before anything is touched: a refusal (credentials, host
-key) is exit 2, a host nothing answers at is exit 1.
+the login made, and every ``sudo: true`` step's exact command is put to ``sudo -n -l`` on its
+host: in parallel and without retries (nothing is touched yet, so there is nothing to wait for).
+Any failure ends the run before anything is touched: a refusal (credentials, host key, sudo) is
+exit 2, a host nothing answers at is exit 1.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from upgradectl.errors import ExitCode, UpgradectlError, most_serious
+from upgradectl.errors import ExitCode, SudoRefused, UpgradectlError, most_serious
 from upgradectl.events import Events
-from upgradectl.plan import Plan
+from upgradectl.plan import Command, Plan
+from upgradectl.sudo import sudo_check
 from upgradectl.transport.base import Transport
+
+# sudo -n -l answers at once; a host that takes longer is not well.
+TOOL_TIMEOUT = 30.0
 
 # Connecting is mostly waiting on the network: more threads than cores pays.
 MAX_THREADS = 64
@@ -71,22 +76,39 @@ class Refusals:
         return f"not started: the preflight failed on {', '.join(sorted(self.errors))}"
 
 
+def sudo_commands(plan: Plan, names: Iterable[str]) -> dict[str, list[Command]]:
+    """Host -> the ``sudo: true`` commands the run of ``names`` may run there (each once)."""
+    found: dict[str, dict[str, Command]] = {}
+    for name in names:
+        for command in plan.node(name).steps.values():
+            if command.sudo:
+                found.setdefault(command.target, {}).setdefault(command.run, command)
+    return {host: list(commands.values()) for host, commands in found.items()}
+
+
 def preflight(
     plan: Plan, names: Iterable[str], transport_for: Callable[[str], Transport], events: Events
 ) -> Refusals:
-    """Ask every host the run uses, at once, whether it lets us in."""
+    """Ask every host the run uses, at once, whether it lets us in and sudo lets its steps run."""
+    names = list(names)
     hosts = hosts_of(plan, names)
+    sudo = sudo_commands(plan, names)
     with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(hosts) or 1)) as pool:
-        answers = list(pool.map(lambda host: _ask(transport_for, host), hosts))
+        answers = list(pool.map(lambda host: _ask(transport_for(host), sudo.get(host, [])), hosts))
     errors = {host: error for host, error in zip(hosts, answers, strict=True) if error is not None}
     for host, error in errors.items():
         events.emit("preflight", host, f"preflight: {error}", error=str(error))
     return Refusals(plan, errors)
 
 
-def _ask(transport_for: Callable[[str], Transport], host: str) -> UpgradectlError | None:
+def _ask(transport: Transport, sudo: list[Command]) -> UpgradectlError | None:
     try:
-        transport_for(host).connect()
+        transport.connect()
+        for command in sudo:
+            check = sudo_check(command.run)
+            said = transport.run(check, TOOL_TIMEOUT)
+            if said.exit_code != 0:
+                return SudoRefused(transport.name, command.step, check, said.output)
     except UpgradectlError as exc:  # refused, unanswered, or its ~/.ssh/config unreadable
         return exc
     return None

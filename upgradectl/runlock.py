@@ -11,11 +11,13 @@ no one else can see, and two runs would both believe they hold the lock.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import pwd
 import socket
+import stat
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -23,7 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from upgradectl.errors import NotNow
+from upgradectl.errors import NotNow, UsageError
+from upgradectl.statedir import NO_FOLLOW
 
 
 class RunLockHeld(NotNow):
@@ -74,7 +77,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # os.open makes the descriptor non-inheritable, so commands this run starts do not
         # keep the lock alive after it exits.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_lock_file(self.path)
         try:
             os.fchmod(fd, 0o600)  # the file may predate us with looser permissions
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -120,6 +123,21 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode() + b"\n", 0)
         os.fsync(fd)
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file, never opened through a symbolic link, and only if it is this user's file:
+    a link planted there must not make this run (often root) chmod and empty its target."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o600)
+    except OSError as exc:
+        reason = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise UsageError(f"{path}: cannot open the run lock: {reason}") from None
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
+        os.close(fd)
+        raise UsageError(f"{path}: the run lock is not a file of this user's; refusing it")
+    return fd
 
 
 def _read_holder(fd: int) -> dict[str, Any]:

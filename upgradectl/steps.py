@@ -20,7 +20,8 @@ from upgradectl.events import Events
 from upgradectl.model import REPEATABLE_STEPS
 from upgradectl.parsing import Session, check, extract, parse_sessions
 from upgradectl.plan import Command, NodePlan
-from upgradectl.transport.base import CommandResult, Transport, wrap_sudo
+from upgradectl.sudo import wrap_sudo
+from upgradectl.transport.base import CommandResult, Transport
 
 
 class Steps:
@@ -98,9 +99,7 @@ class Steps:
             repeatable = command.step in REPEATABLE_STEPS
         transport = self.transport_for(command.target)
         text = wrap_sudo(command.run) if command.sudo else command.run
-        self.events.emit(
-            "step", self.plan.name, f"{command.step} on {command.target}: {command.run}"
-        )
+        self.events.emit("step", self.plan.name, f"{command.step} on {command.target}: {text}")
         # The transport's deadlines are on its own clock, the real one.
         until = None if reconnect_for is None else time.monotonic() + reconnect_for
         while True:

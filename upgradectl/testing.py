@@ -6,7 +6,8 @@ records every command it was given. An answer is a :class:`Reply`, a list of rep
 call, the last one repeated: a session count that goes 3, 2, 0), or a function of the command.
 A command no rule answers raises :class:`UnscriptedCommand`, so a test never passes on a
 command it did not expect. The tool's own node-lock commands are answered before the script, as
-on a node nobody else has locked.
+on a node nobody else has locked; the preflight's ``sudo -n -l`` questions are answered "allowed"
+after it (script a rule for ``sudo -n -l`` to refuse one).
 
 ``ManualClock`` is time that moves only when asked. Give ``clock.monotonic`` and ``clock.wall``
 to ``RunContext`` and ``clock.stop()`` as its ``stop``: every wait of a run (drain polls, retry
@@ -34,6 +35,7 @@ import jinja2
 from upgradectl.context import Stop
 from upgradectl.model import Playbook
 from upgradectl.nodelock import _TAKEN  # the lock's own marker, shared rather than copied
+from upgradectl.sudo import SUDO_CHECK
 from upgradectl.transport.base import CommandResult
 
 __all__ = ["Answer", "ManualClock", "Reply", "Rule", "ScriptedTransport", "UnscriptedCommand"]
@@ -119,6 +121,8 @@ class ScriptedTransport:
                 turn = self._calls.get(index, 0)
                 self._calls[index] = turn + 1
                 return _reply(answer, command, turn)
+        if command.startswith(SUDO_CHECK):
+            return Reply(command.removeprefix(SUDO_CHECK) + "\n")  # sudo prints what it allows
         raise UnscriptedCommand(self.name, command)
 
 

@@ -2,13 +2,16 @@
 %% it, as the modules its child spec names.
 -module(call_sup).
 -behaviour(supervisor).
--export([start/0, start_leg/2, init/1]).
+-export([start/0, start_link/0, start_leg/2, init/1]).
 
 %% Started from a short-lived process (erl_call): unlinked, or it would stop with its caller.
 start() ->
-    {ok, Pid} = supervisor:start_link({local, ?MODULE}, ?MODULE, []),
+    {ok, Pid} = start_link(),
     unlink(Pid),
     Pid.
+
+%% Started by calls_app, in a release.
+start_link() -> supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
 start_leg(Id, Tick) -> {ok, Pid} = supervisor:start_child(?MODULE, [Id, Tick]), Pid.
 

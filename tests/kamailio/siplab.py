@@ -9,6 +9,8 @@ each call from SIPp's own records.
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import socket
 import string
 import subprocess
@@ -112,19 +114,51 @@ def _sipp(scenario: Path, port: int, control_port: int, trace: Path) -> list[str
     ]  # fmt: skip
 
 
-class CallServer(LabServer):
-    """A SIPp call server (``call_server.xml``): answers every call and waits for its BYE."""
+# The call server's own count of its live calls, from its SIPp message trace (date, time, epoch,
+# S|R, Call-ID, CSeq, first line): offered (INVITE received) and not yet ended (BYE or CANCEL
+# received). It prints Asterisk's wording, which the kamailio playbook's `node_active` reads.
+LIVE_CALLS_AWK = (
+    "awk -F'\\t' '$4 == \"R\" && $7 ~ /^INVITE / { live[$5] = 1 } "
+    '$4 == "R" && $7 ~ /^(BYE|CANCEL) / { delete live[$5] } '
+    'END { n = 0; for (call in live) n++; print n " active calls" }\''
+)
+# While a call rings, a CANCEL ends it (label `cancelled`); when the ring is over it is answered.
+_RINGING = '<recv request="CANCEL" timeout="{ms}" ontimeout="answer" next="cancelled"/>'
 
-    def __init__(self, directory: Path, name: str, port: int, control_port: int) -> None:
+
+class CallServer(LabServer):
+    """A SIPp call server (``call_server.xml``): rings ``ring`` seconds (a CANCEL ends the call
+    there), answers, and waits for its BYE."""
+
+    def __init__(
+        self, directory: Path, name: str, port: int, control_port: int, ring: float = 0.0
+    ) -> None:
         self.name = name
         self.port = port
         self.uri = f"sip:{LOOPBACK}:{port}"
         self.trace = directory / f"{name}.trace"
-        argv = _sipp(HERE / "call_server.xml", port, control_port, self.trace)
+        self.scenario = directory / f"{name}.xml"
+        self.ring = ring
+        argv = _sipp(self.scenario, port, control_port, self.trace)
         self.process = ServerProcess(name, argv, directory / f"{name}.log")
 
     def _write_config(self) -> None:
-        """Nothing to write: the scenario ships with the tests."""
+        ringing = _RINGING.format(ms=round(self.ring * 1000)) if self.ring else ""
+        template = string.Template((HERE / "call_server.xml").read_text())
+        self.scenario.write_text(template.substitute(ringing=ringing))
+
+    @property
+    def live_calls_command(self) -> str:
+        """The shell command that prints this server's own count of live calls."""
+        return f"{LIVE_CALLS_AWK} {shlex.quote(str(self.trace))}"
+
+    def live(self) -> set[str]:
+        """The Call-IDs of the calls this server holds: offered, neither hung up nor cancelled."""
+        return self.calls() - self.ended() - self.cancelled()
+
+    def cancelled(self) -> set[str]:
+        """The Call-IDs of the calls cancelled here while they rang."""
+        return set(_requests(self.trace, "CANCEL", sent=False))
 
     def _is_ready(self) -> bool:
         return _udp_listening(self.port)
@@ -193,6 +227,19 @@ class Caller:
     def stop(self) -> None:
         """Stop placing calls, if it has not finished."""
         self.process.stop()
+
+    def die(self) -> None:
+        """SIGKILL the caller, as a phone losing power: its calls are never hung up."""
+        self.process.send(signal.SIGKILL)
+        self.process.wait()
+
+    def answered(self, code: int) -> set[str]:
+        """The Call-IDs of the calls the caller got a ``code`` final response for."""
+        return {
+            message.call_id
+            for message in read_trace(self.trace)
+            if not message.sent and message.first_line.startswith(f"SIP/2.0 {code} ")
+        }
 
 
 # --- Kamailio -----------------------------------------------------------------------------
@@ -267,13 +314,16 @@ class Proxy(LabServer):
 class SipLab:
     """Kamailio in front of call servers ``cs-1``, ``cs-2``...; all on 127.0.0.1."""
 
-    def __init__(self, directory: Path, call_servers: int = 2) -> None:
+    def __init__(
+        self, directory: Path, call_servers: int = 2, ring: dict[str, float] | None = None
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         ports = free_udp_ports(1 + 2 * call_servers)
+        rings = ring or {}
         self.call_servers = {
-            f"cs-{i}": CallServer(directory, f"cs-{i}", ports[2 * i - 1], ports[2 * i])
-            for i in range(1, call_servers + 1)
+            name: CallServer(directory, name, ports[2 * i - 1], ports[2 * i], rings.get(name, 0.0))
+            for i, name in ((i, f"cs-{i}") for i in range(1, call_servers + 1))
         }
         # A unix socket's path must fit in 108 bytes, which pytest's tmp paths may not.
         self._socket_dir = tempfile.TemporaryDirectory(prefix="kamctl-")
@@ -307,7 +357,7 @@ class SipLab:
         for name, server in self.call_servers.items():
             nodes[name] = {
                 "host": LOOPBACK, "transport": "local", "playbook": "kamailio",
-                "vars": {"sip_port": server.port},
+                "vars": {"sip_port": server.port, "node_active_command": server.live_calls_command},
             }  # fmt: skip
         # The node lock goes under the test's directory, not this machine's /var/tmp.
         defaults = {"vars": {"kamcmd": self.proxy.kamcmd, "node_state_dir": str(self.directory)}}

@@ -12,10 +12,9 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from upgradectl.duration import format_duration
+from upgradectl.cli.board import COLUMNS, Board
 from upgradectl.events import Event
 from upgradectl.wording import render_summary
 
@@ -135,29 +134,25 @@ class PlainView(View):
 _STYLES = {"warning": "yellow", "error": "red", "failed": "red", "attention": "bold red"}
 
 
-@dataclass
-class _Row:
-    state: str = "waiting"
-    active: str = ""
-    insight: str = ""
-    started: float | None = None
-    deadline: float | None = None
-
-
 class LiveView(View):
-    """A live table on a terminal (per node: state, active sessions, drain rate and ETA, elapsed,
-    deadline), with the notable events printed above it; it hides the cursor from ``start`` to
-    ``close``."""
+    """A live table on a terminal: a header line with the fleet's progress and the sessions
+    forced, then per node its state in words, active sessions, drain rate and ETA, what the
+    deadline will find, elapsed time and the deadline; notable events print above it. It is
+    redrawn four times a second from the board, so elapsed time moves between events. It hides
+    the cursor from ``start`` to ``close``."""
 
     def __init__(self, verbosity: int = 0) -> None:
         from rich.console import Console  # noqa: PLC0415 - rich is imported only for a terminal
         from rich.live import Live  # noqa: PLC0415
 
         self.verbosity = verbosity
-        self.rows: dict[str, _Row] = {}
+        self.board = Board()
         self.console = Console(stderr=False)
         self.live: Live = Live(
-            self._table(), console=self.console, refresh_per_second=4, transient=False
+            console=self.console,
+            refresh_per_second=4,
+            transient=False,
+            get_renderable=self._render,
         )
 
     def start(self) -> None:
@@ -165,16 +160,14 @@ class LiveView(View):
         self.live.start()
 
     def __call__(self, event: Event) -> None:
-        if event.node is not None:
-            self._update(self.rows.setdefault(event.node, _Row()), event)
+        self.board(event)
         if event.kind == "summary":
-            self.live.update(self._table())
             self.live.stop()
             self.console.print(render_summary(event.as_dict()), markup=False, highlight=False)
             return
         if event.kind != "poll" and _wants(event, self.verbosity):
             self.console.print(self._line(event), highlight=False)
-        self.live.update(self._table())
+        self.live.refresh()
 
     @staticmethod
     def _line(event: Event) -> Any:
@@ -187,33 +180,17 @@ class LiveView(View):
         line.append(event.message, style=_STYLES.get(event.kind, ""))
         return line
 
-    @staticmethod
-    def _update(row: _Row, event: Event) -> None:
-        data = event.data
-        if event.kind == "poll":
-            row.active = str(data.get("active", ""))
-            row.insight = str(data.get("insight", ""))
-        elif event.kind not in VERBOSE_KINDS | {"warning"}:
-            row.state = event.kind
-        if event.kind == "node-start":
-            row.started = event.time
-        if "deadline" in data:
-            row.deadline = float(data["deadline"])
-
-    def _table(self) -> Any:
+    def _render(self) -> Any:
+        from rich.console import Group  # noqa: PLC0415
         from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
 
         table = Table(box=None, pad_edge=False)
-        for column in ("node", "state", "active", "drain", "elapsed", "deadline"):
+        for column in COLUMNS:
             table.add_column(column)
-        now = time.time()
-        for name, row in self.rows.items():
-            elapsed = format_duration(now - row.started) if row.started else ""
-            deadline = (
-                time.strftime("%H:%M:%S", time.localtime(row.deadline)) if row.deadline else ""
-            )
-            table.add_row(name, row.state, row.active, row.insight, elapsed, deadline)
-        return table
+        for row in self.board.rows(time.time()):
+            table.add_row(*row)
+        return Group(Text(self.board.header(), style="bold"), table)
 
     def close(self) -> None:
         """Stop redrawing and show the cursor again (the summary may have stopped it already)."""

@@ -38,6 +38,7 @@ class CallRecord:
     planned_seconds: float
     started: float  # wall-clock time the call was placed (time.time())
     call_id: str | None = None
+    address: str | None = None  # the caller's end of the connection, "HOST:PORT", once connected
     ended: float | None = None
     fate: Fate | None = None
 
@@ -143,6 +144,7 @@ class Call:
         except OSError:
             self._finish(Fate.REFUSED)
             return
+        self._record = replace(self._record, address="{}:{}".format(*sock.getsockname()[:2]))
         with sock:
             self._talk(sock)
 

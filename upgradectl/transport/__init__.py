@@ -1,6 +1,6 @@
 """How commands reach a node: over SSH (``ssh.py`` and its helpers, the only paramiko importers)
 or on this machine."""
 
-from upgradectl.transport.base import CommandResult, Transport, wrap_sudo
+from upgradectl.transport.base import CommandResult, Transport
 
-__all__ = ["CommandResult", "Transport", "wrap_sudo"]
+__all__ = ["CommandResult", "Transport"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,8 +43,3 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release the connection."""
         ...
-
-
-def wrap_sudo(command: str) -> str:
-    """``command`` run as root through non-interactive sudo: it fails rather than prompting."""
-    return f"sudo -n -- sh -c {shlex.quote(command)}"

@@ -549,9 +549,9 @@ release_install(Vsn, Package, Mode, Current, O) ->
     Restart = [I || I <- Instructions, I =:= restart_new_emulator orelse I =:= restart_emulator],
     case {Restart, Mode} of
         {[Why | _], hot} ->
-            fail("restart_needed", "the relup from ~s to ~s has ~s: the node restarts and every "
-                 "process with it; drain it first (upgradectl upgrade, with block, active and "
-                 "unblock set); nothing was installed", [Current, Vsn, Why]);
+            fail("hot_upgrade", "the relup from ~s to ~s has ~s: the node would restart, every "
+                 "call with it; nothing was installed; drain it first: upgradectl upgrade",
+                 [Current, Vsn, Why]);
         _ -> ok
     end,
     Names = lists:usort([module(M) || {suspend, Ms} <- Instructions, M <- Ms]),
@@ -561,9 +561,10 @@ release_install(Vsn, Package, Mode, Current, O) ->
         [] -> ok;
         [How | _] -> say("restarting: the relup has ~s: the node restarts into ~s", [How, Vsn])
     end,
+    % {ok, OtherVsn, _}: the release left behind going up, the one gone to going down.
     case release_handler:install_release(Vsn) of
-        {ok, Current, _} -> ok;
-        {continue_after_restart, Current, _} -> ok;
+        {ok, _, _} -> ok;
+        {continue_after_restart, _, _} -> ok;
         {error, Reason} -> fail("install", "release ~s: ~p; the node runs ~s", [Vsn, Reason,
                                                                              current_release()])
     end,
@@ -592,15 +593,27 @@ current_release() ->
         [] -> hd([V || {_, V, _, permanent} <- Releases])
     end.
 
+%% The relup instructions from Current to Vsn: up, from Vsn's relup; down (back to an older
+%% release), from Current's.
 relup_from(Vsn, Current) ->
-    Relup = filename:join([releases_dir(), Vsn, "relup"]),
-    case file:consult(Relup) of
-        {ok, [{Vsn, Ups, _Downs}]} ->
-            case lists:keyfind(Current, 1, Ups) of
-                {Current, _, Instructions} -> Instructions;
-                false -> fail("relup", "~s has no upgrade from ~s", [Relup, Current])
+    case instructions(filename:join([releases_dir(), Vsn, "relup"]), Vsn, Current, up) of
+        false ->
+            Down = filename:join([releases_dir(), Current, "relup"]),
+            case instructions(Down, Current, Vsn, down) of
+                false -> fail("relup", "no relup from ~s to ~s", [Current, Vsn]);
+                Found -> Found
             end;
-        Error -> fail("relup", "~s: ~p", [Relup, Error])
+        Found -> Found
+    end.
+
+instructions(Relup, Vsn, Other, Direction) ->
+    case file:consult(Relup) of
+        {ok, [{Vsn, Ups, Downs}]} ->
+            case lists:keyfind(Other, 1, case Direction of up -> Ups; down -> Downs end) of
+                {Other, _, Instructions} -> Instructions;
+                false -> false
+            end;
+        _ -> false
     end.
 
 releases_dir() ->
@@ -630,11 +643,14 @@ read_release_state(O) ->
 %% saw are alive; then it is made permanent, so that a restart comes back into it.
 release_verify(Vsn, O) ->
     handler_running(),
-    {Expected, Pids} = case read_release_state(O) of
-        {rolled_back, From, _, Alive} -> {From, Alive};
-        {_, _, _, Alive} -> {Vsn, Alive};
-        none -> {Vsn, []}
-    end,
+    case read_release_state(O) of
+        none -> say("verified: this run installed nothing; the node runs release ~s",
+                    [current_release()]);
+        {rolled_back, From, _, Alive} -> release_verify(From, Alive, O);
+        {_, _, _, Alive} -> release_verify(Vsn, Alive, O)
+    end.
+
+release_verify(Expected, Pids, O) ->
     Current = current_release(),
     Current =:= Expected
         orelse fail("verify", "the node runs release ~s, expected ~s", [Current, Expected]),
@@ -651,11 +667,14 @@ release_verify(Vsn, O) ->
 %% Install the previous release again (its relup down), and make it permanent.
 release_rollback(#{previous := Previous} = O) ->
     handler_running(),
-    {From, Pids} = case read_release_state(O) of
-        {_, F, _, Seen} -> {F, Seen};
-        none -> {Previous, []}
-    end,
-    To = case Previous of "" -> From; _ -> Previous end,
+    case {read_release_state(O), Previous} of
+        {none, ""} -> say("rolled_back: nothing to restore, this run installed nothing", []);
+        {none, _} -> install_again(Previous, [], O);
+        { {_, From, _, Seen}, ""} -> install_again(From, Seen, O);
+        { {_, _, _, Seen}, _} -> install_again(Previous, Seen, O)
+    end.
+
+install_again(To, Pids, O) ->
     case current_release() of
         To -> say("rolled_back: release ~s is the current one; nothing to do", [To]);
         Now ->

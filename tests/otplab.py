@@ -1,0 +1,111 @@
+"""Real OTP nodes for the erlang playbooks' tests: a private epmd, nodes reached with erl_call,
+the test modules of tests/erlang built at any version.
+
+Every Erlang process here is ours: epmd runs in the foreground on a port of its own (erl would
+otherwise start a daemon we could not stop), and every erl, erl_call and `upgradectl` run is
+pointed at it with ERL_EPMD_PORT. Distribution listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import subprocess
+from pathlib import Path
+
+from upgradectl.lab import LabServer
+from upgradectl.lab.process import ServerProcess
+
+SOURCES = Path(__file__).parent / "erlang"
+PID = re.compile(r"<\d+\.\d+\.\d+>")
+
+
+class Epmd(LabServer):
+    """The Erlang port mapper on a port of our own, in the foreground, on loopback only."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.port = port
+        self.process = ServerProcess(
+            "epmd", ["epmd", "-port", str(port), "-address", "127.0.0.1"], directory / "epmd.log"
+        )
+
+    def _write_config(self) -> None:
+        """epmd reads no files."""
+
+    def _is_ready(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+
+def erlang_env(directory: Path, epmd_port: int) -> dict[str, str]:
+    """The environment of every Erlang program of a test: our epmd, loopback, no stray files."""
+    home = directory / "home"
+    home.mkdir(exist_ok=True)
+    return {
+        "HOME": str(home),  # erl may write ~/.erlang.cookie: never the real one
+        "ERL_EPMD_PORT": str(epmd_port),
+        "ERL_ZFLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        "ERL_CRASH_DUMP": str(directory / "erl_crash.dump"),  # never into the working directory
+    }
+
+
+class Reachable:
+    """A node that a test talks to with erl_call: a name, a cookie, and Erlang to evaluate."""
+
+    def __init__(self, prefix: str, env: dict[str, str]) -> None:
+        self.name = f"{prefix}_{secrets.token_hex(3)}@localhost"
+        self.cookie = secrets.token_hex(8)
+        self.env = env
+
+    def eval(self, expression: str) -> str:
+        """Evaluate Erlang on the node; the result term as erl_call prints it (strings unquoted)."""
+        done = self.erl_call(expression)
+        match = re.fullmatch(r"\{ok, (.*)\}", done.stdout.strip(), re.DOTALL)
+        assert done.returncode == 0 and match, (
+            f"erl_call {expression!r}: {done.stdout}{done.stderr}"
+        )
+        return match.group(1).strip('"')
+
+    def erl_call(self, expression: str) -> subprocess.CompletedProcess[str]:
+        """erl_call -e ``expression``, as it ran."""
+        return subprocess.run(
+            ["erl_call", "-sname", self.name, "-c", self.cookie, "-e"],
+            input=expression + "\n",
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+
+    def leg_state(self, pid: str) -> tuple[str, str, int]:
+        """What a call leg says of itself: its code's vsn, its state's shape, its frames."""
+        text = self.eval(
+            f'{{V, Shape, _, N}} = gen_server:call(list_to_pid("{pid}"), state, 2000), '
+            'lists:flatten(io_lib:format("~s ~s ~b", [V, Shape, N])).'
+        )
+        vsn, shape, frames = text.split()
+        return vsn, shape, int(frames)
+
+    def start_legs(self, count: int, frame_ms: int) -> list[str]:
+        """``count`` call legs under the running call_sup, a frame every ``frame_ms``: pids."""
+        legs = self.eval(
+            f"[pid_to_list(call_sup:start_leg(I, {frame_ms})) || I <- lists:seq(1, {count})]."
+        )
+        return PID.findall(legs)
+
+
+def build(module: str, vsn: str, directory: Path, *defines: str) -> Path:
+    """``tests/erlang/MODULE.erl`` compiled as version ``vsn`` (with ``-DNAME`` ``defines``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    flags = [f"-D{define}" for define in defines]
+    source = SOURCES / f"{module}.erl"
+    subprocess.run(
+        ["erlc", "-o", str(directory), f'-DVSN="{vsn}"', *flags, str(source)], check=True
+    )
+    return directory / f"{module}.beam"

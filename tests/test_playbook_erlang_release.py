@@ -1,0 +1,263 @@
+"""The bundled erlang-release playbook against a real OTP release built by the test with
+systools (make_script, make_relup, make_tar) and run as a target system: release 1 is upgraded
+in place to 2 by its relup and rolled back to 1, while its call legs keep running with their
+pids; a relup that restarts the emulator is refused hot. Every Erlang process is ours (otplab).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from clihelp import Ran, run_cli
+from otplab import Epmd, Reachable, build, erlang_env
+
+from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
+from upgradectl.lab.process import ServerProcess
+
+MODULES = ("calls_app", "call_sup", "call_leg", "call_media")
+FRAME_MS = 20
+# How each release is built: -D defines of call_leg and call_media, and make_relup's options.
+# 2 turns the legs' state from a tuple into a map (call_leg's code_change); 3 is the same code
+# with a relup that restarts the emulator, as a new ERTS would.
+RELEASES = {"1": ((), []), "2": (("SHAPE",), []), "3": (("SHAPE",), ["restart_emulator"])}
+APPUP = (
+    '{{"{vsn}", [{{"1", [{{load_module, call_media}}, {{update, call_leg, {{advanced, []}}, [call_media]}}]}}], '
+    '[{{"1", [{{load_module, call_media}}, {{update, call_leg, {{advanced, []}}, [call_media]}}]}}]}}.\n'
+)
+APP = (
+    '{{application, calls, [{{description, "calls"}}, {{vsn, "{vsn}"}}, {{modules, [{modules}]}}, '
+    "{{registered, [call_sup]}}, {{applications, [kernel, stdlib, sasl]}}, {{mod, {{calls_app, []}}}}]}}.\n"
+)
+
+
+def erl(script: str, cwd: Path, env: dict[str, str]) -> str:
+    """Run Erlang in a throwaway node in ``cwd``; what it printed."""
+    done = subprocess.run(
+        ["erl", "-noshell", "-eval", script + " halt()."],
+        cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+def build_releases(work: Path, env: dict[str, str]) -> tuple[Path, str]:
+    """Releases 1, 2 and 3 of `calls` built in ``work``, release 1 installed as a target system
+    in ``work/root`` with 2 and 3 waiting in its releases directory; (root, ERTS bin dir)."""
+    versions = erl(
+        'ok = application:load(sasl), io:format("~s ~s ~s ~s ~s", [erlang:system_info(version), '
+        "code:root_dir()] ++ [element(3, lists:keyfind(A, 1, application:loaded_applications())) "
+        "|| A <- [kernel, stdlib, sasl]]),",
+        work, env,
+    ).split()  # fmt: skip
+    erts, otp_root, kernel, stdlib, sasl = versions
+    for vsn, (defines, _) in RELEASES.items():
+        ebin = work / "lib" / f"calls-{vsn}" / "ebin"
+        for module in MODULES:
+            build(module, vsn, ebin, *(defines if module in ("call_leg", "call_media") else ()))
+        (ebin / "calls.app").write_text(APP.format(vsn=vsn, modules=", ".join(MODULES)))
+        if vsn != "1":
+            (ebin / "calls.appup").write_text(APPUP.format(vsn=vsn))
+        (work / f"calls-{vsn}.rel").write_text(
+            f'{{release, {{"calls", "{vsn}"}}, {{erts, "{erts}"}}, [{{kernel, "{kernel}"}}, '
+            f'{{stdlib, "{stdlib}"}}, {{sasl, "{sasl}"}}, {{calls, "{vsn}"}}]}}.\n'
+        )
+    script = []
+    for vsn, (_, relup) in RELEASES.items():
+        path = f'{{path, ["lib/calls-1/ebin", "lib/calls-{vsn}/ebin"]}}'
+        script.append(f'{{ok, _, _}} = systools:make_script("calls-{vsn}", [{path}, silent]),')
+        if vsn != "1":
+            options = ", ".join([path, "silent", *relup])
+            script.append(
+                f'{{ok, _, _, _}} = systools:make_relup("calls-{vsn}", ["calls-1"], ["calls-1"], [{options}]),'
+            )
+        # make_tar packs the relup that make_relup just wrote beside the .rel files.
+        script.append(f'{{ok, _, _}} = systools:make_tar("calls-{vsn}", [{path}, silent]),')
+    erl("".join(script), work, env)
+    root = work / "root"
+    (root / "releases").mkdir(parents=True)
+    subprocess.run(["tar", "xzf", str(work / "calls-1.tar.gz"), "-C", str(root)], check=True)
+    erl(
+        f'ok = release_handler:create_RELEASES("{root}", "{root}/releases", '
+        f'"{root}/releases/1/calls-1.rel", []),',
+        work, env,
+    )  # fmt: skip
+    for vsn in ("2", "3"):
+        shutil.copy(work / f"calls-{vsn}.tar.gz", root / "releases")
+    return root, f"{otp_root}/erts-{erts}/bin"
+
+
+class ReleaseNode(Reachable, LabServer):
+    """The target system booted into its permanent release, as its start script would."""
+
+    def __init__(self, root: Path, bindir: str, env: dict[str, str]) -> None:
+        super().__init__("calls", env)
+        # erl's own script, with the root of the target system: release_handler unpacks there.
+        boot = {"ROOTDIR": str(root), "BINDIR": bindir, "EMU": "beam", "PROGNAME": "erl"}
+        node_env = {**env, **boot, "ERL_CRASH_DUMP_SECONDS": "0"}
+        argv = [f"{bindir}/erlexec", "-boot", str(root / "releases" / "1" / "start"), "-noshell"]
+        argv += ["-sname", self.name, "-setcookie", self.cookie]
+        self.process = ServerProcess(
+            "release node",
+            ["env", *(f"{k}={v}" for k, v in node_env.items()), *argv],
+            root.parent / "node.log",
+        )
+
+    def _write_config(self) -> None:
+        """The target system is built before the node starts."""
+
+    def _is_ready(self) -> bool:
+        return "true" in self.erl_call("is_pid(whereis(call_sup)).").stdout
+
+    def releases(self) -> dict[str, str]:
+        """Version -> status (permanent, current, old, unpacked), from which_releases."""
+        text = self.eval(
+            'lists:flatten([io_lib:format("~s=~s ", [V, S]) || {_, V, _, S} <- release_handler:which_releases()]).'
+        )
+        return dict(pair.split("=") for pair in text.split())
+
+
+@dataclass
+class Release:
+    """A running release node and the CLI aimed at it."""
+
+    node: ReleaseNode
+    tmp: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str, **variables: str) -> Ran:
+        """`upgradectl --json ARGS` on one local node with the erlang-release playbook (and a
+        local node `lb` for balancer steps)."""
+        node_vars = {
+            "erlang_node": self.node.name,
+            "cookie": self.node.cookie,
+            "release_name": "calls",
+            "kept_dir": str(self.tmp / "kept"),
+            **variables,
+        }
+        node = {"transport": "local", "playbook": "erlang-release", "vars": node_vars}
+        inventory = self.tmp / "inventory.yaml"
+        nodes = {"lb": {"transport": "local"}, "rel-1": node}
+        inventory.write_text(yaml.safe_dump({"nodes": nodes}))
+        state = str(self.tmp / "state")
+        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=self.env)
+
+    def patch(self, version: str) -> Ran:
+        """`upgradectl -v patch rel-1 --version VERSION --yes` (-v: the steps' output too)."""
+        return self.cli("-v", "patch", "rel-1", "--version", version, "--yes")
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Iterator[Release]:
+    """epmd and release 1 of `calls` running; both stopped after the test."""
+    (epmd_port,) = free_ports(1)
+    env = erlang_env(tmp_path, epmd_port)
+    root, bindir = build_releases(tmp_path, env)
+    epmd = Epmd(tmp_path, epmd_port)
+    node = ReleaseNode(root, bindir, env)
+    start_servers([epmd])
+    try:
+        start_servers([node])
+        yield Release(node, tmp_path, env)
+    finally:
+        stop_servers([node, epmd])
+
+
+def outcome(ran: Ran) -> str:
+    """The node's result and what the steps printed, for a failed assertion (not the commands)."""
+    printed = [e["message"] for e in ran.events if e["event"] == "step-output"]
+    return "\n".join([str(ran.summary["nodes"]), *printed, ran.stderr])
+
+
+def step_output(ran: Ran, step: str) -> str:
+    """What ``step`` printed (its step-output events, shown with -v)."""
+    return "\n".join(
+        e["message"] for e in ran.events
+        if e["event"] == "step-output" and e["message"].startswith(f"{step}:")
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_release_is_upgraded_in_place_and_rolled_back_while_its_calls_keep_running(
+    release: Release,
+) -> None:
+    legs = release.node.start_legs(3, FRAME_MS)
+    assert {release.node.leg_state(pid)[:2] for pid in legs} == {("1", "tuple")}
+    assert release.node.releases() == {"1": "permanent"}
+
+    up = release.patch("2")
+
+    assert up.code == 0, outcome(up)
+    assert (
+        "installed: release 2 (was 1) by its relup; 3 processes of call_leg kept running with "
+        "the same pids" in step_output(up, "patch")
+    )
+    assert "verified: release 2 is current and permanent" in step_output(up, "verify")
+    assert release.node.releases() == {"2": "permanent", "1": "old"}
+    assert {release.node.leg_state(pid)[:2] for pid in legs} == {("2", "map")}  # same pids
+    status = release.cli("status", "rel-1")
+    assert status.events[0]["nodes"][0]["version"] == "2"
+
+    down = release.patch("1")  # back: release 1 installed again, by release 2's relup down
+
+    assert down.code == 0, outcome(down)
+    assert "installed: release 1 (was 2) by its relup" in step_output(down, "patch")
+    assert release.node.releases() == {"2": "old", "1": "permanent"}
+    assert {release.node.leg_state(pid)[:2] for pid in legs} == {("1", "tuple")}
+    assert release.cli("status", "rel-1").events[0]["nodes"][0]["version"] == "1"
+
+
+@pytest.mark.slow
+def test_a_relup_that_restarts_the_emulator_is_refused_hot_and_nothing_is_installed(
+    release: Release,
+) -> None:
+    legs = release.node.start_legs(2, FRAME_MS)
+
+    ran = release.patch("3")
+
+    assert ran.code == 1, outcome(ran)
+    message = ran.summary["nodes"]["rel-1"]["message"]
+    assert (
+        "hot_upgrade_failed: the relup from 1 to 3 has restart_emulator: the node would restart"
+        in message
+    )
+    assert "rolled_back: nothing to restore, this run installed nothing" in step_output(
+        ran, "rollback"
+    )
+    assert release.node.releases()["1"] == "permanent"
+    assert "3" not in release.node.releases() or release.node.releases()["3"] == "unpacked"
+    assert {release.node.leg_state(pid)[:2] for pid in legs} == {("1", "tuple")}
+
+
+@pytest.mark.slow
+def test_upgrade_drains_at_haproxy_then_installs_the_release(release: Release) -> None:
+    legs = release.node.start_legs(2, FRAME_MS)
+    socket = release.tmp / "lb" / "admin.sock"
+    haproxy = HaProxy({"rel-1": free_ports(1)[0]}, release.tmp / "lb", socket)
+    start_servers([haproxy])
+    try:
+        # What docs/playbooks/erlang-release.md shows: the balancer steps, set per inventory.
+        admin = f"socat stdio UNIX-CONNECT:{socket}"
+        ran = release.cli(
+            "upgrade", "rel-1", "--version", "2", "--yes",
+            balancer="lb",
+            block_command=f"echo 'set server calls/rel-1 state drain' | {admin}",
+            active_command=f"echo 'show stat' | {admin} | awk -F, '$1==\"calls\" && $2==\"rel-1\" {{print $5}}'",
+            unblock_command=f"echo 'set server calls/rel-1 state ready' | {admin}",
+        )  # fmt: skip
+
+        assert ran.code == 0, outcome(ran)
+        kinds = [
+            k for k in ran.kinds("rel-1") if k in ("blocked", "drained", "upgraded", "unblocked")
+        ]
+        assert kinds == ["blocked", "drained", "upgraded", "unblocked"]
+        assert release.node.releases() == {"2": "permanent", "1": "old"}
+        assert {release.node.leg_state(pid)[:2] for pid in legs} == {("2", "map")}
+        assert haproxy.server_states()["rel-1"].status != "DRAIN"
+    finally:
+        stop_servers([haproxy])
