@@ -8,7 +8,6 @@ OpenSSH's ``accept-new`` does.
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import threading
@@ -29,6 +28,7 @@ from upgradectl.errors import (
 from upgradectl.transport.base import CommandResult
 from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
 from upgradectl.transport.identities import Identities
+from upgradectl.transport.known_hosts import KnownHosts
 from upgradectl.transport.sshconfig import Endpoint
 
 CONNECT_TIMEOUT = 10.0
@@ -40,57 +40,6 @@ MAX_CHANNELS = 8
 # A refusal says nothing about the connection: the open is retried on it, for this long at most.
 CHANNEL_RETRY_SECONDS = 10.0
 _NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
-
-
-class KnownHosts:
-    """One OpenSSH known_hosts file, read once per run and shared by all its connections.
-
-    Loading it per connection costs O(lines) each (O(lines^2) inside paramiko's ``load``), and
-    a fleet's known_hosts lists the fleet: quadratic, then cubic, in the number of nodes.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._keys = paramiko.HostKeys()
-        if os.path.exists(path):
-            self._keys.load(path)
-        self._lock = threading.Lock()
-
-    def expected(self, hostname: str, key_type: str) -> paramiko.PKey | None:
-        """The key known for ``hostname`` of this type, or None."""
-        with self._lock:
-            found = self._keys.lookup(hostname)
-            return found.get(key_type) if found is not None else None
-
-    def add(self, hostname: str, key: paramiko.PKey) -> None:
-        """Trust ``key`` from now on, in this run and in the file."""
-        with self._lock:
-            self._keys.add(hostname, key.get_name(), key)
-            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-            with open(self.path, "a", encoding="ascii") as stream:
-                stream.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-
-class _CheckKnownHosts(paramiko.MissingHostKeyPolicy):
-    """Judges every server key against the run's KnownHosts (the client itself loads none)."""
-
-    def __init__(self, known: KnownHosts, accept_new: bool, warn: Callable[[str], None]) -> None:
-        self.known = known
-        self.accept_new = accept_new
-        self.warn = warn
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        expected = self.known.expected(hostname, key.get_name())
-        if expected is not None:
-            if expected != key:
-                raise paramiko.BadHostKeyException(hostname, key, expected)
-            return
-        if not self.accept_new:
-            raise paramiko.SSHException(f"Server {hostname!r} not found in known_hosts")
-        self.known.add(hostname, key)
-        self.warn(f"added {hostname}'s {key.get_name()} host key to {self.known.path}")
 
 
 class SshTransport:
@@ -135,8 +84,9 @@ class SshTransport:
         self._drop()
         wait = _within(CONNECT_TIMEOUT, deadline)
         client = paramiko.SSHClient()
+        host, port = self.endpoint.hostname, self.endpoint.port
         client.set_missing_host_key_policy(
-            _CheckKnownHosts(self.known_hosts, self.accept_new_host_keys, self.warn)
+            self.known_hosts.policy(self.name, host, port, self.accept_new_host_keys, self.warn)
         )
         keys = self.identities.offered()  # AuthenticationRefused for a missing identity file
         try:
@@ -151,24 +101,16 @@ class SshTransport:
                 banner_timeout=wait,
                 auth_timeout=wait,
                 sock=self._tunnel(wait),
+                transport_factory=self.known_hosts.transport_factory(host, port),
             )
-        except paramiko.BadHostKeyException as exc:
+        except HostKeyRefused:
             client.close()
-            raise HostKeyRefused(
-                f"{self.name}: the host key of {exc.hostname} CHANGED (expected {exc.expected_key.get_name()}"
-                f" from {self.endpoint.known_hosts}); refusing to connect"
-            ) from None
+            raise
         except paramiko.AuthenticationException:
             client.close()
             raise self.identities.refused() from None
         except paramiko.SSHException as exc:
             client.close()
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyRefused(
-                    f"{self.name}: unknown host key for {self.endpoint.hostname}:{self.endpoint.port} "
-                    f"(not in {self.endpoint.known_hosts}); check it and add it with ssh-keyscan, "
-                    "or pass --accept-new-host-keys"
-                ) from None
             if "No authentication methods available" in str(exc):  # no key and no agent at all
                 raise self.identities.refused() from None
             raise ConnectionLost(f"{self.name}: cannot connect: {exc}") from None
