@@ -17,7 +17,7 @@ from upgradectl.context import RunContext
 from upgradectl.custody import BlockCustody
 from upgradectl.events import Event, Events
 from upgradectl.journal import Journal, read_run
-from upgradectl.loader import load_inventory
+from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.nodelog import NodeLog
 from upgradectl.plan import NodePlan, PlanOptions, build_plan
 from upgradectl.steps import Steps
@@ -65,7 +65,8 @@ class FakeNode:
     def plan(self, command: str = "upgrade") -> NodePlan:
         """The rendered plan of ``command`` on the node."""
         options = PlanOptions(version="2.0")
-        return build_plan(self.inventory, [NODE], command, options, RUN_ID).nodes[0]
+        playbooks = load_playbooks(self.inventory)
+        return build_plan(self.inventory, [NODE], command, options, RUN_ID, playbooks).nodes[0]
 
     def context(self, command: str = "upgrade") -> RunContext:
         """The run's shared parts: the scripted node, the journal, events kept here, the clock."""

@@ -25,7 +25,7 @@ from upgradectl.context import RunContext
 from upgradectl.errors import ExitCode, StepFailed, UnreadableCount, UsageError
 from upgradectl.events import Event, Events
 from upgradectl.journal import Journal
-from upgradectl.loader import bundled_playbooks, load_inventory, load_playbook
+from upgradectl.loader import bundled_playbooks, load_inventory, load_playbook, load_playbooks
 from upgradectl.model import Inventory
 from upgradectl.plan import NodePlan, PlanOptions, build_plan
 from upgradectl.results import NodeResult
@@ -111,9 +111,9 @@ class Node:
 
     def plan(self, command: str, options: PlanOptions | None = None) -> NodePlan:
         """The rendered plan of ``command``."""
-        return build_plan(
-            self.inventory, [self.name], command, options or PlanOptions(), RUN_ID
-        ).nodes[0]
+        options = options or PlanOptions()
+        playbooks = load_playbooks(self.inventory, options.playbook)
+        return build_plan(self.inventory, [self.name], command, options, RUN_ID, playbooks).nodes[0]
 
     def steps(self, plan: NodePlan, transport: Transport) -> Steps:
         """The core's step runner for ``plan`` over ``transport``; retries do not wait."""

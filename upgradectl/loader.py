@@ -22,6 +22,7 @@ from upgradectl.model import (
     Inventory,
     Node,
     Playbook,
+    Playbooks,
     StepSpec,
     frozen_mapping,
 )
@@ -299,6 +300,25 @@ def find_playbook(reference: str, inventory_dir: str) -> str:
         f"unknown playbook {reference!r}; bundled playbooks: {', '.join(bundled)} "
         f"(or give a path to a YAML file)"
     )
+
+
+def load_playbooks(inventory: Inventory, override: str | None = None) -> Playbooks:
+    """Every playbook the inventory's nodes name, or ``override`` (``--playbook``) alone; each
+    file is read once however many nodes use it. The planner takes them from here."""
+    folder = os.path.dirname(os.path.abspath(inventory.path))
+    references = [override] if override else [n.playbook for n in inventory.nodes.values()]
+    by_path: dict[str, Playbook] = {}
+    loaded: dict[str, Playbook] = {}
+    unusable: dict[str, UsageError] = {}
+    for reference in dict.fromkeys(r for r in references if r):
+        try:
+            path = find_playbook(reference, folder)
+            if path not in by_path:
+                by_path[path] = load_playbook(path)
+            loaded[reference] = by_path[path]
+        except UsageError as exc:
+            unusable[reference] = exc
+    return Playbooks(frozen_mapping(loaded), frozen_mapping(unusable))
 
 
 def load_playbook(path: str) -> Playbook:
