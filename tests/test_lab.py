@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from clihelp import LabCli, run_cli
 from conftest import LabFactory, wait_for
 
 from upgradectl.lab import (
@@ -25,6 +26,7 @@ from upgradectl.lab import (
     place_calls,
 )
 from upgradectl.lab.account import LAB_USER
+from upgradectl.lab.ports import free_ports
 from upgradectl.lab.process import children
 
 pytestmark = pytest.mark.lab
@@ -297,16 +299,12 @@ def test_the_inventory_describes_nodes_pairs_group_and_balancer(lab_factory: Lab
     inventory = yaml.safe_load(lab.inventory_path.read_text())
 
     defaults_vars = inventory["defaults"].pop("vars")
-    assert inventory["defaults"] == {
-        "user": lab.user,
-        "identity_file": str(lab.identity_file),
-        "playbook": "lab",
-    }
+    assert inventory["defaults"] == {"user": lab.user, "identity_file": str(lab.identity_file)}
     balancer = {"lb_host": "lb", "lb_socket": str(lab.haproxy.admin_socket), "backend": "calls"}
     assert balancer.items() <= defaults_vars.items()
     # What the bundled haproxy playbook needs to upgrade a node: its call server's commands.
     for command in ("upgrade_command", "verify_command", "version_command"):
-        assert "UNIX-CONNECT:{{ ctl_socket }}" in defaults_vars[command]
+        assert "UNIX-CONNECT:{{ ctl_socket | quote }}" in defaults_vars[command]
     assert inventory["groups"] == {"voice": {"max_unavailable": 1}}
     nodes = inventory["nodes"]
     assert nodes["lb"] == {"host": "127.0.0.1", "port": lab.balancer.port}
@@ -317,14 +315,16 @@ def test_the_inventory_describes_nodes_pairs_group_and_balancer(lab_factory: Lab
     ]
     for node in lab.nodes:
         entry = nodes[node.name]
-        assert (entry["host"], entry["port"], entry["groups"]) == (
+        assert (entry["host"], entry["port"], entry["groups"], entry["playbook"]) == (
             "127.0.0.1",
             node.ssh.port,
             ["voice"],
+            "haproxy",  # behind HAProxy a node is blocked there, as in production
         )
         assert entry["vars"] == {
             "ctl_socket": str(node.ctl_socket),
             "node_dir": str(node.node_dir),
+            "lock_dir": str(node.node_dir),
             "call_port": node.call_port,
         }
     for server in [node.ssh for node in lab.nodes] + [lab.balancer]:
@@ -413,3 +413,72 @@ def test_lab_up_runs_in_the_foreground_until_sigterm(
     assert [pid for pid in server_pids if alive(pid)] == []
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+# --- the lab as a rehearsal: its own inventory works as it is -------------------------------
+
+
+def lab_cli(lab: Lab, ssh_home: Callable[[Lab], SshHome], tmp_path: Path) -> LabCli:
+    return LabCli(lab, ssh_home(lab), tmp_path / "state")
+
+
+@pytest.mark.parametrize("haproxy", [True, False])
+def test_check_passes_on_the_labs_own_inventory(
+    lab_factory: LabFactory, ssh_home: Callable[[Lab], SshHome], tmp_path: Path, haproxy: bool
+) -> None:
+    cli = lab_cli(lab_factory(2, haproxy=haproxy), ssh_home, tmp_path)
+    ran = run_cli("-i", str(cli.lab.inventory_path), "check", "--strict", env=cli.home.env)
+    assert ran.code == 0, ran.stdout + ran.stderr
+    playbook = "haproxy" if haproxy else "lab"
+    assert f"node-1: playbook {playbook} " in ran.stdout
+
+
+def test_status_reads_the_versions_of_a_lab_behind_haproxy(
+    lab_factory: LabFactory, ssh_home: Callable[[Lab], SshHome], tmp_path: Path
+) -> None:
+    cli = lab_cli(lab_factory(2, haproxy=True, version="6.1"), ssh_home, tmp_path)
+    ran = cli("status")
+    assert ran.code == 0, ran.stdout + ran.stderr
+    (report,) = ran.events
+    assert {row["node"]: row["version"] for row in report["nodes"]} == {
+        "node-1": "6.1",
+        "node-2": "6.1",
+    }
+
+
+def test_the_labs_default_playbook_blocks_at_haproxy_so_no_call_is_refused(
+    lab_factory: LabFactory, ssh_home: Callable[[Lab], SshHome], tmp_path: Path
+) -> None:
+    lab = lab_factory(2, haproxy=True)
+    assert lab.haproxy is not None
+    cli = lab_cli(lab, ssh_home, tmp_path)
+    calls = CallGenerator(lab.haproxy.host, lab.haproxy.port, 4, duration=(0.5, 1.5)).start()
+    try:
+        wait_for(lambda: len(calls.snapshot().calls) >= 4, timeout=5, what="calls to flow")
+        ran = cli("upgrade", "node-1", "--version", "2.0", "--yes")
+    finally:
+        result = calls.stop()
+    assert ran.code == 0, ran.stdout + ran.stderr
+    assert cli.ask("version") == "version 2.0"
+    assert result.counts[Fate.REFUSED] == 0
+    assert result.counts[Fate.DROPPED] == 0
+    assert len(result.calls) >= 8  # calls went on through the whole upgrade
+
+
+def test_base_port_chooses_the_labs_ports_in_order(tmp_path: Path) -> None:
+    (base,) = free_ports(1)  # a free start; the range after it is checked by the lab itself
+    base = min(base, 32000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "upgradectl.lab", "up", "--nodes", "1", "--no-haproxy",
+         "--dir", str(tmp_path / "lab"), "--base-port", str(base)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        said = [process.stdout.readline() for _ in range(3)]
+        assert said[2] == f"node-1: sshd 127.0.0.1:{base}, calls 127.0.0.1:{base + 1}\n", said
+        inventory = yaml.safe_load((tmp_path / "lab" / "inventory.yaml").read_text())
+        assert inventory["nodes"]["node-1"]["port"] == base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, process.stderr.read() if process.stderr else ""

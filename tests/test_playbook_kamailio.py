@@ -20,7 +20,7 @@ from upgradectl.connections import Connections
 from upgradectl.errors import StepFailed, UnreadableCount
 from upgradectl.events import Events
 from upgradectl.lab import LabServer
-from upgradectl.loader import load_inventory
+from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.plan import PlanOptions, build_plan
 from upgradectl.steps import Steps
 
@@ -92,7 +92,9 @@ def recorded_steps(tmp_path: Path, kamcmd: str, node: str = "cs-1", **more_vars:
     defaults = {"vars": {"kamcmd": kamcmd, "node_state_dir": str(tmp_path), **more_vars}}
     inventory_path.write_text(yaml.safe_dump({"defaults": defaults, "nodes": nodes}))
     inventory = load_inventory(str(inventory_path))
-    plan = build_plan(inventory, [node], "drain", PlanOptions(), "recorded")
+    plan = build_plan(
+        inventory, [node], "drain", PlanOptions(), "recorded", load_playbooks(inventory)
+    )
     connections = Connections(inventory)
     return Steps(
         plan.nodes[0], connections.get, Events(), reconnect_for=0.0, pause=lambda seconds: False
@@ -278,8 +280,17 @@ def test_upgrade_takes_the_version_when_given_and_rollback_reads_what_it_saved(
 ) -> None:
     recorded_steps(tmp_path, "kamcmd")  # writes the inventory
     inventory = load_inventory(str(tmp_path / "inventory.yaml"))
-    pinned = build_plan(inventory, ["cs-1"], "upgrade", PlanOptions(version="1:20.5.0-1"), "run-1")
-    newest = build_plan(inventory, ["cs-1"], "upgrade", PlanOptions(), "run-1")
+    pinned = build_plan(
+        inventory,
+        ["cs-1"],
+        "upgrade",
+        PlanOptions(version="1:20.5.0-1"),
+        "run-1",
+        load_playbooks(inventory),
+    )
+    newest = build_plan(
+        inventory, ["cs-1"], "upgrade", PlanOptions(), "run-1", load_playbooks(inventory)
+    )
     upgrade, rollback = pinned.nodes[0].steps["upgrade"].run, pinned.nodes[0].steps["rollback"].run
     assert "--only-upgrade asterisk=1:20.5.0-1 " in upgrade
     assert "--only-upgrade asterisk " in newest.nodes[0].steps["upgrade"].run

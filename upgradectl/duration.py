@@ -1,12 +1,14 @@
-"""Durations as operators write them: ``90s``, ``15m``, ``1h30m``."""
+"""Durations as operators write them: ``90`` (seconds), ``90s``, ``15m``, ``1.5h``, ``1h30m``."""
 
 from __future__ import annotations
 
 import math
 import re
 
+# Each unit may have decimals (`1.5h`), as operators write them.
+_AMOUNT = r"\d+(?:\.\d+)?"
 _DURATION = re.compile(
-    r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
+    rf"^(?:(?P<d>{_AMOUNT})d)?(?:(?P<h>{_AMOUNT})h)?(?:(?P<m>{_AMOUNT})m)?(?:(?P<s>{_AMOUNT})s)?$"
 )
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -32,7 +34,7 @@ def parse_duration(value: object) -> float:
         return _bounded(float(text), repr(text))
     match = _DURATION.match(text)
     if not text or not match:
-        raise ValueError(f"not a duration: {text!r} (write it like 90s, 15m or 1h30m)")
+        raise ValueError(f"not a duration: {text!r} (write it like 90, 90s, 15m, 1.5h or 1h30m)")
     return _bounded(
         sum(
             float(amount) * _UNIT_SECONDS[unit]

@@ -29,7 +29,7 @@ def main() -> None:
 
 
 @main.command(
-    epilog="Example: python -m upgradectl.lab up --nodes 4 --dir /tmp/lab",
+    epilog="Example: python -m upgradectl.lab up --nodes 4 --dir /tmp/lab --base-port 20000",
 )
 @click.option("--nodes", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option(
@@ -40,17 +40,27 @@ def main() -> None:
 )
 @click.option("--haproxy/--no-haproxy", default=True, show_default=True, help="Balance calls.")
 @click.option("--version", "version", default="1.0", show_default=True, help="Nodes' version.")
-def up(nodes: int, directory: Path | None, haproxy: bool, version: str) -> None:
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65535),
+    help="Use ports from here on, in order: node-1's sshd, its calls, node-2's sshd, ..., then "
+    "the balancer's sshd and HAProxy's calls. Default: free ports at random.",
+)
+def up(
+    nodes: int, directory: Path | None, haproxy: bool, version: str, base_port: int | None
+) -> None:
     """Start a lab and keep it running until Ctrl-C or SIGTERM, then tear it all down."""
     signal.signal(signal.SIGTERM, _interrupt)
     lab_dir = directory or Path(tempfile.mkdtemp(prefix="upgradectl-lab-"))
     try:
-        with Lab(lab_dir, nodes, haproxy=haproxy, version=version) as lab:
+        with Lab(lab_dir, nodes, haproxy=haproxy, version=version, base_port=base_port) as lab:
             _explain(lab)
             while True:
                 signal.pause()
     except KeyboardInterrupt:
         click.echo("lab stopped")
+    except ValueError as exc:  # a --base-port range that is not free
+        raise click.UsageError(str(exc)) from None
     finally:
         if directory is None:
             shutil.rmtree(lab_dir, ignore_errors=True)
@@ -61,6 +71,8 @@ def _explain(lab: Lab) -> None:
     lab.write_home(home)
     click.echo(f"inventory: {lab.inventory_path}")
     click.echo(f"nodes log in as {lab.user} with {lab.identity_file}")
+    for node in lab.nodes:
+        click.echo(f"{node.name}: sshd 127.0.0.1:{node.ssh.port}, calls 127.0.0.1:{node.call_port}")
     if lab.haproxy is not None:
         click.echo(
             f"calls: 127.0.0.1:{lab.haproxy.port} (HAProxy, admin socket "

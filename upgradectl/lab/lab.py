@@ -22,17 +22,18 @@ from upgradectl.lab.account import LabAccount, lab_account
 from upgradectl.lab.callserver import CallService, NodeConfig
 from upgradectl.lab.haproxy import HaProxy
 from upgradectl.lab.keys import KeyPair
-from upgradectl.lab.ports import free_ports
+from upgradectl.lab.ports import free_ports, ports_from
 from upgradectl.lab.process import LabServer, start_servers, stop_servers
 from upgradectl.lab.running import Running
 from upgradectl.lab.sshd import SshServer
 from upgradectl.lab.unixsocket import ask
 
-PLAYBOOK = "lab"
+PLAYBOOK = "lab"  # without a balancer: block at each node's own call server
+BALANCED_PLAYBOOK = "haproxy"  # behind HAProxy: block there, as production would
 GROUP = "voice"
 BACKEND = "calls"
 BALANCER = "lb"
-CALL_SERVER = "socat - UNIX-CONNECT:{{ ctl_socket }}"
+CALL_SERVER = "socat - UNIX-CONNECT:{{ ctl_socket | quote }}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class LabNode:
         entry["vars"] = {
             "ctl_socket": str(self.ctl_socket),
             "node_dir": str(self.node_dir),
+            # The node lock lives in the node's own directory, not /var/tmp, which every lab on
+            # this machine shares (their nodes have the same names).
+            "lock_dir": str(self.node_dir),
             "call_port": self.call_port,
         }
         return entry
@@ -81,7 +85,9 @@ class Lab(Running):
     """Start `nodes` lab nodes (and HAProxy with `haproxy=True`) and describe them in an inventory.
 
     Pass `host_key`/`client_key` to reuse keys across labs (a test session does); otherwise the
-    lab makes its own under `directory/keys`.
+    lab makes its own under `directory/keys`. Ports are free ones at random, or, from
+    `base_port`, in order: each node's sshd then its call port, then the balancer's sshd and
+    HAProxy's port for calls.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class Lab(Running):
         version: str = "1.0",
         host_key: KeyPair | None = None,
         client_key: KeyPair | None = None,
+        base_port: int | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError("a lab needs at least one node")
@@ -102,6 +109,7 @@ class Lab(Running):
         self.version = version
         self._host_key = host_key
         self._client_key = client_key
+        self.base_port = base_port
         self.run_dir: Path | None = None
         self.nodes: list[LabNode] = []
         self.balancer: SshServer | None = None
@@ -192,7 +200,10 @@ class Lab(Running):
         authorized_keys = run_dir / "authorized_keys"
         authorized_keys.write_text(client_key.public_line() + "\n")
         authorized_keys.chmod(0o644)
-        ports = iter(free_ports(2 * self.node_count + 2))
+        count = 2 * self.node_count + 2
+        ports = iter(
+            free_ports(count) if self.base_port is None else ports_from(self.base_port, count)
+        )
 
         def ssh_server(name: str) -> SshServer:
             return SshServer(
@@ -241,25 +252,30 @@ class Lab(Running):
     def _inventory(self) -> dict[str, object]:
         balancer_vars: dict[str, object] = {}
         nodes: dict[str, object] = {}
+        playbook = PLAYBOOK
         if self.balancer is not None and self.haproxy is not None:
+            playbook = BALANCED_PLAYBOOK
             # In defaults, so every node's plan resolves them (the lb node inherits them too).
             balancer_vars = {
                 "lb_host": BALANCER,
                 "lb_socket": str(self.haproxy.admin_socket),
                 "backend": BACKEND,
                 # The bundled haproxy playbook asks how a node itself is upgraded: here, by its
-                # call server, so `--playbook haproxy` works on the lab as it is.
+                # call server, so the playbook works on the lab as it is.
                 "upgrade_command": f"echo upgrade {{{{ version | quote }}}} | {CALL_SERVER} | grep '^upgraded to '",
                 "verify_command": f"echo version | {CALL_SERVER} | grep '^version '",
-                "version_command": f"echo version | {CALL_SERVER}",
+                "version_command": f"echo version | {CALL_SERVER} | sed -n 's/^version //p'",
             }
+            # The balancer runs no call server: it has no playbook, steps reach it with `on:`.
             nodes[BALANCER] = {"host": self.balancer.host, "port": self.balancer.port}
-        nodes.update({node.name: node.inventory_entry() for node in self.nodes})
+        for node in self.nodes:
+            entry = node.inventory_entry()
+            entry["playbook"] = playbook
+            nodes[node.name] = entry
         return {
             "defaults": {
                 "user": self.user,
                 "identity_file": str(self.identity_file),
-                "playbook": PLAYBOOK,
                 "vars": balancer_vars,
             },
             "groups": {GROUP: {"max_unavailable": 1}},

@@ -30,3 +30,16 @@ def free_ports(count: int) -> list[int]:
     finally:
         for probe in held.values():
             probe.close()
+
+
+def ports_from(base: int, count: int) -> list[int]:
+    """`count` consecutive ports from `base`, each checked free now (an operator's chosen range)."""
+    if not 1024 <= base <= 65535 - count + 1:
+        raise ValueError(f"--base-port {base}: the lab needs ports {base}-{base + count - 1}")
+    for port in range(base, base + count):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise ValueError(f"port {port} on 127.0.0.1 is taken: {exc.strerror}") from None
+    return list(range(base, base + count))
