@@ -443,8 +443,12 @@ def test_a_connection_lost_mid_upgrade_is_recorded_as_unknown_not_as_upgraded(
     cli: LabCli,
 ) -> None:
     # The upgrade takes its own SSH session down: did it finish? The controller cannot know.
+    # (Its session is the sshd process above it, past the shells and `timeout` in between.)
+    session = (
+        "p=$PPID; until grep -q '^sshd' /proc/$p/comm; do p=$(cut -d' ' -f4 /proc/$p/stat); done"
+    )
     cut = cli.playbook_variant(
-        "cut", upgrade={"run": f"echo upgrade {{{{ version }}}} | {CTL}; kill -9 $PPID"}
+        "cut", upgrade={"run": f"echo upgrade {{{{ version }}}} | {CTL}; {session}; kill -9 $p"}
     )
     ran = cli(*upgrade(cut))
     assert ran.code == 4, ran.stdout
