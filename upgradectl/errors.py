@@ -168,6 +168,23 @@ class UnreadableCount(StepFailed):
     """The session count was not a number: never read as zero."""
 
 
+class BlockLost(StepFailed):
+    """The block vanished during the drain and could not be put back."""
+
+    def __init__(self, host: str, reason: str, output: str = "") -> None:
+        super().__init__(
+            "block", host, f"the block was lost and could not be put back: {reason}", output
+        )
+
+
+class ForceFailed(StepFailed):
+    """``force`` ran, but sessions it should have ended are still seen: not cut."""
+
+
+class WitnessesDisagree(StepFailed):
+    """The two session counts (``active``, ``node_active``) disagree on whether the node is empty."""
+
+
 class SudoRefused(UpgradectlError):
     """sudo will not run a ``sudo: true`` step's command without a password (found at preflight)."""
 

@@ -190,6 +190,9 @@ class NodeRun:
         else:
             self._inherit_block()
         if stage <= 1:
+            ended = self._hold_block()
+            if ended is not None:
+                return ended
             self._upgrade_step()
             if self.ctx.stop.requested:
                 return self._interrupted_after_upgrade()
@@ -252,6 +255,15 @@ class NodeRun:
             message = f"{ended.why}; back in service, not upgraded"
             return self._back_in_service(ExitCode.GAVE_UP, "aborted", message)
         return self._back_in_service(ExitCode.INTERRUPTED, "interrupted", ended.why)
+
+    def _hold_block(self) -> NodeResult | None:
+        """Read the block right before the upgrade: one found lost is put back, and the node is
+        drained again (sessions may have arrived); None once it is blocked and empty."""
+        while self.drain.watch.check("before upgrade"):
+            ended = self._drain()
+            if ended is not None:
+                return ended
+        return None
 
     def _upgrade_step(self) -> None:
         command = self.plan.steps["upgrade"]
