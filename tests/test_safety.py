@@ -429,11 +429,13 @@ def test_a_failed_upgrade_leaves_a_journal_that_matches_what_happened(cli: LabCl
     ran = cli(*upgrade(broken))
     assert ran.code == 1, ran.stdout
     journal = read_run(cli.state_dir / "runs" / f"{ran.summary['run_id']}.jsonl")
-    records = [r for r in journal.records if r.get("node") == "node-1"]
+    # Every state change (the drain's readings, kept beside them, are not state changes).
+    records = [r for r in journal.records if r.get("node") == "node-1" and r["kind"] != "reading"]
     assert [r["kind"] for r in records] == [
         "blocking", "blocked", "drained", "upgrading", "failed", "rolling-back", "rolled-back",
         "verified", "unblocked", "result",
     ]  # fmt: skip
+    assert [r["active"] for r in journal.readings("node-1")] == [0]  # the empty node, read once
     assert "migration failed" in records[4]["data"]["message"]
     assert records[-1]["data"]["exit_code"] == 1
     assert all(r["run"] == ran.summary["run_id"] and r["user"] and r["host"] for r in records)
