@@ -21,7 +21,7 @@ from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.nodelog import NodeLog
 from upgradectl.plan import NodePlan, PlanOptions, build_plan
 from upgradectl.steps import Steps
-from upgradectl.testing import ManualClock, Rule, ScriptedTransport
+from upgradectl.testing import ManualClock, Reply, Rule, ScriptedTransport
 
 RUN_ID = "20261130T020000-fake"
 NODE = "node-1"
@@ -38,6 +38,9 @@ STEPS: dict[str, dict[str, Any]] = {
 }
 
 
+STAYS_BLOCKED: Rule = ("^is_blocked$", Reply("blocked\n"))
+
+
 @dataclass
 class FakeNode:
     """A node, its script, the run's clock, and what the run wrote down."""
@@ -50,7 +53,8 @@ class FakeNode:
     events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.transport = ScriptedTransport(NODE, self.script)
+        # A node stays blocked unless the test scripts `is_blocked` itself (the drain reads it).
+        self.transport = ScriptedTransport(NODE, [*self.script, STAYS_BLOCKED])
         self.tmp_path.mkdir(parents=True, exist_ok=True)
         playbook = self.tmp_path / "fake.yaml"
         drain = {"timeout": "10m", "poll": "10s", **self.drain}

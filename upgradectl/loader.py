@@ -41,7 +41,7 @@ STEP_FIELDS = (
 )  # fmt: skip
 DRAIN_FIELDS = (
     "timeout", "poll", "poll_min", "stragglers", "max_stragglers", "settle", "force_when", "stall_after",
-    "reconnect_for",
+    "reconnect_for", "force_grace", "witness_grace",
 )  # fmt: skip
 PLAYBOOK_FIELDS = ("name", "description", "vars", "drain", "steps", "lock")
 # At least one node, or a share of the group from 1% to 100%.
@@ -423,5 +423,11 @@ def _drain(doc: Document, spec: Any) -> DrainPolicy:
         ),
         reconnect_for=_duration(
             doc, (*keys, "reconnect_for"), fields.get("reconnect_for", base.reconnect_for)
+        ),
+        force_grace=_duration(
+            doc, (*keys, "force_grace"), fields.get("force_grace", base.force_grace)
+        ),
+        witness_grace=_duration(
+            doc, (*keys, "witness_grace"), fields.get("witness_grace", base.witness_grace)
         ),
     )

@@ -154,6 +154,11 @@ class DrainPolicy:
     stall_after: float = 600.0
     # How long a dropped connection is re-tried (with backoff) before the node counts as unreachable.
     reconnect_for: float = 60.0
+    # After `force`, how long the forced sessions get to be seen gone before the force failed.
+    force_grace: float = 30.0
+    # How long `active` and `node_active` may disagree (one at zero, the other not) before the
+    # drain stops: a session ended on one side only is not drained.
+    witness_grace: float = 60.0
 
 
 @dataclass(frozen=True)
