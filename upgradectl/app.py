@@ -105,8 +105,9 @@ def execute(
 
 @contextmanager
 def _run_lock(settings: Settings, plan: Plan, run: RunOptions) -> Iterator[None]:
-    """Overlapping upgrade runs (cron and cron, cron and a person) must not both act."""
-    if plan.command != "upgrade" or run.dry_run:
+    """Overlapping acting runs (cron and cron, cron and a person, a run and its own `resume`)
+    must not both act; a dry run acts on nothing."""
+    if run.dry_run:
         yield
         return
     with RunLock(os.path.join(settings.state_dir, "run.lock")) as lock:

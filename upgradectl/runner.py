@@ -25,6 +25,7 @@ from upgradectl.errors import (
     TransportError,
     Unreachable,
 )
+from upgradectl.lockholder import dead_run_of_ours
 from upgradectl.nodelock import NodeLock, describe_holder
 from upgradectl.nodelog import NodeLog
 from upgradectl.plan import NodePlan
@@ -79,7 +80,12 @@ class NodeRun:
             self.name, self.plan.lock_path, self.steps.shell, self.ctx.run_id, self.ctx.command
         )
         try:
-            lock.acquire(break_lock=self.ctx.break_lock, on_break=self._lock_broken)
+            lock.acquire(
+                break_lock=self.ctx.break_lock,
+                on_break=self._lock_broken,
+                dead_run=lambda holder: dead_run_of_ours(holder, self.ctx.state_dir),
+                on_take_over=self._lock_taken_over,
+            )
         except LockHeld as exc:
             return concluded(self.ctx, self.result("locked", exc.exit_code, str(exc)))
         except TransportError as exc:
@@ -98,6 +104,10 @@ class NodeRun:
             except TransportError as exc:
                 self.log.say("warning", f"could not release the lock {self.plan.lock_path}: {exc}")
         return concluded(self.ctx, outcome)
+
+    def _lock_taken_over(self, holder: dict[str, Any], why: str) -> None:
+        self.ctx.journal.append("lock-taken-over", self.name, holder=holder, why=why)
+        self.log.say("warning", f"took over the lock of {describe_holder(holder)}: {why}")
 
     def _lock_broken(self, holder: dict[str, Any]) -> None:
         self.ctx.journal.append("lock-broken", self.name, holder=holder)
