@@ -169,6 +169,7 @@ def otp(tmp_path: Path) -> Iterator[Otp]:
         stop_servers([node, epmd])
 
 
+@pytest.mark.slow
 def test_a_hot_patch_loads_the_new_version_while_the_calls_keep_running(otp: Otp) -> None:
     calls = otp.node.start_calls(range(1, 3), MEDIA_TICK_MS) | otp.node.start_calls(
         range(3, 4), QUIET
@@ -189,6 +190,7 @@ def test_a_hot_patch_loads_the_new_version_while_the_calls_keep_running(otp: Otp
     assert status.events[0]["nodes"][0]["version"] == "2"
 
 
+@pytest.mark.slow
 def test_a_patch_is_refused_while_a_call_runs_old_code_and_works_after_it_moves_on(
     otp: Otp,
 ) -> None:
@@ -217,6 +219,7 @@ def test_a_patch_is_refused_while_a_call_runs_old_code_and_works_after_it_moves_
     assert otp.node.ask("call_1") == "3"
 
 
+@pytest.mark.slow
 def test_a_patch_whose_verify_fails_is_rolled_back_with_the_calls_still_up(otp: Otp) -> None:
     calls = otp.node.start_calls(range(1, 4), MEDIA_TICK_MS)
     otp.provide("2")

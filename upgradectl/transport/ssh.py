@@ -26,6 +26,7 @@ from upgradectl.errors import (
     Unreachable,
 )
 from upgradectl.transport.base import CommandResult
+from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
 from upgradectl.transport.identities import Identities
 from upgradectl.transport.known_hosts import KnownHosts
 from upgradectl.transport.sshconfig import Endpoint
@@ -71,15 +72,17 @@ class SshTransport:
         """Connect, check the host key and log in now, once: the preflight's question."""
         self._connected()
 
-    def _connected(self) -> paramiko.Transport:
+    def _connected(self, deadline: float | None = None) -> paramiko.Transport:
         with self._lock:
             transport = self._client.get_transport() if self._client else None
             if transport is None or not transport.is_active():
-                transport = self._connect()
+                transport = self._connect(deadline)
             return transport
 
-    def _connect(self) -> paramiko.Transport:
+    def _connect(self, deadline: float | None = None) -> paramiko.Transport:
+        """Connect, each of the handshake's waits bounded by CONNECT_TIMEOUT and ``deadline``."""
         self._drop()
+        wait = _within(CONNECT_TIMEOUT, deadline)
         client = paramiko.SSHClient()
         host, port = self.endpoint.hostname, self.endpoint.port
         client.set_missing_host_key_policy(
@@ -94,10 +97,10 @@ class SshTransport:
                 key_filename=cast(Any, keys or None),  # str or list: both work
                 look_for_keys=False,  # the defaults are in `keys` already, as OpenSSH lists them
                 allow_agent=True,
-                timeout=CONNECT_TIMEOUT,
-                banner_timeout=CONNECT_TIMEOUT,
-                auth_timeout=CONNECT_TIMEOUT,
-                sock=self._tunnel(),
+                timeout=wait,
+                banner_timeout=wait,
+                auth_timeout=wait,
+                sock=self._tunnel(wait),
                 transport_factory=self.known_hosts.transport_factory(host, port),
             )
         except HostKeyRefused:
@@ -134,12 +137,15 @@ class SshTransport:
         where = f"{self.endpoint.hostname} port {self.endpoint.port}"
         return ConnectionRefused(f"{self.name}: connect to host {where}: {why}")
 
-    def _tunnel(self) -> paramiko.Channel | None:
+    def _tunnel(self, wait: float) -> paramiko.Channel | None:
         if self.jump is None:
             return None
         try:
-            return self.jump._connected().open_channel(
-                "direct-tcpip", (self.endpoint.hostname, self.endpoint.port), ("127.0.0.1", 0)
+            return self.jump._connected(time.monotonic() + wait).open_channel(
+                "direct-tcpip",
+                (self.endpoint.hostname, self.endpoint.port),
+                ("127.0.0.1", 0),
+                timeout=wait,
             )
         except paramiko.ChannelException as exc:  # the jump host could not reach the node
             raise ConnectionRefused(
@@ -165,7 +171,7 @@ class SshTransport:
         try:
             for attempt in retrying:
                 with attempt, self._lock:
-                    self._connect()
+                    self._connect(deadline)
         except ConnectionLost as exc:
             raise Unreachable(f"{self.name}: unreachable: {exc}") from None
 
@@ -182,16 +188,23 @@ class SshTransport:
             return self._run(command, timeout)
 
     def _run(self, command: str, timeout: float) -> CommandResult:
+        # The node stops the command at `timeout`; the controller waits a little longer for the
+        # word that it did, and never longer: every wait below (connect, channel open, exec,
+        # output) ends by `deadline`.
         started = time.monotonic()
+        deadline = started + timeout + ANSWER_GRACE
         try:
-            channel = self._open_session()
+            channel = self._open_session(deadline)
         except _NETWORK_ERRORS as exc:
             self.close()
             raise ConnectionLost(f"{self.name}: connection lost: {exc}") from None
         try:
-            channel.exec_command(command)
-            stdout, stderr = self._collect(channel, command, started + timeout, timeout)
+            self._exec(channel, bounded(command, timeout), deadline)
+            channel.shutdown_write()  # a step that reads stdin reads its end at once
+            stdout, stderr = self._collect(channel, deadline)
             code = channel.recv_exit_status()
+        except _NoAnswer:
+            raise CommandTimedOut(self.name, command, timeout, stopped=False) from None
         except _NETWORK_ERRORS as exc:
             self.close()
             raise ConnectionLost(
@@ -199,9 +212,30 @@ class SshTransport:
             ) from None
         finally:
             channel.close()
-        return CommandResult(command, code, stdout, stderr, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        if stopped_at_deadline(code, elapsed, timeout):
+            raise CommandTimedOut(self.name, command, timeout, stopped=True)
+        return CommandResult(command, code, stdout, stderr, elapsed)
 
-    def _open_session(self) -> paramiko.Channel:
+    def _exec(self, channel: paramiko.Channel, command: str, deadline: float) -> None:
+        """``exec_command``, which waits for the server's reply without a timeout, bounded by
+        ``deadline``: closing the channel then ends its wait."""
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), channel.close)
+        timer.daemon = True
+        timer.start()
+        try:
+            channel.exec_command(command)
+        except _NETWORK_ERRORS:
+            if time.monotonic() >= deadline:
+                # The server never answered a channel request: the link is dead, though TCP
+                # may not know it yet. The next command connects again.
+                self.close()
+                raise _NoAnswer from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _open_session(self, deadline: float) -> paramiko.Channel:
         """A new channel on the shared connection; while the connection lives, ask again.
 
         paramiko reports sshd's refusal as a ChannelException, or, when two opens are refused
@@ -209,7 +243,7 @@ class SshTransport:
         taken for a refusal. A dead connection raises (and the caller drops it); refusals that
         outlast ``CHANNEL_RETRY_SECONDS`` raise ConnectionLost and leave it open.
         """
-        transport = self._connected()
+        transport = self._connected(deadline)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(
                 lambda exc: isinstance(exc, paramiko.SSHException) and transport.is_active()
@@ -219,7 +253,7 @@ class SshTransport:
             reraise=True,
         )
         try:
-            return retrying(transport.open_session, timeout=CONNECT_TIMEOUT)
+            return retrying(transport.open_session, timeout=_within(CONNECT_TIMEOUT, deadline))
         except paramiko.SSHException as exc:
             if not transport.is_active():
                 raise
@@ -228,9 +262,7 @@ class SshTransport:
                 f"({exc}; its MaxSessions?)"
             ) from None
 
-    def _collect(
-        self, channel: paramiko.Channel, command: str, deadline: float, timeout: float
-    ) -> tuple[str, str]:
+    def _collect(self, channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
         stdout, stderr = bytearray(), bytearray()
         while True:
             while channel.recv_ready():
@@ -245,9 +277,20 @@ class SshTransport:
                 raise EOFError("the connection closed before the command finished")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise CommandTimedOut(self.name, command, timeout)
+                raise _NoAnswer
             select.select([channel], [], [], min(remaining, 1.0))
         return stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+class _NoAnswer(Exception):
+    """The node did not answer by the controller's deadline."""
+
+
+def _within(wait: float, deadline: float | None) -> float:
+    """``wait``, cut to what is left before ``deadline`` (never quite zero: that means forever)."""
+    if deadline is None:
+        return wait
+    return max(min(wait, deadline - time.monotonic()), 0.01)
 
 
 def _strerror(error: OSError) -> str:
