@@ -9,6 +9,7 @@ Every Erlang process here is ours (see otplab).
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -415,3 +416,14 @@ def test_a_patch_refused_hot_is_done_by_draining_at_haproxy_and_restarting_the_n
         assert haproxy.server_states()["erl-1"].status != "DRAIN"
     finally:
         stop_servers([haproxy])
+
+
+def test_the_helper_shipped_to_the_nodes_compiles_without_a_warning(tmp_path: Path) -> None:
+    helper = (
+        Path(__file__).parent.parent / "upgradectl" / "playbooks" / "erlang" / "upgradectl_otp.erl"
+    )
+    done = subprocess.run(
+        ["erlc", "+warnings_as_errors", "-o", str(tmp_path), str(helper)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
