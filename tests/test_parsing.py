@@ -109,7 +109,7 @@ def test_a_step_fails_on_its_exit_code_on_fail_if_and_for_a_check_on_output_pars
 
 
 def test_the_value_a_reading_shows_is_its_named_group_else_its_first_group() -> None:
-    assert extract(command("version", parse="v(?P<version>\\S+)"), "at v2.1\n") == "2.1"
+    assert extract(command("version", parse="(v|r)(?P<version>\\S+)"), "at v2.1\n") == "2.1"
     assert extract(command("active", parse="(\\d+) calls"), "7 calls\n") == "7"
     assert extract(command("active", parse="(\\d+) calls"), "no calls\n") is None
     assert extract(command("active"), " 3\n") == "3"
