@@ -18,7 +18,7 @@ from typing import Any
 from upgradectl import journal as journals
 from upgradectl.connections import Connections
 from upgradectl.context import RunContext, Stop
-from upgradectl.errors import ExitCode, JournalFailed, UsageError
+from upgradectl.errors import ExitCode, JournalFailed, UnexpectedError, UsageError
 from upgradectl.events import Events
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.journal_records import start_problem
@@ -152,7 +152,7 @@ def _execute(
         break_lock=run.break_lock,
     )
     try:
-        results = _run_nodes(plan, ctx, run, start_at)
+        results = run_nodes(plan, ctx, run, start_at)
     finally:
         opened = connections.opened()
         connections.close()
@@ -187,7 +187,7 @@ def _warn(events: Events, message: str) -> None:
     events.emit("warning", None, message)
 
 
-def _run_nodes(
+def run_nodes(
     plan: Plan, ctx: RunContext, run: RunOptions, start_at: dict[str, str] | None
 ) -> list[NodeResult]:
     """Each node's run: in the fleet's order and limits, or one after another where limits mean nothing."""
@@ -200,7 +200,12 @@ def _run_nodes(
         if reason is not None:
             return unstarted(name, "deferred", ExitCode.NOT_NOW, reason)
         node_plan = within_window(window, plan.node(name), now)
-        return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
+        try:
+            return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
+        except Exception as exc:  # past the node's own recovery: never the whole run's end
+            message = f"{UnexpectedError(exc)}; its state is unknown: a person must look"
+            outcome = NodeResult(name, "attention", ExitCode.ATTENTION, message, in_service=False)
+            return concluded(ctx, outcome)
 
     def unstarted(name: str, result: str, code: ExitCode, reason: str) -> NodeResult:
         return concluded(ctx, NodeResult(name, result, code, reason))
