@@ -105,8 +105,9 @@ def execute(
 
 @contextmanager
 def _run_lock(settings: Settings, plan: Plan, run: RunOptions) -> Iterator[None]:
-    """Overlapping upgrade runs (cron and cron, cron and a person) must not both act."""
-    if plan.command != "upgrade" or run.dry_run:
+    """Overlapping acting runs (cron and cron, cron and a person, a run and its own `resume`)
+    must not both act; a dry run acts on nothing."""
+    if run.dry_run:
         yield
         return
     with RunLock(os.path.join(settings.state_dir, "run.lock")) as lock:
@@ -214,8 +215,9 @@ def _run_nodes(
             unstarted(name, refusals.result(name), refusals.exit_code, refusals.reason(name))
             for name in names
         ]
-    if run.dry_run or plan.command == "unblock":
-        # Nothing goes out of service: no limits to respect, so no probing either.
+    if plan.command == "unblock":
+        # Nothing goes out of service: no limits to respect, so no probing either. A dry run
+        # takes the real path from here on: probe, `current`, fleet order and limits.
         return [
             skip(name, "not started: stopped") if ctx.stop.requested else run_node(name)
             for name in names
@@ -278,6 +280,10 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
         wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
     inputs = found.start.get("data", {})
+    if inputs.get("dry_run"):
+        raise UsageError(
+            f"run {found.run_id} was a dry run: it changed nothing, so nothing resumes"
+        )
     try:
         if problem := start_problem(inputs):
             raise ValueError(problem)

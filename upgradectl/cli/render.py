@@ -188,4 +188,3 @@ def forced_text(runs: list[RunRecord]) -> str:
         lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {session_in_words(session)}  "
                      f"lasted {lasted}  run {session.get('run')}")  # fmt: skip
     return "\n".join(lines) or "no sessions were cut"
-
