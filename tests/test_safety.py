@@ -213,7 +213,7 @@ def test_ctrl_c_during_the_upgrade_lets_the_step_finish_then_stops(
     assert kinds[-3:] == ["upgraded", "interrupted", "result"]
     assert cli.ask("version") == "version 2.0" and cli.ask("state") == "blocked"
 
-    resumed = cli("resume", running.run_id)
+    resumed = cli("resume", running.run_id, "--yes")
     assert resumed.code == 0, resumed.stdout
     assert "upgrading" not in resumed.kinds("node-1")  # the finished upgrade is not run again
     assert cli.ask("state") == "ready"

@@ -67,7 +67,9 @@ acting_options = _stack(
     click.option(
         "--dry-run", is_flag=True, help="Run only read-only steps and say what would happen."
     ),
-    click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal."),
+    click.option(
+        "--yes", "-y", is_flag=True, help="Act without asking (needed without a terminal)."
+    ),
     click.option(
         "--break-lock", is_flag=True, help="Take over a node lock left by a dead run (journalled)."
     ),
