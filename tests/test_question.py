@@ -149,3 +149,23 @@ def test_bare_resume_carries_on_the_newest_interrupted_run_and_says_which(local_
     assert f"resuming run {run_id} (the newest run left unfinished): node-a from block" in (
         resumed.stderr
     )
+
+
+def completions(site: Path, words: str) -> list[str]:
+    """What bash completion offers for the last of ``words``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "upgradectl"],
+        env={**os.environ, "_UPGRADECTL_COMPLETE": "bash_complete", "COMP_WORDS": words,
+             "COMP_CWORD": str(len(words.split()) - 1)},
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    return [line.split(",", 1)[1] for line in done.stdout.splitlines()]
+
+
+def test_shell_completion_offers_nodes_groups_and_playbooks(local_site: Path) -> None:
+    inventory = local_site / "inventory.yaml"
+    inventory.write_text(inventory.read_text() + "  node-b: {groups: [voice]}\n  lb: {}\n")
+    prefix = f"upgradectl -i {inventory}"
+    assert completions(local_site, f"{prefix} upgrade node-") == ["node-a", "node-b"]
+    assert completions(local_site, f"{prefix} upgrade --group v") == ["voice"]
+    assert completions(local_site, f"{prefix} plan node-a --playbook ha") == ["haproxy"]
