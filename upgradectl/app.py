@@ -289,7 +289,7 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
     else:
         found = journals.find_run(settings.state_dir, run_id)
     if found is None:
-        wanted = f"run {run_id} with a readable start record" if run_id else "run left unfinished"
+        wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
     inputs = found.start.get("data", {})
     try:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from upgradectl.cli.views import View
 from upgradectl.errors import UsageError
-from upgradectl.intent import Intent
+
+if TYPE_CHECKING:
+    from upgradectl.intent import Intent
 
 
 def must_ask(command: str, *, yes: bool, dry_run: bool) -> bool:
