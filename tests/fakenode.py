@@ -17,11 +17,11 @@ from upgradectl.context import RunContext
 from upgradectl.custody import BlockCustody
 from upgradectl.events import Event, Events
 from upgradectl.journal import Journal, read_run
-from upgradectl.loader import load_inventory
+from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.nodelog import NodeLog
 from upgradectl.plan import NodePlan, PlanOptions, build_plan
 from upgradectl.steps import Steps
-from upgradectl.testing import ManualClock, Rule, ScriptedTransport
+from upgradectl.testing import ManualClock, Reply, Rule, ScriptedTransport
 
 RUN_ID = "20261130T020000-fake"
 NODE = "node-1"
@@ -38,6 +38,9 @@ STEPS: dict[str, dict[str, Any]] = {
 }
 
 
+STAYS_BLOCKED: Rule = ("^is_blocked$", Reply("blocked\n"))
+
+
 @dataclass
 class FakeNode:
     """A node, its script, the run's clock, and what the run wrote down."""
@@ -50,7 +53,8 @@ class FakeNode:
     events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.transport = ScriptedTransport(NODE, self.script)
+        # A node stays blocked unless the test scripts `is_blocked` itself (the drain reads it).
+        self.transport = ScriptedTransport(NODE, [*self.script, STAYS_BLOCKED])
         playbook = self.tmp_path / "fake.yaml"
         drain = {"timeout": "10m", "poll": "10s", **self.drain}
         playbook.write_text(yaml.safe_dump({"name": "fake", "drain": drain, "steps": self.steps}))
@@ -65,7 +69,8 @@ class FakeNode:
     def plan(self, command: str = "upgrade") -> NodePlan:
         """The rendered plan of ``command`` on the node."""
         options = PlanOptions(version="2.0")
-        return build_plan(self.inventory, [NODE], command, options, RUN_ID).nodes[0]
+        playbooks = load_playbooks(self.inventory)
+        return build_plan(self.inventory, [NODE], command, options, RUN_ID, playbooks).nodes[0]
 
     def context(self, command: str = "upgrade") -> RunContext:
         """The run's shared parts: the scripted node, the journal, events kept here, the clock."""

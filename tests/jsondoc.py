@@ -32,7 +32,7 @@ def _type(spec: dict[str, Any]) -> str:
     kind = spec.get("type", "any")
     if kind == "array":
         return f"list of {_type(spec['items'])}"
-    if kind == "object" and "additionalProperties" in spec:
+    if kind == "object" and isinstance(spec.get("additionalProperties"), dict):
         return f"map of {_type(spec['additionalProperties'])}"
     return " or ".join(kind) if isinstance(kind, list) else kind
 
@@ -53,7 +53,7 @@ def render(schema: dict[str, Any]) -> str:
     lines = [INTRO.format(version=version).rstrip(), ""]
     lines += _table(envelope["properties"], envelope["required"])
     lines += ["", "## Events", ""]
-    for kind in schema["properties"]["event"]["enum"]:
+    for kind in event_kinds(schema):
         spec = defs[kind]
         scope = {
             "#/$defs/run_envelope": "about the whole run (no `node`)",
@@ -61,11 +61,40 @@ def render(schema: dict[str, Any]) -> str:
             "#/$defs/envelope": "about the run or one node",
         }[spec["$ref"]]
         lines += [f"### `{kind}`", "", spec["description"], "", f"Scope: {scope}.", ""]
-        own = {name: value for name, value in spec["properties"].items() if name != "event"}
-        lines += [*_table(own, spec["required"]), ""] if own else []
+        lines += _own_fields(spec)
+    lines += ["## Documents of the reading commands", "", DOCUMENTS, ""]
+    for kind in document_kinds(schema):
+        lines += [f"### `{kind}`", "", defs[kind]["description"], "", *_own_fields(defs[kind])]
     lines += ["## Shapes used above", ""]
-    for shape in ("session", "forced_session", "node_result"):
+    for shape in ("session", "forced_session", "node_result", "node_story", "reading"):
         spec = defs[shape]
         lines += [f"### {shape.replace('_', ' ')}", "", spec["description"], ""]
         lines += [*_table(spec["properties"], spec["required"]), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+DOCUMENTS = """\
+`plan`, `status` and `history` with `--json` print documents rather than a run's events: they
+carry `event` (the kind of document) and `schema_version`, but no `time`. `history --json` and
+`history --forced --json` print one per line."""
+
+
+def _own_fields(spec: dict[str, Any]) -> list[str]:
+    own = {name: value for name, value in spec["properties"].items() if name != "event"}
+    return [*_table(own, spec["required"]), ""] if own else []
+
+
+def document_kinds(schema: dict[str, Any]) -> list[str]:
+    """The kinds of the reading commands' documents (no `time`, no `node`)."""
+    defs = schema["$defs"]
+    return [
+        kind
+        for kind in schema["properties"]["event"]["enum"]
+        if defs[kind]["$ref"] == "#/$defs/document_envelope"
+    ]
+
+
+def event_kinds(schema: dict[str, Any]) -> list[str]:
+    """The kinds of a run's events."""
+    documents = document_kinds(schema)
+    return [kind for kind in schema["properties"]["event"]["enum"] if kind not in documents]

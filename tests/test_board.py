@@ -12,7 +12,7 @@ from upgradectl.connections import Connections
 from upgradectl.context import RunContext
 from upgradectl.events import Event, Events
 from upgradectl.journal import Journal
-from upgradectl.loader import load_inventory
+from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.plan import PlanOptions, build_plan
 from upgradectl.runner import NodeRun
 from upgradectl.testing import ManualClock, Reply, ScriptedTransport
@@ -98,7 +98,9 @@ def drain(tmp_path: Path, count: Any, max_stragglers: int) -> list[Event]:
     (tmp_path / "inventory.yaml").write_text("nodes:\n  node-a: {playbook: ./p.yaml}\n")
     inventory = load_inventory(str(tmp_path / "inventory.yaml"))
     options = PlanOptions(max_stragglers=max_stragglers)
-    plan = build_plan(inventory, ["node-a"], "drain", options, "R1").nodes[0]
+    plan = build_plan(
+        inventory, ["node-a"], "drain", options, "R1", load_playbooks(inventory)
+    ).nodes[0]
     clock = ManualClock()
     node = ScriptedTransport(
         "node-a",

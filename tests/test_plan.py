@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from upgradectl.errors import UsageError
-from upgradectl.loader import bundled_playbooks, load_inventory
-from upgradectl.plan import PlanOptions, build_plan
+from upgradectl.loader import bundled_playbooks, load_inventory, load_playbooks
+from upgradectl.model import Inventory, Node, Playbook, Playbooks, StepSpec
+from upgradectl.plan import Plan, PlanOptions, build_plan
 from upgradectl.sudo import wrap_sudo
 
 PLAYBOOK = """\
@@ -37,6 +38,15 @@ nodes:
 """
 
 
+def planned(
+    inventory: Inventory, names: list[str], command: str, options: PlanOptions, run_id: str
+) -> Plan:
+    """The plan, from the playbooks the loader loads for ``inventory``: the planner reads no file."""
+    return build_plan(
+        inventory, names, command, options, run_id, load_playbooks(inventory, options.playbook)
+    )
+
+
 @pytest.fixture
 def inventory_path(tmp_path: Path) -> Path:
     (tmp_path / "layered.yaml").write_text(PLAYBOOK)
@@ -46,7 +56,7 @@ def inventory_path(tmp_path: Path) -> Path:
 
 
 def render(path: Path, node: str, **options: object) -> dict[str, str]:
-    plan = build_plan(
+    plan = planned(
         load_inventory(str(path)),
         [node],
         "upgrade",
@@ -151,7 +161,7 @@ def test_a_variable_holding_a_template_is_resolved_before_it_is_quoted(
 
 
 def test_a_variable_that_needs_an_undefined_one_fails_only_where_used(inventory_path: Path) -> None:
-    plan = build_plan(
+    plan = planned(
         load_inventory(str(inventory_path)),
         ["node-a"],
         "drain",
@@ -162,7 +172,7 @@ def test_a_variable_that_needs_an_undefined_one_fails_only_where_used(inventory_
         "upgrade" not in plan.nodes[0].steps
     )  # drain renders only what it runs; `unused` never bites
     with pytest.raises(UsageError, match="'version' \\(give --version V\\), which 'who' needs"):
-        build_plan(
+        planned(
             load_inventory(str(inventory_path)),
             ["node-a"],
             "drain",
@@ -198,7 +208,7 @@ def test_sudo_wraps_a_command_for_the_node_it_runs_on_and_never_prompts(
 ) -> None:
     text = INVENTORY.replace("lb: {host: 10.9.9.9}", "lb: {host: 10.9.9.9, sudo: true}")
     inventory_path.write_text(text)
-    plan = build_plan(
+    plan = planned(
         load_inventory(str(inventory_path)), ["node-a"], "upgrade", PlanOptions(version="2"), "R"
     )
     steps = plan.nodes[0].steps
@@ -221,7 +231,7 @@ def test_a_template_carries_a_file_shipped_with_upgradectl_to_the_node_unaltered
     (tmp_path / "inventory.yaml").write_text(
         "nodes: {erl-1: {playbook: erlang, vars: {erlang_node: a@b, module: m}}}\n"
     )
-    plan = build_plan(
+    plan = planned(
         load_inventory(str(tmp_path / "inventory.yaml")), ["erl-1"], "patch",
         PlanOptions(version="2"), "R1",
     )  # fmt: skip
@@ -237,6 +247,42 @@ def test_a_file_that_does_not_ship_with_upgradectl_is_a_usage_error(tmp_path: Pa
     (tmp_path / "inventory.yaml").write_text("nodes: {n: {playbook: ./p.yaml}}\n")
 
     with pytest.raises(UsageError, match=r"bundled\('\.\./\.\./etc/passwd'\): no such file"):
-        build_plan(
+        planned(
             load_inventory(str(tmp_path / "inventory.yaml")), ["n"], "patch", PlanOptions(), "R1"
         )
+
+
+def test_the_planner_takes_loaded_playbooks_and_reads_no_file() -> None:
+    patch_only = Playbook(
+        "hotfix", "/nowhere/hotfix.yaml", steps={"patch": StepSpec("patch", "fix {{ node.name }}")}
+    )
+    inventory = Inventory("/nowhere/inventory.yaml", {"n": Node("n", playbook="hotfix")}, groups={})
+
+    plan = build_plan(
+        inventory, ["n"], "patch", PlanOptions(), "R1", Playbooks({"hotfix": patch_only})
+    )
+
+    assert plan.nodes[0].steps["patch"].run == "fix n"
+
+
+def test_what_a_playbook_supports_is_data_read_from_its_steps() -> None:
+    steps = {name: StepSpec(name, name) for name in ("patch", "block", "active", "unblock")}
+    playbook = Playbook("p", "p.yaml", steps=steps)
+
+    assert [c for c in ("drain", "upgrade", "patch") if playbook.supports(c)] == ["drain", "patch"]
+    assert playbook.lacks("upgrade") == ["upgrade"]
+
+
+def test_a_missing_playbook_fails_only_the_nodes_that_use_it_at_their_playbook_line(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "ok.yaml").write_text("name: ok\nsteps:\n  patch: {run: fix}\n")
+    (tmp_path / "inventory.yaml").write_text(
+        "nodes:\n  good: {playbook: ./ok.yaml}\n  bad:\n    playbook: ./gone.yaml\n"
+    )
+    inventory = load_inventory(str(tmp_path / "inventory.yaml"))
+    playbooks = load_playbooks(inventory)
+
+    assert build_plan(inventory, ["good"], "patch", PlanOptions(), "R1", playbooks).nodes
+    with pytest.raises(UsageError, match=r"inventory\.yaml:4: .*nodes\.bad\.playbook.*gone\.yaml"):
+        build_plan(inventory, ["bad"], "patch", PlanOptions(), "R1", playbooks)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import shlex
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from upgradectl.connections import Connections
 from upgradectl.errors import StepFailed, UnreadableCount
 from upgradectl.events import Events
 from upgradectl.lab import LabServer
-from upgradectl.loader import load_inventory
+from upgradectl.loader import bundled_playbooks, load_inventory, load_playbooks
 from upgradectl.plan import PlanOptions, build_plan
 from upgradectl.steps import Steps
 
@@ -92,7 +94,9 @@ def recorded_steps(tmp_path: Path, kamcmd: str, node: str = "cs-1", **more_vars:
     defaults = {"vars": {"kamcmd": kamcmd, "node_state_dir": str(tmp_path), **more_vars}}
     inventory_path.write_text(yaml.safe_dump({"defaults": defaults, "nodes": nodes}))
     inventory = load_inventory(str(inventory_path))
-    plan = build_plan(inventory, [node], "drain", PlanOptions(), "recorded")
+    plan = build_plan(
+        inventory, [node], "drain", PlanOptions(), "recorded", load_playbooks(inventory)
+    )
     connections = Connections(inventory)
     return Steps(
         plan.nodes[0], connections.get, Events(), reconnect_for=0.0, pause=lambda seconds: False
@@ -278,8 +282,17 @@ def test_upgrade_takes_the_version_when_given_and_rollback_reads_what_it_saved(
 ) -> None:
     recorded_steps(tmp_path, "kamcmd")  # writes the inventory
     inventory = load_inventory(str(tmp_path / "inventory.yaml"))
-    pinned = build_plan(inventory, ["cs-1"], "upgrade", PlanOptions(version="1:20.5.0-1"), "run-1")
-    newest = build_plan(inventory, ["cs-1"], "upgrade", PlanOptions(), "run-1")
+    pinned = build_plan(
+        inventory,
+        ["cs-1"],
+        "upgrade",
+        PlanOptions(version="1:20.5.0-1"),
+        "run-1",
+        load_playbooks(inventory),
+    )
+    newest = build_plan(
+        inventory, ["cs-1"], "upgrade", PlanOptions(), "run-1", load_playbooks(inventory)
+    )
     upgrade, rollback = pinned.nodes[0].steps["upgrade"].run, pinned.nodes[0].steps["rollback"].run
     assert "--only-upgrade asterisk=1:20.5.0-1 " in upgrade
     assert "--only-upgrade asterisk " in newest.nodes[0].steps["upgrade"].run
@@ -454,3 +467,73 @@ def test_the_call_of_a_caller_that_died_is_ended_at_the_call_server(
     assert cs1.ended() == cs1.calls() and cs1.live() == set()
     assert sip_lab.proxy.active(cs1.uri) == 0
     assert sip_lab.proxy.active(sip_lab.call_servers["cs-2"].uri) == 1  # not cs-1's: left alone
+
+
+@needs_sip_lab
+@pytest.mark.slow
+def test_a_dispatcher_reload_mid_drain_loses_the_block_which_is_put_back_and_its_calls_waited_for(
+    sip_lab: SipLab, tmp_path: Path
+) -> None:
+    cs1 = sip_lab.call_servers["cs-1"]
+    first = sip_lab.call(calls=2, rate=10, hold=20.0)
+    wait_for(lambda: live_calls(sip_lab, {"cs-1": 1, "cs-2": 1}), 10, what="a call on each server")
+    late: list[Any] = []
+
+    def reload_once_blocked() -> None:  # a colleague reloads the dispatcher list mid-drain
+        wait_for(lambda: sip_lab.proxy.flags()[cs1.uri].startswith("D"), 20, what="the block")
+        sip_lab.proxy.rpc("dispatcher.reload")
+        late.append((time.time(), sip_lab.call(calls=4, rate=10, hold=4.0)))
+
+    colleague = threading.Thread(target=reload_once_blocked)
+    colleague.start()
+    ran = drain(sip_lab, tmp_path, "cs-1")
+    colleague.join()
+
+    assert ran.code == 0, ran.stderr
+    ((reloaded_at, second),) = late
+    second.wait(timeout=30)
+    let_in = {call for call, sent in second.invites().items() if sent > reloaded_at} & cs1.calls()
+    assert let_in, "no call reached cs-1 while its block was lost"
+    lost = event(ran, "block-lost")
+    assert lost["before"] == "during the drain" and set(lost["arrived"]) <= let_in
+    assert ran.kinds().count("blocked") == 2  # blocked, then blocked again
+    assert sip_lab.proxy.flags()[cs1.uri].startswith("D"), "the block is back"
+    # The calls it let in were counted and waited for, never cut.
+    assert ran.summary["nodes"]["cs-1"]["result"] == "drained" and ran.summary["forced"] == []
+    assert first.cut() == set() and second.cut() == set() and cs1.live() == set()
+    assert first.wait(timeout=30) == CallTotals(successful=2, failed=0)
+
+
+@needs_sip_lab
+@pytest.mark.slow
+def test_a_force_that_ends_nothing_is_not_reported_as_cut_and_the_server_is_put_back(
+    sip_lab: SipLab, tmp_path: Path
+) -> None:
+    cs1 = sip_lab.call_servers["cs-1"]
+    caller = sip_lab.call(calls=2, rate=10, hold=12.0)
+    wait_for(lambda: live_calls(sip_lab, {"cs-1": 1, "cs-2": 1}), 10, what="a call on each server")
+
+    # The bundled playbook with a force that does nothing, as a broken kamcmd path would.
+    playbook = yaml.safe_load(Path(bundled_playbooks()["kamailio"]).read_text())
+    for step in playbook["steps"].values():  # YAML 1.1 reads the key `on` as true
+        if isinstance(step, dict) and True in step:
+            step["on"] = step.pop(True)
+    playbook["steps"]["force"]["run"] = "true"
+    playbook["drain"]["force_grace"] = "3s"
+    broken = tmp_path / "kamailio-force-does-nothing.yaml"
+    broken.write_text(yaml.safe_dump(playbook))
+
+    ran = drain(sip_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S, "--playbook", str(broken))
+
+    assert ran.code == 1, ran.stderr
+    summary = ran.summary["nodes"]["cs-1"]
+    assert summary["result"] == "failed" and summary["forced"] == []
+    assert "force did not end them" in summary["message"]
+    assert "forced" not in ran.kinds()
+    assert sip_lab.proxy.flags()[cs1.uri].startswith("A"), "put back in service"
+    assert caller.cut() == set()  # the call was never cut: it ends when its caller hangs up
+    report = run_cli(
+        "-i", str(tmp_path / "inventory.yaml"), "--state-dir", str(tmp_path / "state"),
+        "history", "--forced",
+    )  # fmt: skip
+    assert report.stdout.strip() == "no sessions were cut"

@@ -25,7 +25,7 @@ from upgradectl.context import RunContext
 from upgradectl.errors import ExitCode, StepFailed, UnreadableCount, UsageError
 from upgradectl.events import Event, Events
 from upgradectl.journal import Journal
-from upgradectl.loader import bundled_playbooks, load_inventory, load_playbook
+from upgradectl.loader import bundled_playbooks, load_inventory, load_playbook, load_playbooks
 from upgradectl.model import Inventory
 from upgradectl.plan import NodePlan, PlanOptions, build_plan
 from upgradectl.results import NodeResult
@@ -111,9 +111,9 @@ class Node:
 
     def plan(self, command: str, options: PlanOptions | None = None) -> NodePlan:
         """The rendered plan of ``command``."""
-        return build_plan(
-            self.inventory, [self.name], command, options or PlanOptions(), RUN_ID
-        ).nodes[0]
+        options = options or PlanOptions()
+        playbooks = load_playbooks(self.inventory, options.playbook)
+        return build_plan(self.inventory, [self.name], command, options, RUN_ID, playbooks).nodes[0]
 
     def steps(self, plan: NodePlan, transport: Transport) -> Steps:
         """The core's step runner for ``plan`` over ``transport``; retries do not wait."""
@@ -201,7 +201,8 @@ class Telephony:
     """How a FreeSWITCH or Asterisk node answers its playbook's drain commands."""
 
     playbook: str
-    is_blocked: Rule  # answered "not blocked"
+    is_blocked: str
+    says_blocked: tuple[Reply, Reply]  # what is_blocked prints: not blocked, blocked
     block: Rule
     unblock: Rule
     count: str
@@ -209,14 +210,30 @@ class Telephony:
     error_exiting_0: str  # a recorded case of an error text behind exit code 0
 
     def node(self, counts: Answer, *more: Rule) -> ScriptedTransport:
-        """A node that answers the count with ``counts``, and ``more`` commands as they say."""
-        rules = [self.is_blocked, self.block, self.unblock, (self.count, counts), *more]
-        return ScriptedTransport(f"{self.playbook}-1", rules)
+        """A node that answers the count with ``counts``, and ``more`` commands as they say; it
+        is blocked once `block` ran, until `unblock` runs."""
+
+        def is_blocked(command: str) -> Reply:
+            blocked = len(transport.ran(str(self.block[0]))) > len(
+                transport.ran(str(self.unblock[0]))
+            )
+            return self.says_blocked[blocked]
+
+        rules = [
+            self.unblock,
+            (self.is_blocked, is_blocked),
+            self.block,
+            (self.count, counts),
+            *more,
+        ]
+        transport = ScriptedTransport(f"{self.playbook}-1", rules)
+        return transport
 
 
 FREESWITCH = Telephony(
     playbook="freeswitch",
-    is_blocked=("fsctl pause_check inbound", Reply("false\n")),
+    is_blocked="fsctl pause_check inbound",
+    says_blocked=(Reply("false\n"), Reply("true\n")),
     block=("fsctl pause inbound", Reply("+OK\n\n")),
     unblock=("fsctl resume inbound", Reply("+OK\n\n")),
     count="show calls count",
@@ -225,7 +242,8 @@ FREESWITCH = Telephony(
 )
 ASTERISK = Telephony(
     playbook="asterisk",
-    is_blocked=("database get upgradectl blocked", Reply("Database entry not found.\n")),
+    is_blocked="database get upgradectl blocked",
+    says_blocked=(Reply("Database entry not found.\n"), Reply("Value: 1\n")),
     block=("database put upgradectl blocked 1", Reply("Updated database successfully\n")),
     unblock=(
         "database del upgradectl blocked",
@@ -278,13 +296,17 @@ def test_stragglers_past_the_deadline_are_hung_up_and_reported_by_uuid_and_age(
     listed = case_named("freeswitch", "two calls listed")
 
     hung_up = case_named("freeswitch", "all hung up").reply
+    none_listed = case_named("freeswitch", "no calls listed").reply
 
     def count(command: str) -> Reply:  # two calls until they are hung up
         return FREESWITCH.counted(0 if transport.ran("hupall") else 2)
 
+    def calls(command: str) -> Reply:
+        return none_listed if transport.ran("hupall") else listed.reply
+
     transport = FREESWITCH.node(
         count,
-        (re.escape("show calls as delim |"), listed.reply),
+        (re.escape("show calls as delim |"), calls),
         ("hupall MANAGER_REQUEST", hung_up),
     )
     node = Node.make(tmp_path, "freeswitch")

@@ -26,6 +26,13 @@ def test_at_the_deadline_a_handful_is_forced_and_more_aborts() -> None:
     assert judge(FORCE_3, state(4, 60)) is Verdict.ABORT
 
 
+def test_zero_sessions_at_the_deadline_is_drained_never_a_straggler_case() -> None:
+    # settle=2 but only one zero reading so far: before the deadline that waits for the second.
+    assert judge(FORCE_3, state(0, 59.9, zeros=1)) is Verdict.WAIT
+    for policy in (FORCE_3, DrainPolicy(stragglers="abort"), DrainPolicy(stragglers="wait")):
+        assert judge(policy, DrainState(0, 1, 4000, 3600)) is Verdict.DRAINED
+
+
 def test_abort_and_wait_policies() -> None:
     assert judge(DrainPolicy(stragglers="abort"), DrainState(1, 0, 4000, 3600)) is Verdict.ABORT
     assert judge(DrainPolicy(stragglers="wait"), DrainState(50, 0, 9000, 3600)) is Verdict.WAIT

@@ -87,6 +87,8 @@ NEEDS: dict[str, dict[str, object]] = {
     "asterisk": {},
     "erlang": {"erlang_node": "callserver@node-a", "module": "calls"},
     "erlang-release": {"erlang_node": "calls@node-a", "release_name": "calls"},
+    "rabbitmq": {},
+    "ejabberd": {},
     "lab": {"ctl_socket": "/run/lab.sock", "node_dir": "/var/tmp/lab"},
     "systemd": {"service": "callserver", "port": 5060, "block_command": "touch /run/blocked",
                 "unblock_command": "rm -f /run/blocked"},

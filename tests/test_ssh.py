@@ -82,8 +82,7 @@ def inventory_without_keys(cli: LabCli, node_fields: dict[str, object]) -> Path:
     """The lab's inventory with node-1 replaced and no identity_file in the defaults."""
     inventory = yaml.safe_load(cli.lab.inventory_path.read_text())
     inventory["defaults"].pop("identity_file")
-    node_1 = inventory["nodes"]["node-1"]
-    kept = {"vars": node_1["vars"], "playbook": node_1["playbook"]}
+    kept = {key: inventory["nodes"]["node-1"][key] for key in ("playbook", "vars")}
     inventory["nodes"] = {"node-1": {**node_fields, **kept}}
     path = cli.lab.inventory_path.with_name("bare.yaml")
     path.write_text(yaml.safe_dump(inventory))

@@ -18,12 +18,12 @@ from typing import Any
 from upgradectl import journal as journals
 from upgradectl.connections import Connections
 from upgradectl.context import RunContext, Stop
-from upgradectl.errors import ExitCode, UsageError
+from upgradectl.errors import ExitCode, JournalFailed, UsageError
 from upgradectl.events import Events
 from upgradectl.intent import Intent, intent_of
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.journal_records import start_problem
-from upgradectl.loader import find_playbook, load_inventory, load_playbook
+from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.notify import Notifications
 from upgradectl.outputs import write_outputs
 from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
@@ -35,7 +35,7 @@ from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeRun
 from upgradectl.settings import Selection, Settings
-from upgradectl.statedir import ensure_private
+from upgradectl.statedir import check_output, check_state_dir, ensure_private
 from upgradectl.unattended import Unattended
 from upgradectl.window import deferral, require_open, within_window
 
@@ -57,30 +57,30 @@ class RunOptions:
 
 def make_plan(
     settings: Settings,
-    command: str,
+    command: str | None,
     selection: Selection,
     options: PlanOptions,
     run_id: str = "plan",
 ) -> Plan:
-    """Validate everything and render the plan; raises UsageError before any host is touched."""
+    """Validate everything and render the plan; raises UsageError before any host is touched.
+
+    Without a ``command`` (``upgradectl plan``), an upgrade, or a patch when every chosen node's
+    playbook can patch but not upgrade.
+    """
     inventory = settings.load()
+    playbooks = load_playbooks(inventory, options.playbook)
     names = select_nodes(inventory, selection.names, selection.group, selection.everything)
-    return build_plan(inventory, names, command, options, run_id)
-
-
-def default_plan_command(settings: Settings, selection: Selection) -> str:
-    """What `plan` shows: an upgrade, or a patch when every chosen node's playbook can only patch."""
-    inventory = settings.load()
-    folder = os.path.dirname(os.path.abspath(inventory.path))
-    playbooks = [
-        load_playbook(find_playbook(node.playbook, folder))
-        for name in select_nodes(inventory, selection.names, selection.group, selection.everything)
-        if (node := inventory.nodes[name]).playbook
-    ]
-    patch_only = playbooks and all(
-        "patch" in p.steps and "upgrade" not in p.steps for p in playbooks
-    )
-    return "patch" if patch_only else "upgrade"
+    if command is None:
+        chosen = [
+            playbooks.get(reference)
+            for name in names
+            if (reference := options.playbook or inventory.nodes[name].playbook)
+        ]
+        patch_only = chosen and all(
+            p.supports("patch") and not p.supports("upgrade") for p in chosen
+        )
+        command = "patch" if patch_only else "upgrade"
+    return build_plan(inventory, names, command, options, run_id, playbooks)
 
 
 def execute(
@@ -96,14 +96,22 @@ def execute(
         parse_limit(run.max_unavailable, 1)  # a usage error before any host is touched
     require_open(run.unattended.window, _now_utc())
     ensure_private(settings.state_dir, create=True)
+    check_state_dir(settings.state_dir, len(start_at) if start_at else len(plan.nodes))
+    for option, path in (
+        ("--report", run.unattended.report),
+        ("--metrics-file", run.unattended.metrics_file),
+    ):
+        if path:
+            check_output(path, option)
     with _run_lock(settings, plan, run):
         return _execute(settings, plan, events, stop, run, start_at)
 
 
 @contextmanager
 def _run_lock(settings: Settings, plan: Plan, run: RunOptions) -> Iterator[None]:
-    """Overlapping upgrade runs (cron and cron, cron and a person) must not both act."""
-    if plan.command != "upgrade" or run.dry_run:
+    """Overlapping acting runs (cron and cron, cron and a person, a run and its own `resume`)
+    must not both act; a dry run acts on nothing."""
+    if run.dry_run:
         yield
         return
     with RunLock(os.path.join(settings.state_dir, "run.lock")) as lock:
@@ -162,7 +170,16 @@ def _execute(
     events.emit("summary", None, "", **{k: v for k, v in data.items() if k not in envelope})
     if notifications is not None and (error := notifications.close()):
         events.emit("warning", None, f"--notify {run.unattended.notify}: {error}")
+    if journal.failure is not None:  # the summary is out: now the reason, on stderr
+        failed = journal.failure
+        raise JournalFailed(failed.path, failed.error, summary.exit_code, _LOST_TRACK)
     return summary
+
+
+_LOST_TRACK = (
+    "the run stopped acting there and put its nodes back as far as it could (see the summary); "
+    "the journal lacks what followed, so `status` may list nodes as out of service that are not"
+)
 
 
 def _now_utc() -> datetime:
@@ -299,5 +316,8 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
     except ValueError as exc:
         raise UsageError(f"{found.path}: the run's start record is not readable: {exc}") from None
     inventory = load_inventory(inputs["inventory"])
-    plan = build_plan(inventory, inputs["nodes"], inputs["command"], options, found.run_id)
+    playbooks = load_playbooks(inventory, options.playbook)
+    plan = build_plan(
+        inventory, inputs["nodes"], inputs["command"], options, found.run_id, playbooks
+    )
     return plan, resume_points(found, inputs["nodes"]), found

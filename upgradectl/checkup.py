@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from upgradectl.errors import UsageError
-from upgradectl.loader import bundled_playbooks, load_playbook
-from upgradectl.model import COUNT_STEPS, Inventory
+from upgradectl.loader import bundled_playbooks, load_playbook, load_playbooks
+from upgradectl.model import COMMAND_NEEDS, COUNT_STEPS, Inventory
 from upgradectl.plan import (
-    COMMAND_STEPS,
     NodePlan,
     PlanOptions,
     build_plan,
@@ -46,7 +45,9 @@ def check(settings: Settings, *, strict: bool = False) -> CheckReport:
         [f"{settings.inventory}: {len(inventory.nodes)} nodes, {len(inventory.groups)} groups"]
     )
     with_playbook = [name for name, node in inventory.nodes.items() if node.playbook]
-    plan = build_plan(inventory, with_playbook, "check", _OPTIONS, "check")
+    plan = build_plan(
+        inventory, with_playbook, "check", _OPTIONS, "check", load_playbooks(inventory)
+    )
     warnings: dict[str, None] = {}  # an ordered set: a shared playbook warns once
     for name, node in inventory.nodes.items():
         if not node.playbook:
@@ -55,8 +56,8 @@ def check(settings: Settings, *, strict: bool = False) -> CheckReport:
             )
             continue
         node_plan = plan.node(name)
-        supported = [c for c in ACTING_COMMANDS if _supports(node_plan, c)]
         playbook = node_plan.playbook
+        supported = [command for command in ACTING_COMMANDS if playbook.supports(command)]
         report.lines.append(
             f"  {name}: playbook {playbook.name} ({playbook.path}): {', '.join(supported) or 'nothing'}"
             + _witnesses(node_plan)
@@ -78,13 +79,9 @@ def check(settings: Settings, *, strict: bool = False) -> CheckReport:
     return report
 
 
-def _supports(node_plan: NodePlan, command: str) -> bool:
-    return all(step in node_plan.playbook.steps for step in COMMAND_STEPS[command][1])
-
-
 def _needs() -> str:
     return "; ".join(
-        f"`{command}` needs {', '.join(COMMAND_STEPS[command][1])}" for command in ACTING_COMMANDS
+        f"`{command}` needs {', '.join(COMMAND_NEEDS[command])}" for command in ACTING_COMMANDS
     )
 
 

@@ -30,7 +30,7 @@ class Connections:
         self.warn = warn
         self._make = make or self._transport_for
         self._open: dict[str, Transport] = {}
-        self._known_hosts: dict[str, Any] = {}  # path -> ssh.KnownHosts, read once per run
+        self._known_hosts: dict[str, Any] = {}  # path -> KnownHosts, read once per run
         self._hops: dict[tuple[Hop, int], Transport] = {}  # jump hosts, keyed by how reached
         self._lock = threading.Lock()
 
@@ -64,7 +64,8 @@ class Connections:
         """An SSH transport; through ``via``, else through the hops of its own ProxyJump."""
         # paramiko is imported only when a node is really reached over SSH: `plan`, `check`
         # and `--help` stay fast.
-        from upgradectl.transport.ssh import KnownHosts, SshTransport  # noqa: PLC0415
+        from upgradectl.transport.known_hosts import KnownHosts  # noqa: PLC0415
+        from upgradectl.transport.ssh import SshTransport  # noqa: PLC0415
         from upgradectl.transport.sshconfig import resolve  # noqa: PLC0415
 
         endpoint = resolve(name, host, port, user, identity_file)

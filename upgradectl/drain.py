@@ -13,19 +13,19 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from upgradectl.blockwatch import BlockWatch
 from upgradectl.context import RunContext
 from upgradectl.duration import format_duration
-from upgradectl.errors import StepFailed, UnreadableCount
+from upgradectl.errors import ForceFailed, StepFailed, UnreadableCount, WitnessesDisagree
 from upgradectl.estimate import DrainEstimate, estimate_drain, expected_active, format_eta
 from upgradectl.model import DrainPolicy
 from upgradectl.nodelog import NodeLog
 from upgradectl.policy import DrainState, Verdict, judge, next_poll, outlook
 from upgradectl.steps import Steps
+from upgradectl.witness import Counts, CutProof, prove_cut, read_counts
 
 # A count that cannot be read this many times in a row stops the drain: never read as zero.
 MAX_UNREADABLE_COUNTS = 3
-# After `force`, how long the sessions get to disappear before the force counts as failed.
-FORCE_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class _Progress:
     zeros: int = 0
     unreadable: int = 0
     forced_at: float | None = None
+    disagree_since: float | None = None  # when the two counts began to disagree on "empty"
     near_end_since: int | None = None  # the poll at which the estimated end came within `poll`
     estimate: DrainEstimate | None = None  # of the latest reading: judged, then used to pace polls
 
@@ -88,17 +89,21 @@ class DrainLoop:
         self.ctx = ctx
         self.log = log
         self.policy = steps.plan.drain
+        self.watch = BlockWatch(steps, ctx, log)
         self.forced: list[dict[str, Any]] = []
         self.forced_count = 0
 
     def run(self) -> DrainEnd:
         """Poll until the node is drained, the policy gives up, or a stop is asked for."""
         progress = _Progress(self.policy, self.ctx.monotonic(), self.ctx.wall())
+        self.watch.started()
         stop = self.ctx.stop
         while True:
-            active = self._read_count(progress)
-            if active is not None:
-                then = self._judge(progress, active)
+            if self.watch.due():
+                self.watch.check("during the drain")
+            counts = self._read_counts(progress)
+            if counts is not None:
+                then = self._judge(progress, counts)
                 if isinstance(then, GaveUp):
                     return then
                 if then == "drained":
@@ -132,10 +137,10 @@ class DrainLoop:
             phase=zlib.crc32(self.log.name.encode()) / 2**32,
         )
 
-    def _read_count(self, progress: _Progress) -> int | None:
-        """The live count, or None for an unreadable one (never zero; too many in a row raise)."""
+    def _read_counts(self, progress: _Progress) -> Counts | None:
+        """Every count, or None for an unreadable one (never zero; too many in a row raise)."""
         try:
-            active = self.steps.count()
+            counts = read_counts(self.steps)
         except UnreadableCount as exc:
             progress.unreadable += 1
             if progress.unreadable >= MAX_UNREADABLE_COUNTS:
@@ -146,24 +151,22 @@ class DrainLoop:
             )
             return None
         progress.unreadable = 0
-        progress.samples.append((self.ctx.monotonic(), active))
-        progress.zeros = progress.zeros + 1 if active == 0 else 0
-        return active
+        # Drained means every count says zero: the larger one is what is left.
+        progress.samples.append((self.ctx.monotonic(), counts.live))
+        progress.zeros = progress.zeros + 1 if counts.live == 0 else 0
+        return counts
 
-    def _judge(self, progress: _Progress, active: int) -> _Next | GaveUp:
+    def _judge(self, progress: _Progress, counts: Counts) -> _Next | GaveUp:
         """Apply the straggler policy to a new reading: what to do next, or give up."""
         now = self.ctx.monotonic()
+        active = counts.live
         estimate = progress.estimate = estimate_drain(
             progress.samples, stall_after=self.policy.stall_after
         )
-        self._poll_event(active, estimate, progress, now)
+        self._poll_event(counts, estimate, progress, now)
+        self._compare(progress, counts, now)
         if progress.forced_at is not None:
-            if progress.zeros >= self.policy.settle:
-                return "drained"
-            if now > progress.forced_at + FORCE_GRACE:
-                target = self.steps.target("force")
-                raise StepFailed("force", target, f"{active} sessions still live after force")
-            return "poll"
+            return self._after_force(progress, active, now)
         eta = estimate.eta_low if estimate else None
         verdict = judge(
             self.policy, DrainState(active, progress.zeros, now, progress.deadline, eta)
@@ -173,19 +176,56 @@ class DrainLoop:
         if verdict is Verdict.ABORT:
             return self._give_up(active)
         if verdict is Verdict.FORCE:
-            # Before the deadline only the estimate can force: journal that it did.
-            self._force(active, "eta_exceeds_deadline" if now < progress.deadline else "deadline")
-            progress.forced_at = self.ctx.monotonic()
-            return "look-again"
+            return self._force_stragglers(progress, counts, now)
         return "poll"
 
+    def _after_force(self, progress: _Progress, active: int, now: float) -> _Next:
+        """The force was proven: wait for the zeros to settle (they should at once)."""
+        if progress.zeros >= self.policy.settle:
+            return "drained"
+        if progress.forced_at is not None and now > progress.forced_at + self.policy.force_grace:
+            target = self.steps.target("force")
+            raise StepFailed("force", target, f"{active} sessions still live after force")
+        return "poll"
+
+    def _force_stragglers(self, progress: _Progress, counts: Counts, now: float) -> _Next:
+        if self.watch.check("before force"):
+            return "poll"  # sessions may have arrived while it was lost: count them first
+        # Before the deadline only the estimate can force: journal that it did.
+        self._force(counts, "eta_exceeds_deadline" if now < progress.deadline else "deadline")
+        progress.forced_at = self.ctx.monotonic()
+        return "look-again"
+
+    def _compare(self, progress: _Progress, counts: Counts, now: float) -> None:
+        """Two counts that disagree on whether the node is empty for longer than
+        ``witness_grace`` stop the drain: a session ended on one side only is not drained."""
+        if not counts.disagree:
+            progress.disagree_since = None
+            return
+        if progress.disagree_since is None:
+            progress.disagree_since = now
+            return
+        if now - progress.disagree_since > self.policy.witness_grace:
+            lasted = format_duration(now - progress.disagree_since)
+            raise WitnessesDisagree(
+                "node_active",
+                self.steps.target("node_active"),
+                f"the counts disagree for {lasted}: {counts.describe(self.steps)}; one says the "
+                "node is empty and the other does not, so it is not drained",
+            )
+
     def _poll_event(
-        self, active: int, estimate: DrainEstimate | None, progress: _Progress, now: float
+        self, counts: Counts, estimate: DrainEstimate | None, progress: _Progress, now: float
     ) -> None:
         # At zero the drain is not over until `settle` readings agree: say the count, not "drained".
+        active = counts.live
         insight = format_eta(estimate) if estimate and active else f"{active} active"
+        if counts.node is not None and counts.node != counts.active:
+            insight += f" ({counts.describe(self.steps)})"
         deadline = progress.wall_deadline
         data: dict[str, Any] = {"active": active, "deadline": deadline, "insight": insight}
+        if counts.node is not None:
+            data.update(active_at=counts.active, node_active=counts.node)
         if estimate is not None:
             data.update(
                 rate_per_minute=round(estimate.rate_per_minute, 3),
@@ -206,11 +246,13 @@ class DrainLoop:
         eta = (estimate.eta_low, estimate.eta_high) if estimate is not None else None
         self.ctx.journal.reading(self.log.name, self.ctx.wall(), active, eta, deadline)
 
-    def _force(self, active: int, because: str) -> None:
+    def _force(self, counts: Counts, because: str) -> None:
+        active = counts.live
         sessions = self.steps.sessions(self.ctx.wall())
         listed = [
             {"id": s.id, "age": s.age, "line": s.line, "details": dict(s.details)} for s in sessions
         ]
+        arrived = [s["id"] for s in listed if s["id"] in self.watch.arrived]
         self.log.record(
             "forcing",
             f"{active} session{'s' if active != 1 else ''} left"
@@ -219,26 +261,55 @@ class DrainLoop:
                 "forcing"
                 if because == "deadline"
                 else "forcing now: the estimate says they will outlast the deadline"
+            )
+            + (
+                f"; {len(arrived)} of them arrived while the block was lost: {', '.join(arrived)}"
+                if arrived
+                else ""
             ),
             active=active,
             sessions=listed,
             because=because,
+            arrived_unblocked=arrived,
         )
         self.steps.run("force")
         cut_at = self.ctx.wall()
-        self.forced = [
-            {**s, "node": self.log.name, "run": self.ctx.run_id, "cut_at": cut_at} for s in listed
-        ]
-        self.forced_count = max(active, len(listed))
-        names = (
-            ", ".join(str(s["id"]) for s in listed)
-            or f"{active} unnamed (the playbook has no sessions step)"
+        proof = prove_cut(
+            self.steps, self.ctx, listed, self.policy.force_grace, self.policy.poll_min
         )
-        self.log.record(
-            "forced",
-            f"cut {self.forced_count}: {names}",
-            sessions=self.forced,
-            count=self.forced_count,
+        cut = [
+            {**s, "node": self.log.name, "run": self.ctx.run_id, "cut_at": cut_at}
+            for s in proof.gone
+        ]
+        unnamed = proof.unnamed_cut(counts)
+        self.forced += cut
+        self.forced_count += len(cut) + unnamed
+        if cut or unnamed:
+            names = ", ".join(str(s["id"]) for s in cut)
+            if unnamed:
+                names += f"{', ' if names else ''}{unnamed} unnamed" + (
+                    "" if self.steps.has("sessions") else " (the playbook has no sessions step)"
+                )
+            self.log.record(
+                "forced",
+                f"cut {len(cut) + unnamed}, each seen gone after force: {names}",
+                sessions=cut,
+                count=len(cut) + unnamed,
+            )
+        if not proof.complete:
+            raise ForceFailed("force", self.steps.target("force"), self._not_ended(proof))
+
+    def _not_ended(self, proof: CutProof) -> str:
+        """Why the force counts as failed, in words: what is still seen after the grace."""
+        grace = format_duration(self.policy.force_grace)
+        if proof.left:
+            still = ", ".join(str(s["id"]) for s in proof.left)
+            return f"force did not end them: {still} still listed {grace} after it"
+        if proof.counts is None:
+            return f"force did not end them: no count could be read for {grace} after it"
+        return (
+            f"force did not end them: {proof.counts.describe(self.steps)} still counted "
+            f"{grace} after it"
         )
 
     def _give_up(self, active: int) -> GaveUp:

@@ -114,13 +114,28 @@ class ConnectionRefused(ConnectionLost):
 
 
 class CommandTimedOut(TransportError):
-    """A remote command ran past its timeout."""
+    """A command ran past its timeout; ``stopped`` says whether it was seen stopped on the host.
 
-    def __init__(self, host: str, command: str, timeout: float) -> None:
+    False means nothing confirmed it: the host did not answer by the controller's own deadline
+    (its own deadline still stops the command there, unseen).
+    """
+
+    def __init__(self, host: str, command: str, timeout: float, *, stopped: bool) -> None:
         self.host = host
         self.command = command
         self.timeout = timeout
-        super().__init__(f"{host}: timed out after {timeout:g}s: {command}")
+        self.stopped = stopped
+        super().__init__(f"{host}: {self.what}: {command}")
+
+    @property
+    def what(self) -> str:
+        """``timed out after 3s; the command was stopped``, or what is not known."""
+        known = (
+            "the command was stopped"
+            if self.stopped
+            else "no answer from the node, so not known whether the command was stopped"
+        )
+        return f"timed out after {self.timeout:g}s; {known}"
 
 
 class StepFailed(UpgradectlError):
@@ -153,6 +168,23 @@ class UnreadableCount(StepFailed):
     """The session count was not a number: never read as zero."""
 
 
+class BlockLost(StepFailed):
+    """The block vanished during the drain and could not be put back."""
+
+    def __init__(self, host: str, reason: str, output: str = "") -> None:
+        super().__init__(
+            "block", host, f"the block was lost and could not be put back: {reason}", output
+        )
+
+
+class ForceFailed(StepFailed):
+    """``force`` ran, but sessions it should have ended are still seen: not cut."""
+
+
+class WitnessesDisagree(StepFailed):
+    """The two session counts (``active``, ``node_active``) disagree on whether the node is empty."""
+
+
 class SudoRefused(UpgradectlError):
     """sudo will not run a ``sudo: true`` step's command without a password (found at preflight)."""
 
@@ -179,4 +211,26 @@ class LockHeld(NotNow):
         self.holder = holder
         super().__init__(
             f"{node}: locked by another run: {holder} (use --break-lock if that run is dead)"
+        )
+
+
+class JournalFailed(UpgradectlError):
+    """The journal could not be written: the run must stop acting, since it would lose track.
+
+    Before any node is touched this is bad setup (exit 2); once nodes were touched, the run puts
+    them back and ``exit_code`` is the run's own.
+    """
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(
+        self, path: str, error: OSError, exit_code: ExitCode | None = None, then: str = ""
+    ) -> None:
+        self.path = path
+        self.error = error
+        self.reason = error.strerror or str(error)
+        if exit_code is not None:
+            self.exit_code = exit_code
+        super().__init__(
+            f"{path}: the journal cannot be written ({self.reason})" + (f"; {then}" if then else "")
         )

@@ -198,7 +198,9 @@ def story(run: RunRecord, node: str) -> NodeStory:
 
 
 # Records that are not state changes but belong in a node's timeline.
-_NOTES = frozenset({"aborted", "failed", "was-blocked", "interrupted", "lock-broken"})
+_NOTES = frozenset(
+    {"aborted", "failed", "was-blocked", "interrupted", "lock-broken", "lock-taken-over"}
+)
 
 
 @dataclass(frozen=True)

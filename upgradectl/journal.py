@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from upgradectl.errors import UsageError
+from upgradectl.errors import JournalFailed, UsageError
 from upgradectl.journal_records import parse_record
 from upgradectl.statedir import NO_FOLLOW, ensure_private
 
@@ -91,7 +91,12 @@ class RunRecord:
 
 
 class Journal:
-    """Appends the records of one run; each append is on disk before it returns."""
+    """Appends the records of one run; each append is on disk before it returns.
+
+    A write that fails (a full disk) raises JournalFailed once, so that the run stops acting;
+    later appends are still tried, for the record, but fail quietly: the run is putting its
+    nodes back by then, and that must not be cut short.
+    """
 
     def __init__(self, state_dir: str, run_id: str, *, new: bool = False) -> None:
         self.run_id = run_id
@@ -100,14 +105,14 @@ class Journal:
         self._who = controller()
         self._lock = threading.Lock()
         self._kept: dict[str, _Kept] = {}  # per node: the latest reading written
-        fd = _open_journal(self.dir, self.path, new)
-        os.fchmod(fd, 0o600)  # the file may predate us (a resumed run) with looser permissions
-        self.torn_tail = _ends_torn(fd)
-        self._stream = os.fdopen(fd, "a", encoding="utf-8")
+        self.failure: JournalFailed | None = None
+        self._fd = _open_journal(self.dir, self.path, new)
+        os.fchmod(self._fd, 0o600)  # it may predate us (a resumed run), with looser permissions
+        # A crash cut the last line short: the next write ends it first, so that it stays the
+        # only torn line and the records appended now are read back whole.
+        self.torn_tail = self._torn = _ends_torn(self._fd)
         if self.torn_tail:
-            # A crash cut the last line short: end it, so that it stays the only torn line and
-            # the records appended now are read back whole.
-            self._write("\n")
+            self._write("")
 
     def append(self, kind: str, node: str | None = None, **data: Any) -> dict[str, Any]:
         """Write one record and fsync it."""
@@ -158,16 +163,28 @@ class Journal:
         return True
 
     def _write(self, text: str, sync: bool = True) -> None:
+        # Straight to the OS, unbuffered: a kill -9 of this process loses nothing written, and
+        # a failed write leaves nothing in a buffer to be written again later.
+        data = (b"\n" if self._torn else b"") + text.encode()
         with self._lock:
-            self._stream.write(text)
-            self._stream.flush()  # to the OS: a kill -9 of this process loses nothing written
-            if sync:
-                os.fsync(self._stream.fileno())
+            written = 0
+            try:
+                while written < len(data):
+                    written += os.write(self._fd, data[written:])
+                if sync:
+                    os.fsync(self._fd)
+            except OSError as exc:
+                self._torn = self._torn or 0 < written < len(data)
+                if self.failure is None:
+                    self.failure = JournalFailed(str(self.path), exc)
+                    raise self.failure from None
+                return
+            self._torn = False
 
     def close(self) -> None:
         """Close the file."""
         with self._lock:
-            self._stream.close()
+            os.close(self._fd)
 
 
 @dataclass(frozen=True)

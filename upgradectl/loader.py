@@ -22,6 +22,7 @@ from upgradectl.model import (
     Inventory,
     Node,
     Playbook,
+    Playbooks,
     StepSpec,
     frozen_mapping,
 )
@@ -40,7 +41,7 @@ STEP_FIELDS = (
 )  # fmt: skip
 DRAIN_FIELDS = (
     "timeout", "poll", "poll_min", "stragglers", "max_stragglers", "settle", "force_when", "stall_after",
-    "reconnect_for",
+    "reconnect_for", "force_grace", "witness_grace",
 )  # fmt: skip
 PLAYBOOK_FIELDS = ("name", "description", "vars", "drain", "steps", "lock")
 # At least one node, or a share of the group from 1% to 100%.
@@ -301,6 +302,25 @@ def find_playbook(reference: str, inventory_dir: str) -> str:
     )
 
 
+def load_playbooks(inventory: Inventory, override: str | None = None) -> Playbooks:
+    """Every playbook the inventory's nodes name, or ``override`` (``--playbook``) alone; each
+    file is read once however many nodes use it. The planner takes them from here."""
+    folder = os.path.dirname(os.path.abspath(inventory.path))
+    references = [override] if override else [n.playbook for n in inventory.nodes.values()]
+    by_path: dict[str, Playbook] = {}
+    loaded: dict[str, Playbook] = {}
+    unusable: dict[str, UsageError] = {}
+    for reference in dict.fromkeys(r for r in references if r):
+        try:
+            path = find_playbook(reference, folder)
+            if path not in by_path:
+                by_path[path] = load_playbook(path)
+            loaded[reference] = by_path[path]
+        except UsageError as exc:
+            unusable[reference] = exc
+    return Playbooks(frozen_mapping(loaded), frozen_mapping(unusable))
+
+
 def load_playbook(path: str) -> Playbook:
     """Read and validate a playbook file."""
     doc = read_yaml(path)
@@ -403,5 +423,11 @@ def _drain(doc: Document, spec: Any) -> DrainPolicy:
         ),
         reconnect_for=_duration(
             doc, (*keys, "reconnect_for"), fields.get("reconnect_for", base.reconnect_for)
+        ),
+        force_grace=_duration(
+            doc, (*keys, "force_grace"), fields.get("force_grace", base.force_grace)
+        ),
+        witness_grace=_duration(
+            doc, (*keys, "witness_grace"), fields.get("witness_grace", base.witness_grace)
         ),
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from upgradectl.errors import Location
+from upgradectl.errors import Location, UsageError
 
 Stragglers = Literal["force", "abort", "wait"]
 STRAGGLER_POLICIES: tuple[Stragglers, ...] = ("force", "abort", "wait")
@@ -30,6 +30,15 @@ STEP_NAMES = (
     "patch",
     "version",
 )
+# What each command cannot do without: a playbook supports a command when it has these steps.
+COMMAND_NEEDS: Mapping[str, tuple[str, ...]] = {
+    "drain": ("block", "active", "unblock"),
+    "upgrade": ("block", "active", "upgrade", "unblock"),
+    "patch": ("patch",),
+    "unblock": ("unblock",),
+    "status": (),
+    "check": (),
+}
 # Every result a node can end a run with (the summary's nodes.NAME.result).
 NODE_RESULTS = (
     "upgraded", "drained", "patched", "unblocked", "current", "deferred", "skipped",
@@ -145,6 +154,11 @@ class DrainPolicy:
     stall_after: float = 600.0
     # How long a dropped connection is re-tried (with backoff) before the node counts as unreachable.
     reconnect_for: float = 60.0
+    # After `force`, how long the forced sessions get to be seen gone before the force failed.
+    force_grace: float = 30.0
+    # How long `active` and `node_active` may disagree (one at zero, the other not) before the
+    # drain stops: a session ended on one side only is not drained.
+    witness_grace: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -162,3 +176,35 @@ class Playbook:
     where: Location | None = field(default=None, compare=False)
     vars_at: Mapping[str, Location] = field(default_factory=frozen_mapping, compare=False)
     lock_at: Location | None = field(default=None, compare=False)
+
+    def lacks(self, command: str) -> list[str]:
+        """The steps ``command`` needs that this playbook does not have."""
+        return [step for step in COMMAND_NEEDS[command] if step not in self.steps]
+
+    def supports(self, command: str) -> bool:
+        """Whether this playbook can do ``command`` (``drain``, ``upgrade``, ``patch`` ...)."""
+        return not self.lacks(command)
+
+
+@dataclass(frozen=True)
+class Playbooks:
+    """The playbooks a run may use, loaded before planning, by the reference that names them.
+
+    A reference that could not be loaded keeps its error, raised only for a node that uses it:
+    a broken playbook of a node outside the run does not stop the run.
+    """
+
+    loaded: Mapping[str, Playbook] = field(default_factory=frozen_mapping)
+    unusable: Mapping[str, UsageError] = field(default_factory=frozen_mapping)
+
+    def get(self, reference: str, where: Location | None = None) -> Playbook:
+        """The playbook ``reference`` names; its UsageError, located at ``where`` (the node's
+        ``playbook:``) when the file itself could not be found."""
+        if reference in self.loaded:
+            return self.loaded[reference]
+        error = self.unusable.get(reference)
+        if error is None:
+            raise UsageError(f"playbook {reference!r} was not loaded for this run", where)
+        if error.where is None and where is not None:
+            raise UsageError(str(error), where)
+        raise error

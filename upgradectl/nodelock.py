@@ -21,6 +21,7 @@ from typing import Any
 
 from upgradectl.errors import LockHeld
 from upgradectl.journal import controller
+from upgradectl.lockholder import alive_elsewhere
 
 _TAKEN = "upgradectl-lock-taken"
 _HELD = "upgradectl-lock-held"
@@ -48,10 +49,19 @@ class NodeLock:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
-    def acquire(self, *, break_lock: bool, on_break: Callable[[dict[str, Any]], None]) -> None:
+    def acquire(
+        self,
+        *,
+        break_lock: bool,
+        on_break: Callable[[dict[str, Any]], None],
+        dead_run: Callable[[dict[str, Any]], str] = lambda holder: "",
+        on_take_over: Callable[[dict[str, Any], str], None] = lambda holder, why: None,
+    ) -> None:
         """Take the lock; a lock held by another run raises LockHeld unless ``break_lock``.
 
-        A lock left by this same run (a resumed run) is taken back without asking.
+        A lock left by this same run (a resumed run) is taken back without asking, unless its
+        controller still runs. A lock whose run ``dead_run`` says is dead (and why) is taken
+        over, and ``on_take_over`` told so.
         """
         path = shlex.quote(self.path)
         folder = shlex.quote(os.path.dirname(self.path) or ".")
@@ -66,10 +76,16 @@ class NodeLock:
         if _HELD not in output:
             raise LockHeld(self.node, f"cannot write a lock at {self.path} on the node")
         holder = _holder(output.split(_HELD, 1)[-1])
+        if alive_elsewhere(holder):  # never two controllers on one node, even of one run
+            raise LockHeld(self.node, f"{describe_holder(holder)}, still running")
         if holder.get("run") != self.run_id:
-            if not break_lock:
+            why = dead_run(holder)
+            if why:
+                on_take_over(holder, why)
+            elif break_lock:
+                on_break(holder)
+            else:
                 raise LockHeld(self.node, describe_holder(holder))
-            on_break(holder)
         taken = self._run(
             f'{self._written()} && rm -f {path} && {_link(path)} && echo {_TAKEN}; rm -f "$tmp"'
         )

@@ -7,42 +7,39 @@ error before the first remote command.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from upgradectl.errors import Location, UsageError
-from upgradectl.loader import find_playbook, load_playbook, pair_of
+from upgradectl.errors import UsageError
+from upgradectl.loader import pair_of
 from upgradectl.model import (
+    COMMAND_NEEDS,
     STEP_NAMES,
     STRAGGLER_POLICIES,
     DrainPolicy,
     Inventory,
     Node,
     Playbook,
+    Playbooks,
     StepSpec,
     Stragglers,
     frozen_mapping,
 )
 from upgradectl.variables import Renderer, Variables, layered
 
-# Which steps each command renders and runs, and which of them it cannot do without.
-COMMAND_STEPS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "drain": (
-        ("precheck", "is_blocked", "block", "active", "node_active", "sessions", "force", "unblock"),
-        ("block", "active", "unblock"),
-    ),
-    "upgrade": (
-        ("version", "precheck", "is_blocked", "block", "active", "node_active", "sessions", "force",
-         "upgrade", "ready", "verify", "rollback", "unblock"),
-        ("block", "active", "upgrade", "unblock"),
-    ),
-    "patch": (("patch", "verify", "rollback"), ("patch",)),
-    "unblock": (("is_blocked", "verify", "unblock"), ("unblock",)),
-    "status": (("is_blocked", "active", "node_active", "version"), ()),
-    "check": (STEP_NAMES, ()),  # `check` renders every step
+# Which steps each command renders and runs, in order (what it cannot do without is the
+# model's COMMAND_NEEDS).
+COMMAND_STEPS: Mapping[str, tuple[str, ...]] = {
+    "drain": ("precheck", "is_blocked", "block", "active", "node_active", "sessions", "force",
+              "unblock"),
+    "upgrade": ("version", "precheck", "is_blocked", "block", "active", "node_active", "sessions",
+                "force", "upgrade", "ready", "verify", "rollback", "unblock"),
+    "patch": ("patch", "verify", "rollback"),
+    "unblock": ("is_blocked", "verify", "unblock"),
+    "status": ("is_blocked", "active", "node_active", "version"),
+    "check": STEP_NAMES,  # `check` renders every step
 }  # fmt: skip
 
 # A command without its own timeout gets one by what it does: polls are quick, upgrades are not.
@@ -137,6 +134,9 @@ class Plan:
     run_id: str
     inventory: Inventory
     nodes: tuple[NodePlan, ...]
+    playbooks: (
+        Playbooks  # every playbook loaded for it: the nodes' neighbours are planned from them
+    )
     options: PlanOptions = field(default_factory=PlanOptions)
 
     @property
@@ -197,15 +197,16 @@ def build_plan(
     command: str,
     options: PlanOptions,
     run_id: str,
+    playbooks: Playbooks,
 ) -> Plan:
-    """Render the plan of ``command`` for ``names``: every template, every ``on:`` target."""
+    """Render the plan of ``command`` for ``names`` from loaded ``playbooks``: every template,
+    every ``on:`` target."""
     _check_options(options)
-    playbooks = _PlaybookCache(os.path.dirname(os.path.abspath(inventory.path)))
     nodes = tuple(
         _node_plan(inventory, inventory.nodes[name], playbooks, command, options, run_id)
         for name in names
     )
-    return Plan(command, run_id, inventory, nodes, options)
+    return Plan(command, run_id, inventory, nodes, playbooks, options)
 
 
 def _check_options(options: PlanOptions) -> None:
@@ -218,27 +219,10 @@ def _check_options(options: PlanOptions) -> None:
         raise UsageError(f"--timeout: must be more than 0, got {options.timeout:g}")
 
 
-class _PlaybookCache:
-    """Each playbook file is read once per run however many nodes use it."""
-
-    def __init__(self, inventory_dir: str) -> None:
-        self.inventory_dir = inventory_dir
-        self.loaded: dict[str, Playbook] = {}
-
-    def get(self, reference: str, where: Location | None) -> Playbook:
-        try:
-            path = find_playbook(reference, self.inventory_dir)
-        except UsageError as exc:
-            raise UsageError(str(exc), where) from None
-        if path not in self.loaded:
-            self.loaded[path] = load_playbook(path)
-        return self.loaded[path]
-
-
 def _node_plan(
     inventory: Inventory,
     node: Node,
-    playbooks: _PlaybookCache,
+    playbooks: Playbooks,
     command: str,
     options: PlanOptions,
     run_id: str,
@@ -250,8 +234,8 @@ def _node_plan(
             node.where,
         )
     playbook = playbooks.get(reference, None if options.playbook else node.playbook_at)
-    wanted, required = COMMAND_STEPS[command]
-    missing = [step for step in required if step not in playbook.steps]
+    wanted, required = COMMAND_STEPS[command], COMMAND_NEEDS[command]
+    missing = playbook.lacks(command)
     if missing:
         raise UsageError(
             f"playbook {playbook.name!r} has no {', '.join(missing)} step, which `{command}` needs",

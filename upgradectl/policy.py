@@ -30,11 +30,17 @@ class DrainState:
 
 
 def judge(policy: DrainPolicy, state: DrainState) -> Verdict:
-    """Drained after ``settle`` zero readings; at the deadline, force a handful, abort more, or wait."""
+    """Drained after ``settle`` zero readings; at the deadline, force a handful, abort more, or wait.
+
+    A zero reading at the deadline is drained at once: there is no straggler to force or to give
+    up on, and waiting for ``settle`` there would turn an empty node into a straggler case.
+    """
     if state.zero_streak >= policy.settle:
         return Verdict.DRAINED
     if state.now < state.deadline:
         return Verdict.FORCE if _hopeless(policy, state) else Verdict.WAIT
+    if state.active == 0:
+        return Verdict.DRAINED
     if policy.stragglers == "wait":
         return Verdict.WAIT
     if policy.stragglers == "force" and state.active <= policy.max_stragglers:

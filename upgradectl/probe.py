@@ -62,16 +62,20 @@ def neighbours(inventory: Inventory, plans: Iterable[NodePlan]) -> set[str]:
 def _plans_of(plan: Plan, names: list[str], ctx: RunContext) -> list[NodePlan]:
     """The status plans of ``names``; one that cannot be rendered is left out, with a warning."""
     try:
-        return list(build_plan(plan.inventory, names, "status", plan.options, plan.run_id).nodes)
+        return list(_status_plan(plan, names).nodes)
     except UpgradectlError:
         pass  # which ones? Rendering them one by one says.
     plans: list[NodePlan] = []
     for name in names:
         try:
-            plans += build_plan(plan.inventory, [name], "status", plan.options, plan.run_id).nodes
+            plans += _status_plan(plan, [name]).nodes
         except UpgradectlError as exc:
             ctx.events.emit("warning", name, f"cannot check {name} before the run: {exc}")
     return plans
+
+
+def _status_plan(plan: Plan, names: list[str]) -> Plan:
+    return build_plan(plan.inventory, names, "status", plan.options, plan.run_id, plan.playbooks)
 
 
 def _ask(node_plan: NodePlan, ctx: RunContext) -> Probe:

@@ -19,11 +19,13 @@ from upgradectl.duration import format_duration
 from upgradectl.errors import (
     CommandTimedOut,
     ExitCode,
+    JournalFailed,
     LockHeld,
     StepFailed,
     TransportError,
     Unreachable,
 )
+from upgradectl.lockholder import dead_run_of_ours
 from upgradectl.nodelock import NodeLock, describe_holder
 from upgradectl.nodelog import NodeLog
 from upgradectl.plan import NodePlan
@@ -78,7 +80,12 @@ class NodeRun:
             self.name, self.plan.lock_path, self.steps.shell, self.ctx.run_id, self.ctx.command
         )
         try:
-            lock.acquire(break_lock=self.ctx.break_lock, on_break=self._lock_broken)
+            lock.acquire(
+                break_lock=self.ctx.break_lock,
+                on_break=self._lock_broken,
+                dead_run=lambda holder: dead_run_of_ours(holder, self.ctx.state_dir),
+                on_take_over=self._lock_taken_over,
+            )
         except LockHeld as exc:
             return concluded(self.ctx, self.result("locked", exc.exit_code, str(exc)))
         except TransportError as exc:
@@ -98,11 +105,22 @@ class NodeRun:
                 self.log.say("warning", f"could not release the lock {self.plan.lock_path}: {exc}")
         return concluded(self.ctx, outcome)
 
+    def _lock_taken_over(self, holder: dict[str, Any], why: str) -> None:
+        self.ctx.journal.append("lock-taken-over", self.name, holder=holder, why=why)
+        self.log.say("warning", f"took over the lock of {describe_holder(holder)}: {why}")
+
     def _lock_broken(self, holder: dict[str, Any]) -> None:
         self.ctx.journal.append("lock-broken", self.name, holder=holder)
         self.log.say("warning", f"--break-lock: took over the lock of {describe_holder(holder)}")
 
     def _guarded(self, body: Callable[[], NodeResult]) -> NodeResult:
+        # A journal that fails during recovery stops the recovery too: put back what is ours.
+        try:
+            return self._recovering(body)
+        except JournalFailed as exc:
+            return self._journal_failed(exc)
+
+    def _recovering(self, body: Callable[[], NodeResult]) -> NodeResult:
         # The outer handler also catches a connection lost while recovering from a failed step.
         try:
             try:
@@ -111,6 +129,23 @@ class NodeRun:
                 return self._recover(exc)
         except TransportError as exc:
             return self._lost(exc)
+
+    def _journal_failed(self, error: JournalFailed) -> NodeResult:
+        """The journal cannot be written: act no further; put the node back as the run found it.
+
+        An upgrade may have run by now, so the node goes back only once it verifies.
+        """
+        self.ctx.stop.request("the journal cannot be written")
+        self.log.say("error", f"{error}; stopping, and putting the node back")
+        message = f"{error}; stopped"
+        if self.phase in ("upgrade", "verify", "unblock") and self.steps.has("verify"):
+            try:
+                self.steps.run("verify")
+            except (StepFailed, CommandTimedOut, TransportError) as exc:
+                return self.result(
+                    "attention", ExitCode.ATTENTION, f"{message}; {exc}; left blocked"
+                )
+        return self._back_in_service(ExitCode.STEP_FAILED, "failed", message)
 
     def _lost(self, error: TransportError) -> NodeResult:
         """The node cannot be reached (or trusted): its state is unknown, and that needs a person."""
@@ -155,6 +190,9 @@ class NodeRun:
         else:
             self._inherit_block()
         if stage <= 1:
+            ended = self._hold_block()
+            if ended is not None:
+                return ended
             self._upgrade_step()
             if self.ctx.stop.requested:
                 return self._interrupted_after_upgrade()
@@ -218,6 +256,15 @@ class NodeRun:
             return self._back_in_service(ExitCode.GAVE_UP, "aborted", message)
         return self._back_in_service(ExitCode.INTERRUPTED, "interrupted", ended.why)
 
+    def _hold_block(self) -> NodeResult | None:
+        """Read the block right before the upgrade: one found lost is put back, and the node is
+        drained again (sessions may have arrived); None once it is blocked and empty."""
+        while self.drain.watch.check("before upgrade"):
+            ended = self._drain()
+            if ended is not None:
+                return ended
+        return None
+
     def _upgrade_step(self) -> None:
         command = self.plan.steps["upgrade"]
         reboot = RebootWait(self.steps, self.ctx, self.log) if command.reboot else None
@@ -265,8 +312,9 @@ class NodeRun:
         self.log.record("failed", str(error))
         if self.phase in ("prepare", "drain"):
             return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; not upgraded")
-        if self.phase in ("upgrade", "verify", "patch") and self._restored():
-            return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; restored")
+        restored = self._restored() if self.phase in ("upgrade", "verify", "patch") else ""
+        if restored:
+            return self._back_in_service(ExitCode.STEP_FAILED, "failed", f"{error}; {restored}")
         custody = self.custody
         where = "left blocked" if custody.ours or custody.hand_blocked else "left as it is"
         self.log.record(
@@ -277,27 +325,33 @@ class NodeRun:
         )
         return self.result("attention", ExitCode.ATTENTION, f"{error}; {where}")
 
-    def _restored(self) -> bool:
-        """Roll back (if the playbook can) and verify; True when the node is known good again."""
-        if self.steps.has("rollback"):
+    def _restored(self) -> str:
+        """Roll back (if the playbook can) and verify; how the node is known good again, or ""."""
+        rolled_back = self.steps.has("rollback")
+        if rolled_back:
             self.log.record("rolling-back", f"rolling back on {self.steps.target('rollback')}")
             try:
                 self.steps.run("rollback")
             except (StepFailed, CommandTimedOut) as exc:
                 self.log.say("failed", f"rollback failed: {exc}")
-                return False
+                return ""
             self.log.record("rolled-back", "rolled back")
         elif self.phase == "verify":
-            return False  # the new version fails its check and nothing can undo it
-        if self.steps.has("verify"):
-            try:
-                self.steps.run("verify")
-            except (StepFailed, CommandTimedOut) as exc:
-                self.log.say("failed", f"verify after the failure failed too: {exc}")
-                return False
-            self.log.record("verified", "verified after the failure")
-            return True
-        return self.steps.has("rollback")
+            return ""  # the new version fails its check and nothing can undo it
+        if not self.steps.has("verify"):
+            return "rolled back (no verify step)" if rolled_back else ""
+        try:
+            self.steps.run("verify")
+        except (StepFailed, CommandTimedOut) as exc:
+            self.log.say("failed", f"verify after the failure failed too: {exc}")
+            return ""
+        self.log.record("verified", "verified after the failure")
+        # Without a rollback nothing was restored: the node may run the new version or the old.
+        return (
+            "rolled back and verified"
+            if rolled_back
+            else "not rolled back (the playbook has no rollback step), but it verifies"
+        )
 
     def _back_in_service(self, code: ExitCode, result: str, message: str) -> NodeResult:
         """Undo this run's block (and only that); the node is then as the run found it."""

@@ -12,6 +12,7 @@ from upgradectl.connections import Connections
 from upgradectl.errors import StepFailed, UpgradectlError
 from upgradectl.events import Events
 from upgradectl.journal import RunRecord
+from upgradectl.loader import load_playbooks
 from upgradectl.nodelock import NodeLock
 from upgradectl.plan import NodePlan, PlanOptions, build_plan, select_nodes
 from upgradectl.probe import MAX_PROBE_THREADS
@@ -37,7 +38,8 @@ def status_report(settings: Settings, names: Sequence[str], options: PlanOptions
     """Ask every node (or those named) how it is, in parallel; read the journal for unfinished business."""
     inventory = settings.load()
     chosen = select_nodes(inventory, names, everything=not names)
-    plan = build_plan(inventory, chosen, "status", options, "status")
+    playbooks = load_playbooks(inventory, options.playbook)
+    plan = build_plan(inventory, chosen, "status", options, "status", playbooks)
     connections = Connections(inventory, accept_new_host_keys=settings.accept_new_host_keys)
     try:
         with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plan.nodes))) as pool:

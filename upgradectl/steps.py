@@ -9,7 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from upgradectl.errors import CommandTimedOut, ConnectionLost, StepFailed, UnreadableCount
+from upgradectl.errors import (
+    CommandTimedOut,
+    ConnectionLost,
+    StepFailed,
+    Unreachable,
+    UnreadableCount,
+)
 from upgradectl.events import Events
 from upgradectl.model import REPEATABLE_STEPS
 from upgradectl.parsing import Session, check, extract, parse_sessions
@@ -35,6 +41,9 @@ class Steps:
         self.events = events
         self.reconnect_for = reconnect_for
         self.pause = pause  # waits between retries; returns True when the run is being stopped
+        # Target -> when its connection was found lost, until it answers again: one reconnect
+        # budget per node for the whole run, not a fresh one for each step (the lock's release).
+        self._lost_since: dict[str, float] = {}
 
     def has(self, step: str) -> bool:
         """Whether the playbook has ``step``."""
@@ -52,7 +61,7 @@ class Steps:
             try:
                 result = self.execute(command)
             except CommandTimedOut as exc:
-                failure, output = f"timed out after {exc.timeout:g}s", ""
+                failure, output = exc.what, ""
             else:
                 failure, output = check(command, result), result.output
                 if not failure:
@@ -81,32 +90,49 @@ class Steps:
     ) -> CommandResult:
         """One attempt of ``command``; a dropped connection is re-opened and a repeatable step re-run.
 
-        Reconnecting goes on for ``reconnect_for`` seconds from the drop (by default the drain
-        policy's); then the node is Unreachable.
+        Reconnecting goes on for ``reconnect_for`` seconds from now when given (a reboot's wait),
+        else for the drain policy's ``reconnect_for`` from the first drop the node has not
+        answered since; then the node is Unreachable, and later commands to it in this run fail
+        at once.
         """
         if repeatable is None:
             repeatable = command.step in REPEATABLE_STEPS
         transport = self.transport_for(command.target)
         text = wrap_sudo(command.run) if command.sudo else command.run
         self.events.emit("step", self.plan.name, f"{command.step} on {command.target}: {text}")
+        # The transport's deadlines are on its own clock, the real one.
+        until = None if reconnect_for is None else time.monotonic() + reconnect_for
         while True:
+            if command.target in self._lost_since:
+                self._reconnect(transport, command.target, until)
             try:
                 result = transport.run(text, command.timeout)
+            except CommandTimedOut as exc:
+                if not exc.stopped:  # no answer at all: the link is suspect from now on
+                    self._lost_since.setdefault(command.target, time.monotonic())
+                raise
             except ConnectionLost as exc:
+                self._lost_since.setdefault(command.target, time.monotonic())
                 if not repeatable:
                     raise
                 self.events.emit("warning", self.plan.name, f"{exc}; reconnecting")
-                # The transport's deadline is on its own clock, the real one.
-                transport.reconnect(
-                    time.monotonic()
-                    + (self.reconnect_for if reconnect_for is None else reconnect_for)
-                )
                 continue
+            self._lost_since.pop(command.target, None)
             self.events.emit(
                 "step-output", self.plan.name, f"{command.step}: exit {result.exit_code}: {result.output.strip()}",
                 exit_code=result.exit_code,
             )  # fmt: skip
             return result
+
+    def _reconnect(self, transport: Transport, target: str, until: float | None) -> None:
+        """Connect again to a node that stopped answering, within what is left of its budget."""
+        until = until or self._lost_since[target] + self.reconnect_for
+        if time.monotonic() >= until:
+            raise Unreachable(
+                f"{target}: unreachable: the run gave up reconnecting to it "
+                f"(drain.reconnect_for: {self.reconnect_for:g}s)"
+            )
+        transport.reconnect(until)
 
     def count(self, step: str = "active") -> int:
         """The session count a count step (``active``, ``node_active``) prints; UnreadableCount

@@ -144,7 +144,6 @@ def plan(
     from upgradectl.cli import render  # noqa: PLC0415
 
     selection = _selection(nodes, group, everything)
-    command = command or app.default_plan_command(obj.settings(), selection)
     made = app.make_plan(obj.settings(), command, selection, _plan_options(options))
     click.echo(render.plan_json(made) if obj.as_json else render.plan_text(made))
     return ExitCode.OK

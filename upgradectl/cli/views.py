@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 # Events that only -v shows: every command and its output.
 VERBOSE_KINDS = frozenset({"step", "step-output"})
 # Events that -q still shows.
-QUIET_KINDS = frozenset({"warning", "error", "summary", "failed", "attention", "interrupted"})
+QUIET_KINDS = frozenset(
+    {"warning", "error", "summary", "failed", "attention", "interrupted", "block-lost"}
+)
 
 
 def _wants(event: Event, verbosity: int) -> bool:

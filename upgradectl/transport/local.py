@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 
 from upgradectl.errors import CommandTimedOut
 from upgradectl.transport.base import CommandResult
+from upgradectl.transport.deadline import KILL_AFTER
 
 
 class LocalTransport:
@@ -20,21 +24,25 @@ class LocalTransport:
         """Nothing to connect to: this machine is always here."""
 
     def run(self, command: str, timeout: float) -> CommandResult:
-        """Run ``command``; a command past ``timeout`` is killed and reported."""
+        """Run ``command`` with stdin empty; past ``timeout`` it and all it started are stopped."""
         started = time.monotonic()
+        # A session of its own: at the deadline the whole process group is signalled, so no
+        # child of the command (`sleep 12; write version`) finishes its work afterwards.
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            done = subprocess.run(
-                ["/bin/sh", "-c", command],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise CommandTimedOut(self.name, command, timeout) from None
+            _stop(process)
+            raise CommandTimedOut(self.name, command, timeout, stopped=True) from None
         return CommandResult(
-            command, done.returncode, done.stdout, done.stderr, time.monotonic() - started
+            command, process.returncode, stdout, stderr, time.monotonic() - started
         )
 
     def reconnect(self, deadline: float) -> None:
@@ -42,3 +50,20 @@ class LocalTransport:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """TERM the command's process group, then KILL whatever is left of it after a grace."""
+    _signal_group(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.communicate(timeout=KILL_AFTER)
+    _signal_group(process.pid, signal.SIGKILL)  # a child that ignored TERM, or outlived the shell
+    process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # nothing left in the group
+        os.killpg(pgid, sig)

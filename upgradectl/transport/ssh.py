@@ -8,7 +8,6 @@ OpenSSH's ``accept-new`` does.
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import threading
@@ -27,7 +26,9 @@ from upgradectl.errors import (
     Unreachable,
 )
 from upgradectl.transport.base import CommandResult
+from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
 from upgradectl.transport.identities import Identities
+from upgradectl.transport.known_hosts import KnownHosts
 from upgradectl.transport.sshconfig import Endpoint
 
 CONNECT_TIMEOUT = 10.0
@@ -39,57 +40,6 @@ MAX_CHANNELS = 8
 # A refusal says nothing about the connection: the open is retried on it, for this long at most.
 CHANNEL_RETRY_SECONDS = 10.0
 _NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
-
-
-class KnownHosts:
-    """One OpenSSH known_hosts file, read once per run and shared by all its connections.
-
-    Loading it per connection costs O(lines) each (O(lines^2) inside paramiko's ``load``), and
-    a fleet's known_hosts lists the fleet: quadratic, then cubic, in the number of nodes.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._keys = paramiko.HostKeys()
-        if os.path.exists(path):
-            self._keys.load(path)
-        self._lock = threading.Lock()
-
-    def expected(self, hostname: str, key_type: str) -> paramiko.PKey | None:
-        """The key known for ``hostname`` of this type, or None."""
-        with self._lock:
-            found = self._keys.lookup(hostname)
-            return found.get(key_type) if found is not None else None
-
-    def add(self, hostname: str, key: paramiko.PKey) -> None:
-        """Trust ``key`` from now on, in this run and in the file."""
-        with self._lock:
-            self._keys.add(hostname, key.get_name(), key)
-            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-            with open(self.path, "a", encoding="ascii") as stream:
-                stream.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-
-class _CheckKnownHosts(paramiko.MissingHostKeyPolicy):
-    """Judges every server key against the run's KnownHosts (the client itself loads none)."""
-
-    def __init__(self, known: KnownHosts, accept_new: bool, warn: Callable[[str], None]) -> None:
-        self.known = known
-        self.accept_new = accept_new
-        self.warn = warn
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        expected = self.known.expected(hostname, key.get_name())
-        if expected is not None:
-            if expected != key:
-                raise paramiko.BadHostKeyException(hostname, key, expected)
-            return
-        if not self.accept_new:
-            raise paramiko.SSHException(f"Server {hostname!r} not found in known_hosts")
-        self.known.add(hostname, key)
-        self.warn(f"added {hostname}'s {key.get_name()} host key to {self.known.path}")
 
 
 class SshTransport:
@@ -122,18 +72,21 @@ class SshTransport:
         """Connect, check the host key and log in now, once: the preflight's question."""
         self._connected()
 
-    def _connected(self) -> paramiko.Transport:
+    def _connected(self, deadline: float | None = None) -> paramiko.Transport:
         with self._lock:
             transport = self._client.get_transport() if self._client else None
             if transport is None or not transport.is_active():
-                transport = self._connect()
+                transport = self._connect(deadline)
             return transport
 
-    def _connect(self) -> paramiko.Transport:
+    def _connect(self, deadline: float | None = None) -> paramiko.Transport:
+        """Connect, each of the handshake's waits bounded by CONNECT_TIMEOUT and ``deadline``."""
         self._drop()
+        wait = _within(CONNECT_TIMEOUT, deadline)
         client = paramiko.SSHClient()
+        host, port = self.endpoint.hostname, self.endpoint.port
         client.set_missing_host_key_policy(
-            _CheckKnownHosts(self.known_hosts, self.accept_new_host_keys, self.warn)
+            self.known_hosts.policy(self.name, host, port, self.accept_new_host_keys, self.warn)
         )
         keys = self.identities.offered()  # AuthenticationRefused for a missing identity file
         try:
@@ -144,28 +97,20 @@ class SshTransport:
                 key_filename=cast(Any, keys or None),  # str or list: both work
                 look_for_keys=False,  # the defaults are in `keys` already, as OpenSSH lists them
                 allow_agent=True,
-                timeout=CONNECT_TIMEOUT,
-                banner_timeout=CONNECT_TIMEOUT,
-                auth_timeout=CONNECT_TIMEOUT,
-                sock=self._tunnel(),
+                timeout=wait,
+                banner_timeout=wait,
+                auth_timeout=wait,
+                sock=self._tunnel(wait),
+                transport_factory=self.known_hosts.transport_factory(host, port),
             )
-        except paramiko.BadHostKeyException as exc:
+        except HostKeyRefused:
             client.close()
-            raise HostKeyRefused(
-                f"{self.name}: the host key of {exc.hostname} CHANGED (expected {exc.expected_key.get_name()}"
-                f" from {self.endpoint.known_hosts}); refusing to connect"
-            ) from None
+            raise
         except paramiko.AuthenticationException:
             client.close()
             raise self.identities.refused() from None
         except paramiko.SSHException as exc:
             client.close()
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyRefused(
-                    f"{self.name}: unknown host key for {self.endpoint.hostname}:{self.endpoint.port} "
-                    f"(not in {self.endpoint.known_hosts}); check it and add it with ssh-keyscan, "
-                    "or pass --accept-new-host-keys"
-                ) from None
             if "No authentication methods available" in str(exc):  # no key and no agent at all
                 raise self.identities.refused() from None
             raise ConnectionLost(f"{self.name}: cannot connect: {exc}") from None
@@ -192,12 +137,15 @@ class SshTransport:
         where = f"{self.endpoint.hostname} port {self.endpoint.port}"
         return ConnectionRefused(f"{self.name}: connect to host {where}: {why}")
 
-    def _tunnel(self) -> paramiko.Channel | None:
+    def _tunnel(self, wait: float) -> paramiko.Channel | None:
         if self.jump is None:
             return None
         try:
-            return self.jump._connected().open_channel(
-                "direct-tcpip", (self.endpoint.hostname, self.endpoint.port), ("127.0.0.1", 0)
+            return self.jump._connected(time.monotonic() + wait).open_channel(
+                "direct-tcpip",
+                (self.endpoint.hostname, self.endpoint.port),
+                ("127.0.0.1", 0),
+                timeout=wait,
             )
         except paramiko.ChannelException as exc:  # the jump host could not reach the node
             raise ConnectionRefused(
@@ -223,7 +171,7 @@ class SshTransport:
         try:
             for attempt in retrying:
                 with attempt, self._lock:
-                    self._connect()
+                    self._connect(deadline)
         except ConnectionLost as exc:
             raise Unreachable(f"{self.name}: unreachable: {exc}") from None
 
@@ -240,16 +188,23 @@ class SshTransport:
             return self._run(command, timeout)
 
     def _run(self, command: str, timeout: float) -> CommandResult:
+        # The node stops the command at `timeout`; the controller waits a little longer for the
+        # word that it did, and never longer: every wait below (connect, channel open, exec,
+        # output) ends by `deadline`.
         started = time.monotonic()
+        deadline = started + timeout + ANSWER_GRACE
         try:
-            channel = self._open_session()
+            channel = self._open_session(deadline)
         except _NETWORK_ERRORS as exc:
             self.close()
             raise ConnectionLost(f"{self.name}: connection lost: {exc}") from None
         try:
-            channel.exec_command(command)
-            stdout, stderr = self._collect(channel, command, started + timeout, timeout)
+            self._exec(channel, bounded(command, timeout), deadline)
+            channel.shutdown_write()  # a step that reads stdin reads its end at once
+            stdout, stderr = self._collect(channel, deadline)
             code = channel.recv_exit_status()
+        except _NoAnswer:
+            raise CommandTimedOut(self.name, command, timeout, stopped=False) from None
         except _NETWORK_ERRORS as exc:
             self.close()
             raise ConnectionLost(
@@ -257,9 +212,30 @@ class SshTransport:
             ) from None
         finally:
             channel.close()
-        return CommandResult(command, code, stdout, stderr, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        if stopped_at_deadline(code, elapsed, timeout):
+            raise CommandTimedOut(self.name, command, timeout, stopped=True)
+        return CommandResult(command, code, stdout, stderr, elapsed)
 
-    def _open_session(self) -> paramiko.Channel:
+    def _exec(self, channel: paramiko.Channel, command: str, deadline: float) -> None:
+        """``exec_command``, which waits for the server's reply without a timeout, bounded by
+        ``deadline``: closing the channel then ends its wait."""
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), channel.close)
+        timer.daemon = True
+        timer.start()
+        try:
+            channel.exec_command(command)
+        except _NETWORK_ERRORS:
+            if time.monotonic() >= deadline:
+                # The server never answered a channel request: the link is dead, though TCP
+                # may not know it yet. The next command connects again.
+                self.close()
+                raise _NoAnswer from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _open_session(self, deadline: float) -> paramiko.Channel:
         """A new channel on the shared connection; while the connection lives, ask again.
 
         paramiko reports sshd's refusal as a ChannelException, or, when two opens are refused
@@ -267,7 +243,7 @@ class SshTransport:
         taken for a refusal. A dead connection raises (and the caller drops it); refusals that
         outlast ``CHANNEL_RETRY_SECONDS`` raise ConnectionLost and leave it open.
         """
-        transport = self._connected()
+        transport = self._connected(deadline)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(
                 lambda exc: isinstance(exc, paramiko.SSHException) and transport.is_active()
@@ -277,7 +253,7 @@ class SshTransport:
             reraise=True,
         )
         try:
-            return retrying(transport.open_session, timeout=CONNECT_TIMEOUT)
+            return retrying(transport.open_session, timeout=_within(CONNECT_TIMEOUT, deadline))
         except paramiko.SSHException as exc:
             if not transport.is_active():
                 raise
@@ -286,9 +262,7 @@ class SshTransport:
                 f"({exc}; its MaxSessions?)"
             ) from None
 
-    def _collect(
-        self, channel: paramiko.Channel, command: str, deadline: float, timeout: float
-    ) -> tuple[str, str]:
+    def _collect(self, channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
         stdout, stderr = bytearray(), bytearray()
         while True:
             while channel.recv_ready():
@@ -303,9 +277,20 @@ class SshTransport:
                 raise EOFError("the connection closed before the command finished")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise CommandTimedOut(self.name, command, timeout)
+                raise _NoAnswer
             select.select([channel], [], [], min(remaining, 1.0))
         return stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+class _NoAnswer(Exception):
+    """The node did not answer by the controller's deadline."""
+
+
+def _within(wait: float, deadline: float | None) -> float:
+    """``wait``, cut to what is left before ``deadline`` (never quite zero: that means forever)."""
+    if deadline is None:
+        return wait
+    return max(min(wait, deadline - time.monotonic()), 0.01)
 
 
 def _strerror(error: OSError) -> str:
