@@ -220,9 +220,10 @@ def _run_nodes(
             unstarted(name, refusals.result(name), refusals.exit_code, refusals.reason(name))
             for name in names
         ]
-    if run.dry_run or plan.command == "unblock":
-        # Nothing goes out of service: no limits to respect, so no probing either.
-        refused = None if run.dry_run else _refused(intent_of(plan, names, {}, resuming), run)
+    if plan.command == "unblock":
+        # Nothing goes out of service: no limits to respect, so no probing either. A dry run
+        # takes the real path from here on: probe, `current`, fleet order and limits.
+        refused = _refused(intent_of(plan, names, {}, resuming), run)
         if refused is not None:
             return [unstarted(name, "skipped", *refused) for name in names]
         return [
@@ -262,7 +263,8 @@ def _run_nodes(
 
 def _refused(intent: Intent, run: RunOptions) -> tuple[ExitCode, str] | None:
     """Why the run must not go on (its exit code and message), or None: the operator agreed."""
-    if intent.downgrades and not run.allow_downgrade and run.confirm is None:
+    # A dry run says what the real one would do: a downgrade is only warned of.
+    if intent.downgrades and not run.allow_downgrade and run.confirm is None and not run.dry_run:
         older = ", ".join(f"{name} runs {v}" for name, v in intent.downgrades.items())
         return ExitCode.USAGE, (
             f"not started: {older}, newer than {intent.version}: a downgrade needs "
@@ -309,6 +311,10 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
         wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
     inputs = found.start.get("data", {})
+    if inputs.get("dry_run"):
+        raise UsageError(
+            f"run {found.run_id} was a dry run: it changed nothing, so nothing resumes"
+        )
     try:
         if problem := start_problem(inputs):
             raise ValueError(problem)

@@ -259,14 +259,16 @@ def runs(state_dir: str) -> Iterator[RunRecord]:
 
 
 def find_run(state_dir: str, run_id: str | None) -> RunRecord | None:
-    """Run ``run_id``, or the newest unfinished run when no id is given.
+    """Run ``run_id``, or the newest unfinished run when no id is given (never a dry run: it
+    changed nothing that could be carried on).
 
     A run whose start record was torn is never found: nothing could rebuild its plan.
     """
     for run in runs(state_dir):
         if not run.start:
             continue
-        if run.run_id == run_id or (run_id is None and run.finished is None):
+        dry = bool(run.start.get("data", {}).get("dry_run"))
+        if run.run_id == run_id or (run_id is None and run.finished is None and not dry):
             return run
     return None
 
