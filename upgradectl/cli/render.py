@@ -11,6 +11,7 @@ from upgradectl.duration import format_duration
 from upgradectl.events import SCHEMA_VERSION
 from upgradectl.history import forced_sessions
 from upgradectl.policy import describe
+from upgradectl.wording import session_in_words
 
 if TYPE_CHECKING:
     from upgradectl.journal import RunRecord
@@ -126,6 +127,8 @@ def status_text(report: StatusReport) -> str:
             continue
         blocked = {True: "blocked", False: "in service", None: "blocked: unknown"}[row["blocked"]]
         active = "" if row["active"] is None else f", {row['active']} active"
+        if row.get("node_active") is not None:
+            active += f" ({row['node_active']} on the node itself)"
         version = f", version {row['version']}" if row.get("version") else ""
         lock = row.get("lock")
         held = f", locked by run {lock.get('run')} ({lock.get('owner')})" if lock else ""
@@ -184,13 +187,6 @@ def forced_text(runs: list[RunRecord]) -> str:
     lines = []
     for session in forced_sessions(runs):
         lasted = format_duration(session["age"]) if session.get("age") is not None else "?"
-        lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {who(session)}  "
+        lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {session_in_words(session)}  "
                      f"lasted {lasted}  run {session.get('run')}")  # fmt: skip
     return "\n".join(lines) or "no sessions were cut"
-
-
-def who(session: dict[str, Any]) -> str:
-    """A session in people's terms (``client 10.0.0.21:40312``, ``from ... to ...``) when the
-    playbook's `sessions` step names them, with the service's own id after."""
-    named = " ".join(f"{key} {value}" for key, value in session.get("details", {}).items() if value)
-    return f"{named} ({session.get('id')})" if named else str(session.get("id"))
