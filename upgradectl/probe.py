@@ -87,6 +87,7 @@ def _ask(node_plan: NodePlan, ctx: RunContext) -> Probe:
         pause=ctx.stop.wait,
     )
     blocked = None
+    steps.along("active", "version")  # every reading in one round trip
     try:
         blocked = steps.is_blocked()
         active = steps.count() if steps.has("active") else None
