@@ -6,16 +6,18 @@ reads taken together (the probe's, the lock with the block check) and acts that 
 another (verify, unblock, the lock's release) go as one script. Each part runs under its own
 deadline (:mod:`upgradectl.transport.deadline`) and ends with a line carrying a random marker
 and its exit code, on stdout, and the marker alone on stderr; a *gate* part that fails ends the
-script there, so what depended on it never runs. The script says what it holds in comments (one
-line of JSON per part), so a scripted node (``upgradectl.testing``) answers each part as it would
-answer it alone.
+script there, so what depended on it never runs. Each part's text is sent once, in a variable
+the bounded command evaluates (a comment before it says its deadline and whether it gates), so
+a scripted node (``upgradectl.testing``) can answer each part as it would answer it alone.
+
+The controller waits for a batch as long as its parts may take one after another.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,7 +25,8 @@ from upgradectl.transport.base import CommandResult
 from upgradectl.transport.deadline import KILL_AFTER, bounded
 
 _HEADER = "# upgradectl batch "
-_PART = re.compile(r"^# part (\{.*\})$", re.MULTILINE)
+_EXPORT = "; export u_part"
+_PART = re.compile(r"^# part (\S+) (gate|next)\n", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,9 @@ def compose(parts: Sequence[Part]) -> str:
     lines = [f"{_HEADER}{marker}"]
     for part in parts:
         lines += [
-            "# part " + json.dumps({"text": part.text, "timeout": part.timeout, "gate": part.gate}),
-            bounded(part.text, part.timeout),
+            f"# part {part.timeout!r} {'gate' if part.gate else 'next'}",
+            f"u_part={shlex.quote(part.text)}{_EXPORT}",
+            bounded('eval "$u_part"', part.timeout),
             f"u_rc=$?; printf '\\n%s %s\\n' {marker} \"$u_rc\"; printf '\\n%s\\n' {marker} >&2",
         ]
         if part.gate:
@@ -59,8 +63,12 @@ def parts_of(script: str) -> list[Part] | None:
     """The parts of a script :func:`compose` wrote (None for any other command)."""
     if not script.startswith(_HEADER):
         return None
-    found = [json.loads(match.group(1)) for match in _PART.finditer(script)]
-    return [Part(part["text"], part["timeout"], part["gate"]) for part in found]
+    parts = []
+    for match in _PART.finditer(script):
+        assignment = script[match.end() : script.index(_EXPORT + "\n", match.end())]
+        text = shlex.split(assignment)[0].removeprefix("u_part=")
+        parts.append(Part(text, float(match.group(1)), match.group(2) == "gate"))
+    return parts
 
 
 def marker_of(script: str) -> str:

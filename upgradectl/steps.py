@@ -173,6 +173,9 @@ class Steps:
             except CommandTimedOut as exc:
                 if not exc.stopped:  # no answer at all: the link is suspect from now on
                     self._lost_since.setdefault(command.target, time.monotonic())
+                if along:  # said of the step, not of the script that carried it
+                    sent = f"{text} (and {len(along)} more sent with it)"
+                    raise CommandTimedOut(exc.host, sent, timeout, stopped=exc.stopped) from None
                 raise
             except ConnectionLost as exc:
                 self._lost_since.setdefault(command.target, time.monotonic())
