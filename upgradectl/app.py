@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from upgradectl import journal as journals
+from upgradectl.closing import release_left_locks
 from upgradectl.connections import Connections
 from upgradectl.context import RunContext, Stop
 from upgradectl.errors import ExitCode, JournalFailed, UsageError
@@ -100,6 +102,12 @@ def execute(
         if path:
             check_output(path, option)
     with _run_lock(settings, plan, run):
+        if start_at:  # a resumed run: the nodes it finished before it died keep no lock of it
+            finished = [node.name for node in plan.nodes if node.name not in start_at]
+            if not release_left_locks(settings, plan, finished):
+                events.emit(
+                    "warning", None, "could not release the locks left on " + ", ".join(finished)
+                )
         return _execute(settings, plan, events, stop, run, start_at)
 
 
@@ -150,6 +158,7 @@ def _execute(
         state_dir=settings.state_dir,
         dry_run=run.dry_run,
         break_lock=run.break_lock,
+        hand_blocked=_found_blocked_by_hand(journal.path) if start_at else frozenset(),
     )
     try:
         results = _run_nodes(plan, ctx, run, start_at)
@@ -176,6 +185,16 @@ _LOST_TRACK = (
     "the run stopped acting there and put its nodes back as far as it could (see the summary); "
     "the journal lacks what followed, so `status` may list nodes as out of service that are not"
 )
+
+
+def _found_blocked_by_hand(path: Path) -> frozenset[str]:
+    """The nodes a run's journal says it found blocked by hand."""
+    return frozenset(
+        record["node"]
+        for record in journals.read_run(path).records
+        if record.get("node")
+        and (record["kind"] == "was-blocked" or record.get("data", {}).get("hand_blocked"))
+    )
 
 
 def _now_utc() -> datetime:
@@ -278,6 +297,8 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
     if found is None:
         wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
+    if found.dry_run:
+        raise UsageError(f"run {found.run_id} was a dry run: it changed nothing, nothing to resume")
     inputs = found.start.get("data", {})
     try:
         if problem := start_problem(inputs):

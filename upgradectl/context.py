@@ -49,6 +49,9 @@ class RunContext:
     state_dir: str
     dry_run: bool = False
     break_lock: bool = False
+    # Of a resumed run: the nodes it had found blocked by hand. They stay blocked, whatever the
+    # stage it carries on from (the earlier runs' records say nothing of a hand's block).
+    hand_blocked: frozenset[str] = frozenset()
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _earlier: Mapping[str, Mapping[str, Any]] | None = field(default=None, init=False, repr=False)

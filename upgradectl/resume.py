@@ -32,12 +32,19 @@ def resume_stage(kinds: list[str]) -> str | None:
     return _RESUME_AT.get(last or "", "block")
 
 
+def _resumable(result: dict[str, object]) -> bool:
+    """Whether a node's result leaves it to ``resume``: stopped, unreachable, or never started
+    because the run was stopped (skipped with exit 5, not for a fleet rule)."""
+    skipped_by_stop = result.get("result") == "skipped" and result.get("exit_code") == 5
+    return result.get("result") in RESUMABLE or skipped_by_stop
+
+
 def resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
     """Where each node of ``run`` that did not finish starts again (finished ones are left out)."""
     points = {}
     for node in nodes:
         results = [r for r in run.records if r["kind"] == "result" and r.get("node") == node]
-        if results and results[-1].get("data", {}).get("result") not in RESUMABLE:
+        if results and not _resumable(results[-1].get("data", {})):
             continue  # finished in the original run, one way or another
         stage = resume_stage([r["kind"] for r in run.records if r.get("node") == node])
         if stage is not None:

@@ -189,6 +189,8 @@ class NodeRun:
                 return ended
         else:
             self._inherit_block()
+        if stage == 1 and self._already_upgraded():
+            stage = 2
         if stage <= 1:
             ended = self._hold_block()
             if ended is not None:
@@ -219,6 +221,9 @@ class NodeRun:
 
     def _inherit_block(self) -> None:
         """Learn from the journal whether an earlier run of ours left this node blocked."""
+        if self.name in self.ctx.hand_blocked:  # a resumed run had found it blocked by hand
+            self.custody.inherited(hand_blocked=True)
+            return
         earlier = self.ctx.left_blocked_by_earlier_runs(self.name)
         if earlier is not None:
             self.custody.inherited(bool(earlier.get("data", {}).get("hand_blocked")))
@@ -277,6 +282,28 @@ class NodeRun:
         elif not reboot.run(command, boot_id):
             return  # stopped while it reboots: `resume` verifies it once it is back
         self.log.record("upgraded", "upgrade step done")
+
+    def _already_upgraded(self) -> bool:
+        """On resume, before the upgrade runs again: did the interrupted one finish after all?
+
+        The node's own word (the ``version`` step) decides; without it the upgrade runs again,
+        which the playbook must then allow (README: upgrades must be safe to repeat).
+        """
+        version = self.plan.variables.get("version")
+        if not self.steps.has("version") or version is None:
+            self.log.say(
+                "note",
+                "re-running the upgrade: the journal shows it started but not that it finished, "
+                "and the playbook has no `version` step to ask the node (it must be safe to repeat)",
+            )
+            return False
+        found = self.steps.version()
+        if found != version:
+            self.log.say("note", f"re-running the upgrade: the node reports version {found}")
+            return False
+        self.phase = "upgrade"
+        self.log.record("upgraded", f"already at version {version}: the upgrade is not run again")
+        return True
 
     def _verify(self) -> None:
         if self.phase != "check":
