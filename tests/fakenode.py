@@ -55,6 +55,7 @@ class FakeNode:
     def __post_init__(self) -> None:
         # A node stays blocked unless the test scripts `is_blocked` itself (the drain reads it).
         self.transport = ScriptedTransport(NODE, [*self.script, STAYS_BLOCKED])
+        self.tmp_path.mkdir(parents=True, exist_ok=True)
         playbook = self.tmp_path / "fake.yaml"
         drain = {"timeout": "10m", "poll": "10s", **self.drain}
         playbook.write_text(yaml.safe_dump({"name": "fake", "drain": drain, "steps": self.steps}))

@@ -289,3 +289,38 @@ def test_stragglers_past_the_deadline_are_forced_and_the_summary_lists_the_calls
     assert haproxy_states(fleet)[node] == "DRAIN"  # a drain leaves the node blocked
     for call in others:
         call.hang_up()
+
+
+def test_a_dry_run_says_what_the_real_run_then_does_on_the_same_fleet(fleet: LabCli) -> None:
+    assert fleet.lab.haproxy is not None
+    fleet.lab.node("node-2").control("upgrade 2.0")  # already current: left alone
+    fleet.lab.haproxy.admin("set server calls/node-3 state drain")  # blocked by a colleague
+    playbook = haproxy_playbook(fleet, "haproxy-fast")
+    upgrade = ("upgrade", "--all", "--version", "2.0", "--yes", "--playbook", playbook)
+
+    dry = fleet(*upgrade, "--dry-run")
+    real = fleet(*upgrade)
+
+    assert event(dry, "order")["order"] == event(real, "order")["order"]
+    said = {name: node["result"] for name, node in dry.summary["nodes"].items()}
+    did = {name: node["result"] for name, node in real.summary["nodes"].items()}
+    acted = {name for name, result in did.items() if result == "upgraded"}
+    assert acted and {name for name, result in said.items() if result == "dry-run"} == acted
+    for kept in ("current", "skipped"):  # what neither run touches, for the same reasons
+        left = {
+            name: dry.summary["nodes"][name]["message"] for name, r in said.items() if r == kept
+        }
+        assert left == {
+            name: real.summary["nodes"][name]["message"] for name, r in did.items() if r == kept
+        }
+    assert said["node-2"] == did["node-2"] == "current"
+    for name in acted:  # each act the dry run described, the real run journalled
+        would = next(
+            e["message"] for e in dry.events if e["event"] == "would" and e["node"] == name
+        )
+        kinds = real.kinds(name)
+        assert ("block at lb" in would) == ("blocking" in kinds)
+        assert ("unblock at lb" in would) == ("unblocked" in kinds)
+        assert "upgrade" in would and "upgraded" in kinds
+        assert "leave it blocked" in would or "unblocked" in kinds
+    assert dry.code == real.code, (dry.stdout, real.stdout)  # 75: a node had to wait

@@ -253,8 +253,8 @@ def test_an_inventory_that_is_a_device_or_a_directory_is_refused(
 def test_a_playbook_over_the_size_limit_is_refused_unread(
     site: Site, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    site.playbook(PLAYBOOK + "#" * (5 * 1024 * 1024) + "\n")
-    assert "tiny.yaml: larger than 4 MB; refusing to read it" in refused(capsys, site)
+    site.playbook(PLAYBOOK + "#" * (17 * 1024 * 1024) + "\n")
+    assert "tiny.yaml: larger than 16 MB; refusing to read it" in refused(capsys, site)
 
 
 def start_record(site: Site, **data: object) -> str:
@@ -268,6 +268,7 @@ CORRUPT: dict[str, object] = {
     "data is text": '{"kind": "blocked", "node": "node-a", "data": "x", "time": 1}',
     "node is a list": '{"kind": "blocked", "node": ["node-a"], "time": 1}',
     "time is text": '{"kind": "blocked", "node": "node-a", "time": "noon"}',
+    "no time": '{"kind": "reading", "node": "node-a", "data": {"active": 3}}',
     "not an object": "[1, 2, 3]",
     "nested too deep": "[" * 100_000 + "]" * 100_000,
     "binary": b"\xff\xfe\x00garbage",

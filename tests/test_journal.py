@@ -191,3 +191,16 @@ def test_a_real_drain_leaves_its_readings_in_the_journal(local_site: Path) -> No
     assert readings[0]["deadline"] == pytest.approx(readings[0]["time"] + 30, abs=2)
     (drained,) = [r for r in run.records if r["kind"] == "drained"]
     assert readings[-1]["time"] <= drained["time"] + 0.001  # readings keep milliseconds
+
+
+def test_an_unfinished_dry_run_is_never_the_run_resume_picks(tmp_path: Path) -> None:
+    real = Journal(str(tmp_path), "20261125T010000-real")
+    real.append("run-start", None, command="upgrade", dry_run=False)
+    real.close()
+    dry = Journal(str(tmp_path), "20261125T020000-dry")
+    dry.append("run-start", None, command="upgrade", dry_run=True)
+    dry.close()
+
+    found = find_run(str(tmp_path), None)
+
+    assert found is not None and found.run_id == "20261125T010000-real"

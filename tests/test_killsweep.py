@@ -186,7 +186,7 @@ def test_a_killed_dry_run_is_neither_listed_nor_resumed(tmp_path: Path) -> None:
     assert site("status").events[0]["unfinished_runs"] == []
     (run_id,) = [path.stem for path in (site.root / "state" / "runs").glob("*.jsonl")]
     resumed = site("resume", run_id, "--yes")
-    assert resumed.code == 2 and "was a dry run" in resumed.stderr
+    assert resumed.code == 2 and "was a dry run: it changed nothing" in resumed.stderr
     assert not site.file("node-a", "blocked").exists()
 
 

@@ -9,6 +9,7 @@ Every Erlang process here is ours (see otplab).
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,7 @@ def otp(tmp_path: Path) -> Iterator[Otp]:
         stop_servers([node, epmd])
 
 
+@pytest.mark.slow
 def test_a_hot_patch_loads_the_new_version_while_the_calls_keep_running(otp: Otp) -> None:
     calls = otp.node.start_calls(range(1, 3), MEDIA_TICK_MS) | otp.node.start_calls(
         range(3, 4), QUIET
@@ -189,6 +191,7 @@ def test_a_hot_patch_loads_the_new_version_while_the_calls_keep_running(otp: Otp
     assert status.events[0]["nodes"][0]["version"] == "2"
 
 
+@pytest.mark.slow
 def test_a_patch_is_refused_while_a_call_runs_old_code_and_works_after_it_moves_on(
     otp: Otp,
 ) -> None:
@@ -217,6 +220,7 @@ def test_a_patch_is_refused_while_a_call_runs_old_code_and_works_after_it_moves_
     assert otp.node.ask("call_1") == "3"
 
 
+@pytest.mark.slow
 def test_a_patch_whose_verify_fails_is_rolled_back_with_the_calls_still_up(otp: Otp) -> None:
     calls = otp.node.start_calls(range(1, 4), MEDIA_TICK_MS)
     otp.provide("2")
@@ -412,3 +416,14 @@ def test_a_patch_refused_hot_is_done_by_draining_at_haproxy_and_restarting_the_n
         assert haproxy.server_states()["erl-1"].status != "DRAIN"
     finally:
         stop_servers([haproxy])
+
+
+def test_the_helper_shipped_to_the_nodes_compiles_without_a_warning(tmp_path: Path) -> None:
+    helper = (
+        Path(__file__).parent.parent / "upgradectl" / "playbooks" / "erlang" / "upgradectl_otp.erl"
+    )
+    done = subprocess.run(
+        ["erlc", "+warnings_as_errors", "-o", str(tmp_path), str(helper)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr

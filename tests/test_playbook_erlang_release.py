@@ -7,6 +7,7 @@ pids; a relup that restarts the emulator is refused hot. Every Erlang process is
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -23,14 +24,33 @@ from upgradectl.lab.process import ServerProcess
 
 MODULES = ("calls_app", "call_sup", "call_leg", "call_media")
 FRAME_MS = 20
-# How each release is built: -D defines of call_leg and call_media, and make_relup's options.
+# The appup instructions from 1: call_media loaded with call_leg (which needs its count/1), or
+# call_leg alone.
+BOTH = "{load_module, call_media}, {update, call_leg, {advanced, []}, [call_media]}"
+LEG_ONLY = "{update, call_leg, {advanced, []}}"
+
+
+@dataclass(frozen=True)
+class Build:
+    """How one release of `calls` is built: -D defines of call_leg and call_media, its appup's
+    instructions from release 1, make_relup's options."""
+
+    leg: tuple[str, ...] = ()
+    media: tuple[str, ...] = ()
+    appup: str = ""
+    relup: tuple[str, ...] = ()
+
+
 # 2 turns the legs' state from a tuple into a map (call_leg's code_change); 3 is the same code
-# with a relup that restarts the emulator, as a new ERTS would.
-RELEASES = {"1": ((), []), "2": (("SHAPE",), []), "3": (("SHAPE",), ["restart_emulator"])}
-APPUP = (
-    '{{"{vsn}", [{{"1", [{{load_module, call_media}}, {{update, call_leg, {{advanced, []}}, [call_media]}}]}}], '
-    '[{{"1", [{{load_module, call_media}}, {{update, call_leg, {{advanced, []}}, [call_media]}}]}}]}}.\n'
-)
+# with a relup that restarts the emulator, as a new ERTS would; 4 forgets call_media, so its
+# legs die at their next frame.
+RELEASES = {
+    "1": Build(),
+    "2": Build(("SHAPE",), ("SHAPE",), BOTH),
+    "3": Build(("SHAPE",), ("SHAPE",), BOTH, ("restart_emulator",)),
+    "4": Build(("SHAPE",), (), LEG_ONLY),
+}
+APPUP = '{{"{vsn}", [{{"1", [{steps}]}}], [{{"1", [{steps}]}}]}}.\n'
 APP = (
     '{{application, calls, [{{description, "calls"}}, {{vsn, "{vsn}"}}, {{modules, [{modules}]}}, '
     "{{registered, [call_sup]}}, {{applications, [kernel, stdlib, sasl]}}, {{mod, {{calls_app, []}}}}]}}.\n"
@@ -47,8 +67,8 @@ def erl(script: str, cwd: Path, env: dict[str, str]) -> str:
 
 
 def build_releases(work: Path, env: dict[str, str]) -> tuple[Path, str]:
-    """Releases 1, 2 and 3 of `calls` built in ``work``, release 1 installed as a target system
-    in ``work/root`` with 2 and 3 waiting in its releases directory; (root, ERTS bin dir)."""
+    """The RELEASES of `calls` built in ``work``, release 1 installed as a target system in
+    ``work/root`` with the others waiting in its releases directory; (root, ERTS bin dir)."""
     versions = erl(
         'ok = application:load(sasl), io:format("~s ~s ~s ~s ~s", [erlang:system_info(version), '
         "code:root_dir()] ++ [element(3, lists:keyfind(A, 1, application:loaded_applications())) "
@@ -56,23 +76,24 @@ def build_releases(work: Path, env: dict[str, str]) -> tuple[Path, str]:
         work, env,
     ).split()  # fmt: skip
     erts, otp_root, kernel, stdlib, sasl = versions
-    for vsn, (defines, _) in RELEASES.items():
+    for vsn, how in RELEASES.items():
         ebin = work / "lib" / f"calls-{vsn}" / "ebin"
+        defines = {"call_leg": how.leg, "call_media": how.media}
         for module in MODULES:
-            build(module, vsn, ebin, *(defines if module in ("call_leg", "call_media") else ()))
+            build(module, vsn, ebin, *defines.get(module, ()))
         (ebin / "calls.app").write_text(APP.format(vsn=vsn, modules=", ".join(MODULES)))
-        if vsn != "1":
-            (ebin / "calls.appup").write_text(APPUP.format(vsn=vsn))
+        if how.appup:
+            (ebin / "calls.appup").write_text(APPUP.format(vsn=vsn, steps=how.appup))
         (work / f"calls-{vsn}.rel").write_text(
             f'{{release, {{"calls", "{vsn}"}}, {{erts, "{erts}"}}, [{{kernel, "{kernel}"}}, '
             f'{{stdlib, "{stdlib}"}}, {{sasl, "{sasl}"}}, {{calls, "{vsn}"}}]}}.\n'
         )
     script = []
-    for vsn, (_, relup) in RELEASES.items():
+    for vsn, how in RELEASES.items():
         path = f'{{path, ["lib/calls-1/ebin", "lib/calls-{vsn}/ebin"]}}'
         script.append(f'{{ok, _, _}} = systools:make_script("calls-{vsn}", [{path}, silent]),')
-        if vsn != "1":
-            options = ", ".join([path, "silent", *relup])
+        if how.appup:
+            options = ", ".join([path, "silent", *how.relup])
             script.append(
                 f'{{ok, _, _, _}} = systools:make_relup("calls-{vsn}", ["calls-1"], ["calls-1"], [{options}]),'
             )
@@ -87,7 +108,7 @@ def build_releases(work: Path, env: dict[str, str]) -> tuple[Path, str]:
         f'"{root}/releases/1/calls-1.rel", []),',
         work, env,
     )  # fmt: skip
-    for vsn in ("2", "3"):
+    for vsn in RELEASES.keys() - {"1"}:
         shutil.copy(work / f"calls-{vsn}.tar.gz", root / "releases")
     return root, f"{otp_root}/erts-{erts}/bin"
 
@@ -261,3 +282,27 @@ def test_upgrade_drains_at_haproxy_then_installs_the_release(release: Release) -
         assert haproxy.server_states()["rel-1"].status != "DRAIN"
     finally:
         stop_servers([haproxy])
+
+
+@pytest.mark.slow
+def test_a_release_after_which_calls_die_is_rolled_back_to_the_previous_one(
+    release: Release,
+) -> None:
+    legs = release.node.start_legs(2, FRAME_MS)
+
+    ran = release.patch("4")
+
+    assert ran.code == 1, outcome(ran)  # rolled back: the node is back in service
+    # Seen dead by the install itself, or by verify when their next frame came only after the
+    # install looked: either way the run installs release 1 again.
+    assert re.search(
+        r"died_failed: 2 of 2 processes running call_leg died in the upgrade|"
+        r"verify_failed: 2 of 2 processes died",
+        ran.summary["nodes"]["rel-1"]["message"],
+    ), outcome(ran)
+    assert "rolled_back: release 1 installed again (was 4) and permanent" in step_output(
+        ran, "rollback"
+    )
+    assert release.node.releases()["1"] == "permanent"
+    assert release.node.eval(f'is_process_alive(list_to_pid("{legs[0]}")).') == "false"
+    assert release.cli("status", "rel-1").events[0]["nodes"][0]["version"] == "1"

@@ -29,7 +29,7 @@ def with_node_1(cli: LabCli, **fields: object) -> Path:
 
 def drain(cli: LabCli, inventory: Path) -> tuple[Ran, float]:
     started = time.monotonic()
-    ran = cli("-v", "drain", "node-1", "node-2", "--timeout", "5s", inventory=inventory)
+    ran = cli("-v", "drain", "node-1", "node-2", "--timeout", "5s", "--yes", inventory=inventory)
     return ran, time.monotonic() - started
 
 

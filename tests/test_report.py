@@ -170,8 +170,9 @@ def test_on_a_terminal_it_asks_first_and_no_means_nothing_is_touched(local_site:
         answer=b"n\n",
     )
     assert code == 1, screen
-    assert "upgrade node-a to version 2? [y/N]" in screen and "nothing was done" in screen
-    assert not (local_site / "work" / "blocked").exists() and not (local_site / "state").exists()
+    assert "upgrade to version 2, 1 node(s), in this order:" in screen, screen
+    assert "Proceed? [y/N]" in screen and "the operator answered no" in screen
+    assert not (local_site / "work" / "blocked").exists()
 
 
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"

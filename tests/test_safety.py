@@ -161,7 +161,7 @@ def test_a_controller_killed_mid_drain_is_shown_by_status_and_finished_by_resume
     assert node["blocked"] is True and node["lock"]["run"] == killed.run_id
 
     call.hang_up()
-    resumed = cli("resume")
+    resumed = cli("resume", "--yes")
     assert resumed.code == 0, resumed.stdout  # the dead run's node lock is this run's own
     assert resumed.summary["run_id"] == killed.run_id
     assert cli.ask("version") == "version 2.0" and cli.ask("state") == "ready"
@@ -213,7 +213,7 @@ def test_ctrl_c_during_the_upgrade_lets_the_step_finish_then_stops(
     assert kinds[-3:] == ["upgraded", "interrupted", "result"]
     assert cli.ask("version") == "version 2.0" and cli.ask("state") == "blocked"
 
-    resumed = cli("resume", running.run_id)
+    resumed = cli("resume", running.run_id, "--yes")
     assert resumed.code == 0, resumed.stdout
     assert "upgrading" not in resumed.kinds("node-1")  # the finished upgrade is not run again
     assert cli.ask("state") == "ready"
@@ -236,7 +236,7 @@ def test_a_second_ctrl_c_exits_at_once_leaving_a_resumable_journal(
     # The abandoned upgrade command still runs on the node, and completes.
     gate.touch()
     wait_for(lambda: cli.ask("version") == "version 2.0", DEADLINE)
-    resumed = cli("resume")
+    resumed = cli("resume", "--yes")
     assert resumed.code == 0, resumed.stdout
     assert resumed.summary["run_id"] == running.run_id
     assert cli.ask("state") == "ready" and not lock_file(cli).exists()
@@ -411,7 +411,7 @@ def test_a_torn_last_journal_line_is_skipped_and_reported_and_the_run_resumes(
     assert [run["run"] for run in status.events[0]["unfinished_runs"]] == [killed.run_id]
 
     call.hang_up()
-    resumed = cli("resume")
+    resumed = cli("resume", "--yes")
     assert resumed.code == 0, resumed.stdout
     after = read_run(path)
     assert after.torn_lines == [torn_line]  # still the only one: what came after is whole

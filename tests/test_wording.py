@@ -33,3 +33,22 @@ def test_the_summary_in_chat_is_the_summary_a_cron_mail_shows() -> None:
         "upgradectl upgrade R1: 1 aborted; 0 sessions forced; exit 3 (gave up)",
         "  node-a  aborted    12 sessions left",
     ]
+
+
+def test_sessions_cut_are_named_in_peoples_terms_where_the_playbook_knows_them() -> None:
+    forced = [
+        {"id": "0x55e344339900", "age": 65.0, "details": {"client": "10.0.0.21:40312"}},
+        {
+            "id": "2-4126@10.0.0.5",
+            "age": 6.0,
+            "details": {"from": "sip:alice@a", "to": "sip:5551234@b"},
+        },
+        {"id": "call-9", "age": None},
+    ]
+    summary = {"run_id": "R1", "command": "drain", "exit_code": 0, "result": "ok",
+               "nodes": {"node-a": {"result": "drained", "message": "left blocked", "forced": forced}}}  # fmt: skip
+    assert chat_text(Event("summary", None, "", 1.0, summary)).splitlines()[2:] == [
+        "      cut: client 10.0.0.21:40312 (0x55e344339900) (lasted 1m5s)",
+        "      cut: from sip:alice@a to sip:5551234@b (2-4126@10.0.0.5) (lasted 6s)",
+        "      cut: call-9",
+    ]

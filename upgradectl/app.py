@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +22,7 @@ from upgradectl.connections import Connections
 from upgradectl.context import RunContext, Stop
 from upgradectl.errors import ExitCode, JournalFailed, UsageError
 from upgradectl.events import Events
+from upgradectl.intent import Intent, intent_of
 from upgradectl.journal import Journal, RunRecord
 from upgradectl.journal_records import start_problem
 from upgradectl.loader import load_inventory, load_playbooks
@@ -31,7 +32,7 @@ from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
 from upgradectl.preflight import preflight
 from upgradectl.probe import Probe, not_started, probe
 from upgradectl.results import NodeResult, RunSummary, concluded
-from upgradectl.resume import resume_points
+from upgradectl.resume import latest_resumable, resume_points
 from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeRun
@@ -51,6 +52,9 @@ class RunOptions:
     max_failures: int | None = None
     unattended: Unattended = field(default_factory=Unattended)
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    # Asked after the probe, before the first block; None: the operator said --yes already.
+    confirm: Callable[[Intent], bool] | None = None
+    allow_downgrade: bool = False
 
 
 def make_plan(
@@ -212,6 +216,7 @@ def _run_nodes(
     """Each node's run: in the fleet's order and limits, or one after another where limits mean nothing."""
     names = [node.name for node in plan.nodes if start_at is None or node.name in start_at]
     window = run.unattended.window
+    resuming = plan.run_id if start_at else None
 
     def run_node(name: str) -> NodeResult:
         now = _now_utc()
@@ -234,8 +239,12 @@ def _run_nodes(
             unstarted(name, refusals.result(name), refusals.exit_code, refusals.reason(name))
             for name in names
         ]
-    if run.dry_run or plan.command == "unblock":
-        # Nothing goes out of service: no limits to respect, so no probing either.
+    if plan.command == "unblock":
+        # Nothing goes out of service: no limits to respect, so no probing either. A dry run
+        # takes the real path from here on: probe, `current`, fleet order and limits.
+        refused = _refused(intent_of(plan, names, {}, resuming), run)
+        if refused is not None:
+            return [unstarted(name, "skipped", *refused) for name in names]
         return [
             skip(name, "not started: stopped") if ctx.stop.requested else run_node(name)
             for name in names
@@ -262,7 +271,27 @@ def _run_nodes(
         ctx.events.emit(
             "order", None, f"order (fewest active first): {', '.join(order)}", order=order
         )
+    intent = intent_of(plan, order, probes, resuming)
+    refused = _refused(intent, run)
+    if refused is not None:
+        return failed + done + [unstarted(name, "skipped", *refused) for name in order]
+    for name, running in intent.downgrades.items():
+        ctx.events.emit("warning", name, f"downgrade: {running} -> {plan.version}")
     return failed + done + roll(fleet, order, run_node, skip, lambda: ctx.stop.requested)
+
+
+def _refused(intent: Intent, run: RunOptions) -> tuple[ExitCode, str] | None:
+    """Why the run must not go on (its exit code and message), or None: the operator agreed."""
+    # A dry run says what the real one would do: a downgrade is only warned of.
+    if intent.downgrades and not run.allow_downgrade and run.confirm is None and not run.dry_run:
+        older = ", ".join(f"{name} runs {v}" for name, v in intent.downgrades.items())
+        return ExitCode.USAGE, (
+            f"not started: {older}, newer than {intent.version}: a downgrade needs "
+            "--allow-downgrade (or a yes at the terminal)"
+        )
+    if run.confirm is not None and not run.confirm(intent):
+        return ExitCode.STEP_FAILED, "not started: the operator answered no"
+    return None
 
 
 def _already_current(plan: Plan, found: Probe) -> bool:
@@ -293,13 +322,18 @@ def _run_inputs(settings: Settings, plan: Plan, run: RunOptions) -> dict[str, An
 
 def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str, str], RunRecord]:
     """The plan of an interrupted run, and where each unfinished node starts again."""
-    found = journals.find_run(settings.state_dir, run_id)
+    if run_id is None:
+        found = latest_resumable(settings.state_dir)
+    else:
+        found = journals.find_run(settings.state_dir, run_id)
     if found is None:
         wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")
-    if found.dry_run:
-        raise UsageError(f"run {found.run_id} was a dry run: it changed nothing, nothing to resume")
     inputs = found.start.get("data", {})
+    if inputs.get("dry_run"):
+        raise UsageError(
+            f"run {found.run_id} was a dry run: it changed nothing, so nothing resumes"
+        )
     try:
         if problem := start_problem(inputs):
             raise ValueError(problem)

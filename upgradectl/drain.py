@@ -15,12 +15,14 @@ from typing import Any, Literal
 
 from upgradectl.blockwatch import BlockWatch
 from upgradectl.context import RunContext
+from upgradectl.cut import describe_cut, predict_cut
 from upgradectl.duration import format_duration
 from upgradectl.errors import ForceFailed, StepFailed, UnreadableCount, WitnessesDisagree
 from upgradectl.estimate import DrainEstimate, estimate_drain, expected_active, format_eta
 from upgradectl.model import DrainPolicy
 from upgradectl.nodelog import NodeLog
-from upgradectl.policy import DrainState, Verdict, judge, next_poll, outlook
+from upgradectl.policy import DrainState, Verdict, describe, judge, next_poll, outlook
+from upgradectl.rehearsal import Rehearsal
 from upgradectl.steps import Steps
 from upgradectl.witness import Counts, CutProof, prove_cut, read_counts
 
@@ -117,6 +119,22 @@ class DrainLoop:
         if stop.requested:
             return Stopped(f"stopped ({stop.reason})")
         return Drained(seconds)
+
+    def rehearse(self, rehearsal: Rehearsal) -> None:
+        """A dry run's drain: the live count read once, and what the policy would do with it,
+        with whom the deadline would likely cut judged by the ages of the sessions seen."""
+        active = read_counts(self.steps).live  # every count, as the drain reads them
+        policy = self.policy
+        text = describe(policy, policy.timeout)
+        data: dict[str, Any] = {}
+        sessions = self.steps.sessions(self.ctx.wall())
+        prediction = predict_cut(sessions, policy.timeout) if sessions else None
+        if prediction is not None:
+            text += f" ({describe_cut(prediction, 'at the deadline')})"
+            data["predicted_cut"] = [s.id for s in prediction.likely_cut]
+            data["expected_cut"] = round(prediction.expected_cut, 2)
+        rehearsal.counted(active, **data)
+        rehearsal.would(text)
 
     def _next_poll(self, progress: _Progress) -> float:
         active = progress.samples[-1][1] if progress.samples else None

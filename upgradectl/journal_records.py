@@ -38,7 +38,8 @@ def well_formed(record: Any) -> bool:
     data = record.get("data", {})
     return (
         isinstance(record.get("node"), str | None)
-        and (time is None or (isinstance(time, int | float) and not isinstance(time, bool)))
+        and isinstance(time, int | float)
+        and not isinstance(time, bool)
         and isinstance(data, dict)
         and _data_well_formed(record["kind"], data)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -273,6 +274,7 @@ def pair_of(inventory: Inventory, name: str) -> str | None:
 # --- playbooks ------------------------------------------------------------------------------
 
 
+@functools.cache  # the package's files do not change while it runs
 def bundled_playbooks() -> dict[str, str]:
     """Name -> path of every playbook that ships inside the package."""
     folder = resources.files("upgradectl") / "playbooks"
@@ -322,7 +324,17 @@ def load_playbooks(inventory: Inventory, override: str | None = None) -> Playboo
 
 
 def load_playbook(path: str) -> Playbook:
-    """Read and validate a playbook file."""
+    """Read and validate a playbook file (once per version of the file: a fleet's nodes share a
+    playbook, and every command that asks for it gets the same frozen object)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return _load_playbook(path, None)  # reading it reports why it cannot be read
+    return _load_playbook(path, (found.st_ino, found.st_size, found.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _load_playbook(path: str, version: tuple[int, int, int] | None) -> Playbook:
     doc = read_yaml(path)
     top = _mapping(doc, (), doc.data, PLAYBOOK_FIELDS)
     name = _typed(doc, ("name",), top.get("name", Path(path).stem), str, "a name")

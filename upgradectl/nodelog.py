@@ -19,7 +19,9 @@ class NodeLog:
         self.last_state: str | None = None  # the latest state change: what a person must know
 
     def record(self, kind: str, message: str, **data: Any) -> None:
-        """A state change: on disk first, then announced."""
+        """A state change: on disk first, then announced (a dry run changes no state: nothing)."""
+        if self.ctx.dry_run:
+            return
         self.ctx.journal.append(kind, self.name, message=message, **self.custody.as_data(), **data)
         if kind in journals.OUT_OF_SERVICE | journals.SETTLED:
             self.last_state = kind

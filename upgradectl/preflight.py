@@ -94,21 +94,24 @@ def preflight(
     hosts = hosts_of(plan, names)
     sudo = sudo_commands(plan, names)
     with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(hosts) or 1)) as pool:
-        answers = list(pool.map(lambda host: _ask(transport_for(host), sudo.get(host, [])), hosts))
+        answers = list(pool.map(lambda host: _ask(transport_for, host, sudo.get(host, [])), hosts))
     errors = {host: error for host, error in zip(hosts, answers, strict=True) if error is not None}
     for host, error in errors.items():
         events.emit("preflight", host, f"preflight: {error}", error=str(error))
     return Refusals(plan, errors)
 
 
-def _ask(transport: Transport, sudo: list[Command]) -> UpgradectlError | None:
+def _ask(
+    transport_for: Callable[[str], Transport], host: str, sudo: list[Command]
+) -> UpgradectlError | None:
     try:
+        transport = transport_for(host)  # resolving its ~/.ssh/config may fail too
         transport.connect()
         for command in sudo:
             check = sudo_check(command.run)
             said = transport.run(check, TOOL_TIMEOUT)
             if said.exit_code != 0:
                 return SudoRefused(transport.name, command.step, check, said.output)
-    except UpgradectlError as exc:  # refused, unanswered, or its ~/.ssh/config unreadable
+    except UpgradectlError as exc:  # refused, unanswered, or unresolvable
         return exc
     return None

@@ -50,3 +50,16 @@ def resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
         if stage is not None:
             points[node] = stage
     return points
+
+
+def latest_resumable(state_dir: str) -> RunRecord | None:
+    """The newest run that ``resume`` can carry on: not a dry run, with a node left unfinished
+    (an interrupted run has ended, exit 5, yet its nodes wait for `resume`), or never ended
+    (its controller died after its last node finished: `resume` closes it)."""
+    for run in journals.runs(state_dir):
+        inputs = run.start.get("data", {}) if run.start else {}
+        if not inputs or inputs.get("dry_run") or not isinstance(inputs.get("nodes"), list):
+            continue
+        if resume_points(run, inputs["nodes"]) or run.unfinished:
+            return run
+    return None

@@ -5,11 +5,16 @@ upgrade (:mod:`upgradectl.reboot` when it reboots), verify, unblock. A failure i
 place, :meth:`NodeRun._recover`, by what phase it happened in: before the upgrade the node is put
 back in service; after it, rollback and verify decide whether it can be. What recovery may undo
 is :mod:`upgradectl.custody`'s to say; where a resumed node starts, :mod:`upgradectl.resume`'s.
+
+A dry run takes this same path: the read-only steps run, the acting ones (block, force, upgrade,
+rollback, verify, unblock, patch, the node lock) are described in a :mod:`upgradectl.rehearsal`
+instead, and the drain reads the count once rather than waiting it out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from upgradectl.context import RunContext
@@ -30,6 +35,7 @@ from upgradectl.nodelock import NodeLock, describe_holder
 from upgradectl.nodelog import NodeLog
 from upgradectl.plan import NodePlan
 from upgradectl.reboot import RebootWait
+from upgradectl.rehearsal import Rehearsal
 from upgradectl.results import NodeResult, concluded
 from upgradectl.resume import STAGES
 from upgradectl.steps import Steps
@@ -54,6 +60,7 @@ class NodeRun:
         self.drain = DrainLoop(self.steps, ctx, self.log)
         self.drain_seconds: float | None = None
         self.phase = "prepare"
+        self.rehearsal = Rehearsal() if ctx.dry_run else None  # a dry run's acts, described
 
     def result(self, result: str, code: ExitCode, message: str) -> NodeResult:
         """This node's result, with what the drain measured and cut, and whether it serves now."""
@@ -74,8 +81,14 @@ class NodeRun:
     def run(self, start_at: str = "block") -> NodeResult:
         """Run the context's command on this node; every outcome becomes a NodeResult."""
         self.log.say("node-start", f"{self.ctx.command} with playbook {self.plan.playbook.name}")
-        if self.ctx.dry_run:
-            return concluded(self.ctx, self._guarded(self._preview))
+        body = {
+            "drain": self._drain_only,
+            "upgrade": lambda: self._upgrade(start_at),
+            "patch": self._patch,
+            "unblock": self._unblock_only,
+        }[self.ctx.command]
+        if self.rehearsal is not None:
+            return concluded(self.ctx, self._rehearsed(self._guarded(body), self.rehearsal))
         lock = NodeLock(
             self.name, self.plan.lock_path, self.steps.shell, self.ctx.run_id, self.ctx.command
         )
@@ -91,12 +104,6 @@ class NodeRun:
         except TransportError as exc:
             return concluded(self.ctx, self.result("unreachable", exc.exit_code, str(exc)))
         try:
-            body = {
-                "drain": self._drain_only,
-                "upgrade": lambda: self._upgrade(start_at),
-                "patch": self._patch,
-                "unblock": self._unblock_only,
-            }[self.ctx.command]
             outcome = self._guarded(body)
         finally:
             try:
@@ -104,6 +111,26 @@ class NodeRun:
             except TransportError as exc:
                 self.log.say("warning", f"could not release the lock {self.plan.lock_path}: {exc}")
         return concluded(self.ctx, outcome)
+
+    def _rehearsed(self, outcome: NodeResult, rehearsal: Rehearsal) -> NodeResult:
+        """A dry run that got through says what the run would have done; one that failed (a
+        precheck, an unreachable node) fails as the run would have."""
+        if outcome.exit_code != ExitCode.OK:
+            return outcome
+        self.log.say("would", rehearsal.sentence(), **rehearsal.data)
+        # `in_service` stays what the run would leave: the fleet's limits decide as they would.
+        return replace(outcome, result="dry-run", message="nothing was changed")
+
+    def _act(self, step: str, description: str, joint: str = ", ") -> None:
+        """Run an acting step; a dry run describes it instead."""
+        if self.rehearsal is not None:
+            self.rehearsal.would(description, joint)
+        else:
+            self.steps.run(step)
+
+    def _note(self, text: str) -> None:
+        if self.rehearsal is not None:
+            self.rehearsal.note(text)
 
     def _lock_taken_over(self, holder: dict[str, Any], why: str) -> None:
         self.ctx.journal.append("lock-taken-over", self.name, holder=holder, why=why)
@@ -204,9 +231,10 @@ class NodeRun:
 
     def _patch(self) -> NodeResult:
         self.phase = "patch"
-        self.log.record("patching", f"hot patch on {self.steps.target('patch')}")
-        self.steps.run("patch")
-        self._verify()
+        target = self.steps.target("patch")
+        self.log.record("patching", f"hot patch on {target}")
+        self._act("patch", f"hot-patch on {target}: {self.plan.steps['patch'].run}")
+        self._verify(joint="; then ")
         self.log.record("patched", "patched and verified")
         return self.result("patched", ExitCode.OK, "patched and verified; no drain")
 
@@ -215,7 +243,7 @@ class NodeRun:
         self.phase = "check"
         self._verify()
         self.custody.handed_over()
-        return self._unblock("unblocked")
+        return self._unblock("unblocked", joint=", then ")
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -238,20 +266,26 @@ class NodeRun:
         if not self.custody.ours and self.steps.is_blocked():
             self.custody.found_blocked()
             self.log.record("was-blocked", "was blocked before this run: it will be left blocked")
+            self._note("already blocked before this run: would leave it blocked")
         if self.steps.has("precheck"):
-            self.steps.run("precheck")
-            self.log.say("precheck", f"precheck passed on {self.steps.target('precheck')}")
+            target = self.steps.target("precheck")
+            self.steps.run("precheck")  # read-only: a dry run fails on it as the run would
+            self.log.say("precheck", f"precheck passed on {target}")
+            self._note(f"precheck passes on {target}")
 
     def _block(self) -> None:
         self.phase = "drain"
         target = self.steps.target("block")
         self.custody.took()
         self.log.record("blocking", f"blocking at {target}")
-        self.steps.run("block")
+        self._act("block", f"block at {target}")
         self.log.record("blocked", f"blocked at {target}; no new sessions")
 
     def _drain(self) -> NodeResult | None:
         """Wait for the sessions to end; None once drained, else the node's result."""
+        if self.rehearsal is not None:
+            self.drain.rehearse(self.rehearsal)  # a dry run does not wait out a real drain
+            return None
         ended = self.drain.run()
         if isinstance(ended, Drained):
             self.drain_seconds = ended.seconds
@@ -264,6 +298,8 @@ class NodeRun:
     def _hold_block(self) -> NodeResult | None:
         """Read the block right before the upgrade: one found lost is put back, and the node is
         drained again (sessions may have arrived); None once it is blocked and empty."""
+        if self.rehearsal is not None:
+            return None  # a dry run blocked nothing: there is no block to lose
         while self.drain.watch.check("before upgrade"):
             ended = self._drain()
             if ended is not None:
@@ -277,8 +313,8 @@ class NodeRun:
         boot_id = reboot.boot_id_before() if reboot else None
         self.phase = "upgrade"
         self.log.record("upgrading", f"upgrading: {command.run}", expected=command.expected)
-        if reboot is None:
-            self.steps.run("upgrade")
+        if reboot is None or self.rehearsal is not None:
+            self._act("upgrade", f"upgrade ({command.run})", joint="; then ")
         elif not reboot.run(command, boot_id):
             return  # stopped while it reboots: `resume` verifies it once it is back
         self.log.record("upgraded", "upgrade step done")
@@ -305,26 +341,26 @@ class NodeRun:
         self.log.record("upgraded", f"already at version {version}: the upgrade is not run again")
         return True
 
-    def _verify(self) -> None:
+    def _verify(self, joint: str = ", ") -> None:
         if self.phase != "check":
             self.phase = "verify"
         if self.steps.has("verify"):
-            self.steps.run("verify")
+            self._act("verify", "verify", joint)
             self.log.record("verified", f"verified on {self.steps.target('verify')}")
 
-    def _unblock(self, result: str) -> NodeResult:
+    def _unblock(self, result: str, joint: str = ", ") -> NodeResult:
         self.phase = "unblock"
         if self.custody.hand_blocked:
             self.log.record("left-blocked", "left blocked, as it was found before this run")
             return self.result(
                 result, ExitCode.OK, "done; left blocked as found (it was blocked by hand)"
             )
-        self._lift_block()
+        self._lift_block(joint)
         return self.result(result, ExitCode.OK, "done; back in service")
 
-    def _lift_block(self) -> None:
+    def _lift_block(self, joint: str = ", ") -> None:
         target = self.steps.target("unblock")
-        self.steps.run("unblock")
+        self._act("unblock", f"unblock at {target}", joint)
         self.custody.released()
         self.log.record("unblocked", f"unblocked at {target}; back in service")
 
@@ -356,9 +392,10 @@ class NodeRun:
         """Roll back (if the playbook can) and verify; how the node is known good again, or ""."""
         rolled_back = self.steps.has("rollback")
         if rolled_back:
-            self.log.record("rolling-back", f"rolling back on {self.steps.target('rollback')}")
+            target = self.steps.target("rollback")
+            self.log.record("rolling-back", f"rolling back on {target}")
             try:
-                self.steps.run("rollback")
+                self._act("rollback", f"roll back on {target}")
             except (StepFailed, CommandTimedOut) as exc:
                 self.log.say("failed", f"rollback failed: {exc}")
                 return ""
@@ -368,7 +405,7 @@ class NodeRun:
         if not self.steps.has("verify"):
             return "rolled back (no verify step)" if rolled_back else ""
         try:
-            self.steps.run("verify")
+            self._act("verify", "verify")
         except (StepFailed, CommandTimedOut) as exc:
             self.log.say("failed", f"verify after the failure failed too: {exc}")
             return ""
@@ -392,12 +429,3 @@ class NodeRun:
                 "attention", ExitCode.ATTENTION, f"{message}; could not unblock: {exc}"
             )
         return self.result(result, code, message)
-
-    # -- dry run ---------------------------------------------------------------------------
-
-    def _preview(self) -> NodeResult:
-        from upgradectl.preview import describe_node  # noqa: PLC0415 - only dry runs need it
-
-        message, data = describe_node(self)
-        self.log.say("would", message, **data)
-        return self.result("dry-run", ExitCode.OK, "nothing was changed")

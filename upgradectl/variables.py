@@ -10,7 +10,7 @@ import jinja2
 
 from upgradectl.errors import Location, UsageError
 from upgradectl.model import Inventory, Node, Playbook
-from upgradectl.templates import SecurityError, compiled, is_template
+from upgradectl.templates import ENVIRONMENT, SecurityError, compiled, is_template
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,13 @@ class Renderer:
 
     def __init__(self, variables: Variables) -> None:
         self.source = variables
-        self.variables = self._resolved(variables)
+        # What templates see: the environment's globals under the node's variables, made once
+        # per node (Jinja would otherwise merge them into a new dict at every render).
+        self._scope = self._resolved(variables)
+        self.variables = {key: self._scope[key] for key in variables.values}
 
     def _resolved(self, variables: Variables) -> dict[str, Any]:
-        resolved = dict(variables.values)
+        resolved = {**ENVIRONMENT.globals, **variables.values}
         for _ in range(self.MAX_PASSES):
             pending = {key: value for key, value in resolved.items() if is_template(value)}
             if not pending:
@@ -93,7 +96,7 @@ class Renderer:
     def render(self, template: str, where: Location | None) -> str:
         """``template`` rendered, stripped; a usage error at ``where`` if it cannot be."""
         try:
-            return _render(template, self.variables, where).strip()
+            return _render(template, self._scope, where).strip()
         except jinja2.UndefinedError as exc:
             raise UsageError(f"missing variable: {undefined_name(exc)}", where) from None
 
@@ -102,10 +105,13 @@ class TemplateRefused(UsageError):
     """A template tried to reach outside the sandbox, or to exhaust the controller."""
 
 
-def _render(template: str, variables: Mapping[str, Any], where: Location | None) -> str:
-    """Render; undefined variables propagate, every other failure is a usage error."""
+def _render(template: str, scope: dict[str, Any], where: Location | None) -> str:
+    """Render with ``scope`` (globals included) as the context, not a copy of it; undefined
+    variables propagate, every other failure is a usage error."""
     try:
-        return compiled(template).render(variables)
+        found = compiled(template)
+        context = found.new_context(scope, shared=True)
+        return str(found.environment.concat(found.root_render_func(context)))
     except jinja2.UndefinedError:
         raise
     except SecurityError as exc:

@@ -30,12 +30,19 @@ def render_summary(summary: Mapping[str, Any]) -> str:
             f"  {name:<{width}}  {result['result']:<10} {result.get('message', '')}".rstrip()
         )
         lines.extend(
-            f"      cut: {session['id']} (lasted {format_duration(session['age'])})"
+            f"      cut: {session_in_words(session)} (lasted {format_duration(session['age'])})"
             if session.get("age") is not None
-            else f"      cut: {session['id']}"
+            else f"      cut: {session_in_words(session)}"
             for session in result.get("forced", [])
         )
     return "\n".join(lines)
+
+
+def session_in_words(session: Mapping[str, Any]) -> str:
+    """A session in people's terms (``client 10.0.0.21:40312``, ``from ... to ...``) when the
+    playbook's `sessions` step names them, with the service's own id after."""
+    named = " ".join(f"{key} {value}" for key, value in session.get("details", {}).items() if value)
+    return f"{named} ({session.get('id')})" if named else str(session.get("id"))
 
 
 def chat_text(event: Event) -> str:
@@ -46,6 +53,6 @@ def chat_text(event: Event) -> str:
         who = controller()
         dry = "a dry run of " if event.data.get("dry_run") else ""
         return f"upgradectl: {who['user']}@{who['host']} started {dry}{event.message}"
-    cut = [str(session["id"]) for session in event.data.get("forced", ())]
+    cut = [session_in_words(session) for session in event.data.get("forced", ())]
     cuts = f" (sessions cut: {', '.join(cut)})" if cut else ""
     return f"upgradectl: {event.node}: {event.message}{cuts}"

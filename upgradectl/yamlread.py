@@ -23,7 +23,8 @@ from upgradectl.errors import Location, UsageError
 
 KeyPath = tuple[str, ...]
 
-MAX_BYTES = 4 * 1024 * 1024
+# Room for an inventory of 40,000 nodes with their vars; a playbook is a few KB.
+MAX_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
 # Values that aliases may add, beyond the file's own: generous for anchors reused across a large
 # inventory, far below what a bomb expands to.

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from upgradectl.cli import views
+from upgradectl.cli import question, views
+from upgradectl.cli.globalopts import hoist
 from upgradectl.cli.options import (
     acting_options,
     drain_options,
@@ -82,6 +83,9 @@ Examples:
     is_flag=True,
     help="Add unknown SSH host keys to known_hosts (loudly).",
 )
+@click.version_option(
+    package_name="upgradectl", prog_name="upgradectl", message="%(prog)s %(version)s"
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -96,6 +100,8 @@ def cli(
 
     The plan for each node: block new sessions, wait for the live ones to end (with a
     deadline and a straggler policy), upgrade and verify, unblock.
+
+    The options above may also be written after the command (`upgradectl upgrade node-a -q`).
     """
     from upgradectl.journal import default_state_dir  # noqa: PLC0415
 
@@ -183,7 +189,8 @@ def status(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 
     report = status_report(obj.settings(), nodes, _plan_options(options))
     click.echo(render.status_json(report) if obj.as_json else render.status_text(report))
-    return ExitCode.ATTENTION if report.unreachable else ExitCode.OK
+    # Reading touches nothing: a node that cannot be asked is a failure, never "attention".
+    return ExitCode.STEP_FAILED if report.unreachable else ExitCode.OK
 
 
 @cli.command(
@@ -270,11 +277,19 @@ def drain(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 @unattended_options
 @plan_options
 @acting_options
+@click.option(
+    "--allow-downgrade", is_flag=True, help="Install --version even where a node runs a newer one."
+)
 @click.pass_obj
 def upgrade(
     obj: Cli, /, nodes: tuple[str, ...], group: str | None, everything: bool, **options: Any
 ) -> int:
-    """The whole plan: block, wait, upgrade, verify, unblock. Carries on a node `drain` drained."""
+    """The whole plan: block, wait, upgrade, verify, unblock. Carries on a node `drain` drained.
+
+    On a terminal it asks after looking at the nodes (their order, live sessions, how many could
+    be cut); without one it needs --yes. An older --version than a node runs is a downgrade: it
+    needs --allow-downgrade, or a yes to the question.
+    """
     return _act(obj, "upgrade", _selection(nodes, group, everything), options)
 
 
@@ -300,7 +315,7 @@ def unblock(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 
 @cli.command(epilog="\b\nExamples:\n  upgradectl resume\n  upgradectl resume 20261125T020000-3fa1")
 @click.argument("run_id", required=False)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@click.option("--yes", "-y", is_flag=True, help="Act without asking (needed without a terminal).")
 @click.pass_obj
 def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
     """Carry on an interrupted run from its journal."""
@@ -326,8 +341,10 @@ def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
             return ExitCode.NOT_NOW
         return ExitCode.OK
     steps = ", ".join(f"{node} from {stage}" for node, stage in start_at.items())
-    _confirm(yes, f"Resume run {made.run_id} ({made.command}): {steps}?")
-    return _execute(obj, made, app.RunOptions(break_lock=False), start_at)
+    which = "" if run_id else " (the newest run left unfinished)"
+    click.echo(f"resuming run {made.run_id}{which}: {steps}", err=True)
+    ask = question.must_ask("resume", yes=yes, dry_run=False)
+    return _execute(obj, made, app.RunOptions(break_lock=False), start_at, ask=ask)
 
 
 def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) -> int:
@@ -347,20 +364,17 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
             )
         ),
     )
-    yes = options.pop("yes")
+    run.allow_downgrade = options.pop("allow_downgrade", False)
     made = app.make_plan(
         obj.settings(), command, selection, _plan_options(options), new_run_id(_now())
     )
-    if not run.dry_run:
-        names = ", ".join(node.name for node in made.nodes)
-        _confirm(
-            yes,
-            f"{command} {names}" + (f" to version {made.version}" if made.version else "") + "?",
-        )
-    return _execute(obj, made, run, None)
+    ask = question.must_ask(command, yes=options.pop("yes"), dry_run=run.dry_run)
+    return _execute(obj, made, run, None, ask=ask)
 
 
-def _execute(obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | None) -> int:
+def _execute(
+    obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | None, *, ask: bool
+) -> int:
     from upgradectl import app  # noqa: PLC0415
     from upgradectl.context import Stop  # noqa: PLC0415
     from upgradectl.events import Events  # noqa: PLC0415
@@ -368,6 +382,8 @@ def _execute(obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | N
     stop = Stop()
     # The view is closed last, after the signal handlers are back, whichever way the run ends.
     with views.opened(obj.as_json, obj.verbosity) as view, _signals_stop(stop):
+        if ask:  # after the probe, before the first block, with the view paused
+            run.confirm = question.asker(view)
         summary = app.execute(obj.settings(), made, Events(view), stop, run, start_at)
     return int(summary.exit_code)
 
@@ -397,14 +413,6 @@ def _signals_stop(stop: Stop) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _confirm(yes: bool, question: str) -> None:
-    """Ask on a terminal only: without one nothing ever waits for input (cron never hangs)."""
-    if yes or not (sys.stdin.isatty() and sys.stdout.isatty()):
-        return
-    if not click.confirm(question, default=False):
-        raise click.Abort
 
 
 def _selection(nodes: tuple[str, ...], group: str | None, everything: bool) -> Selection:
@@ -441,8 +449,9 @@ def _now() -> float:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command line; every error becomes its exit code here and only here."""
+    args = hoist(cli, sys.argv[1:] if argv is None else argv)
     try:
-        code = cli.main(args=argv, prog_name="upgradectl", standalone_mode=False)
+        code = cli.main(args=args, prog_name="upgradectl", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.Abort:

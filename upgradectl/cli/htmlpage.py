@@ -12,6 +12,7 @@ from html import escape
 from upgradectl.cli.runpage import clock
 from upgradectl.duration import format_duration
 from upgradectl.history import NodeStory, RunPage
+from upgradectl.wording import session_in_words
 
 # The chart's size and the margins that hold its axis labels, in SVG user units (pixels).
 WIDTH, HEIGHT = 640, 220
@@ -78,7 +79,7 @@ def _helpdesk(page: RunPage) -> list[str]:
     rows = ["<tr><th>cut at</th><th>node</th><th>session</th><th>had lasted</th><th>run</th></tr>"]
     for session in cut:
         lasted = format_duration(session["age"]) if session.get("age") is not None else "?"
-        cells = (clock(session.get("cut_at"), day=True), session.get("node"), session.get("id"),
+        cells = (clock(session.get("cut_at"), day=True), session.get("node"), session_in_words(session),
                  lasted, session.get("run"))  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in cells) + "</tr>")
     return [

@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 import click
 
+from upgradectl.cli import completion
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -19,11 +21,19 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-nodes_argument = click.argument("nodes", nargs=-1, metavar="NODE...")
+nodes_argument = click.argument(
+    "nodes", nargs=-1, metavar="NODE...", shell_complete=completion.nodes
+)
 
 selection_options = _stack(
     nodes_argument,
-    click.option("--group", "-g", metavar="G", help="Every node of group G."),
+    click.option(
+        "--group",
+        "-g",
+        metavar="G",
+        help="Every node of group G.",
+        shell_complete=completion.groups,
+    ),
     click.option("--all", "everything", is_flag=True, help="Every node of the inventory."),
 )
 
@@ -42,7 +52,10 @@ plan_options = _stack(
         help="Set a variable; wins over the files.",
     ),
     click.option(
-        "--playbook", metavar="P", help="Use playbook P (a bundled name or a path) for every node."
+        "--playbook",
+        metavar="P",
+        help="Use playbook P (a bundled name or a path) for every node.",
+        shell_complete=completion.playbooks,
     ),
 )
 
@@ -67,7 +80,9 @@ acting_options = _stack(
     click.option(
         "--dry-run", is_flag=True, help="Run only read-only steps and say what would happen."
     ),
-    click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal."),
+    click.option(
+        "--yes", "-y", is_flag=True, help="Act without asking (needed without a terminal)."
+    ),
     click.option(
         "--break-lock", is_flag=True, help="Take over a node lock left by a dead run (journalled)."
     ),

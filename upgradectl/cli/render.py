@@ -11,6 +11,7 @@ from upgradectl.duration import format_duration
 from upgradectl.events import SCHEMA_VERSION
 from upgradectl.history import forced_sessions
 from upgradectl.policy import describe
+from upgradectl.wording import session_in_words
 
 if TYPE_CHECKING:
     from upgradectl.journal import RunRecord
@@ -193,13 +194,6 @@ def forced_text(runs: list[RunRecord]) -> str:
     lines = []
     for session in forced_sessions(runs):
         lasted = format_duration(session["age"]) if session.get("age") is not None else "?"
-        lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {_who(session)}  "
+        lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {session_in_words(session)}  "
                      f"lasted {lasted}  run {session.get('run')}")  # fmt: skip
     return "\n".join(lines) or "no sessions were cut"
-
-
-def _who(session: dict[str, Any]) -> str:
-    """A session in people's terms (``client 10.0.0.21:40312``, ``from ... to ...``) when the
-    playbook's `sessions` step names them, with the service's own id after."""
-    named = " ".join(f"{key} {value}" for key, value in session.get("details", {}).items() if value)
-    return f"{named} ({session.get('id')})" if named else str(session.get("id"))

@@ -15,6 +15,7 @@ from typing import Any
 from upgradectl.duration import format_duration
 from upgradectl.events import SCHEMA_VERSION
 from upgradectl.history import NodeStory, RunPage
+from upgradectl.wording import session_in_words
 
 # Above this span a chart counts minutes, below it seconds.
 MINUTES_FROM = 180.0
@@ -61,7 +62,7 @@ def _story_lines(story: NodeStory) -> list[str]:
         cut_at = story.forced[0].get("cut_at")
         lines.append(f"  cut {len(story.forced)} session{'s' if len(story.forced) != 1 else ''}"
                      f" at {clock(cut_at)}:")  # fmt: skip
-        lines += [f"    {s['id']}  lasted {_lasted(s)}" for s in story.forced]
+        lines += [f"    {session_in_words(s)}  lasted {_lasted(s)}" for s in story.forced]
     return lines
 
 

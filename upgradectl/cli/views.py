@@ -51,6 +51,11 @@ class View:
     def close(self) -> None:
         """Give the output back; safe to call twice (nothing to do for line-by-line views)."""
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Give the terminal to a question for a while (nothing to do for line-by-line views)."""
+        yield
+
 
 @contextmanager
 def opened(as_json: bool, verbosity: int) -> Iterator[View]:
@@ -197,3 +202,12 @@ class LiveView(View):
     def close(self) -> None:
         """Stop redrawing and show the cursor again (the summary may have stopped it already)."""
         self.live.stop()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop redrawing while the operator answers a question, then carry on."""
+        self.live.stop()
+        try:
+            yield
+        finally:
+            self.live.start()

@@ -183,9 +183,8 @@ converted(Procs, Mods, Monitors, O) ->
             [install(M) || M <- Mods],
             write_state(O, {patched, Mods, Pids}),
             [code:soft_purge(M#mod.name) || M <- Mods],
-            say("patched: ~s; ~s converted by code_change, all ~b alive with the same pids; "
-                "the replaced .beam files are kept in ~s",
-                [changes(Mods), processes(length(Pids)), length(Pids), run_dir(O)]);
+            say("patched: ~s; ~s; the replaced .beam files are kept in ~s",
+                [changes(Mods), conversions(length(Pids)), run_dir(O)]);
         Dead ->
             Alive = Pids -- [Pid || {Pid, _} <- Dead],
             downgrade([P || {Pid, _} = P <- Procs, lists:member(Pid, Alive)], Mods, O),
@@ -255,6 +254,10 @@ show(Vsn) ->
 changes(Mods) ->
     string:join([fmt("~s ~s -> ~s", [M#mod.name, show(M#mod.old_vsn), show(M#mod.new_vsn)])
                  || M <- Mods], ", ").
+
+conversions(0) ->
+    "no sys-compatible process runs them (others move on with their next call)";
+conversions(N) -> fmt("~s converted by code_change, all ~b alive with the same pids", [processes(N), N]).
 
 processes(1) -> "1 process";
 processes(N) -> fmt("~b processes", [N]).
