@@ -537,3 +537,22 @@ def test_a_force_that_ends_nothing_is_not_reported_as_cut_and_the_server_is_put_
         "history", "--forced",
     )  # fmt: skip
     assert report.stdout.strip() == "no sessions were cut"
+
+
+@needs_sip_lab
+@pytest.mark.slow
+def test_status_shows_the_proxys_count_and_the_call_servers_own(
+    sip_lab: SipLab, tmp_path: Path
+) -> None:
+    caller = sip_lab.call(calls=2, rate=10, hold=20.0)
+    wait_for(lambda: live_calls(sip_lab, {"cs-1": 1, "cs-2": 1}), 10, what="a call on each server")
+    caller.die()  # the proxy and the call server still hold the call
+    inventory = str(sip_lab.write_inventory(tmp_path / "inventory.yaml"))
+
+    state_dir = str(tmp_path / "state")
+    # No Asterisk here: the call server's version is made up.
+    version = ("--var", "version_command=echo 20.6.0")
+    shown = run_cli("-i", inventory, "--state-dir", state_dir, "status", "cs-1", *version)
+
+    assert shown.code == 0, shown.stderr
+    assert "cs-1: in service, 1 active (1 on the node itself), version 20.6.0" in shown.stdout

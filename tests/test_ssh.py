@@ -40,6 +40,49 @@ def test_more_commands_at_once_than_sshd_allows_sessions_queue_and_all_succeed(
 
 
 @contextmanager
+def descriptors_above(number: int) -> Iterator[None]:
+    """Every descriptor opened meanwhile is numbered above ``number``, as in a run of a large
+    fleet (a socket per node); the limit and the descriptors are put back after."""
+    import resource  # noqa: PLC0415 (POSIX only, like the lab)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = number + 256
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the descriptor limit ({hard}) is below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    held: list[int] = []
+    try:
+        with open(os.devnull) as devnull:
+            while not held or held[-1] < number:
+                held.append(os.dup(devnull.fileno()))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_commands_run_when_the_controller_holds_more_than_1024_descriptors(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)
+    try:
+        with descriptors_above(1100):
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                results = list(
+                    pool.map(lambda n: transport.run(f"echo out{n}; echo err{n} >&2", 10), range(8))
+                )
+            late = transport.run("sleep 1.2; echo late; exit 3", 10)  # waits past one read's cap
+    finally:
+        transport.close()
+    assert [(r.stdout, r.stderr, r.exit_code) for r in results] == [
+        (f"out{n}\n", f"err{n}\n", 0) for n in range(8)
+    ]
+    assert (late.stdout, late.exit_code) == ("late\n", 3)
+
+
+@contextmanager
 def cpu_load(processes: int = 2) -> Iterator[None]:
     """Busy loops beside the test, so that sshd is slow to open and close sessions."""
     busy = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(processes)]

@@ -20,7 +20,7 @@ from upgradectl import journal as journals
 from upgradectl.closing import release_left_locks
 from upgradectl.connections import Connections
 from upgradectl.context import RunContext, Stop
-from upgradectl.errors import ExitCode, JournalFailed, UsageError
+from upgradectl.errors import ExitCode, JournalFailed, UnexpectedError, UsageError
 from upgradectl.events import Events
 from upgradectl.intent import Intent, intent_of
 from upgradectl.journal import Journal, RunRecord
@@ -165,7 +165,7 @@ def _execute(
         hand_blocked=_found_blocked_by_hand(journal.path) if start_at else frozenset(),
     )
     try:
-        results = _run_nodes(plan, ctx, run, start_at)
+        results = run_nodes(plan, ctx, run, start_at)
     finally:
         opened = connections.opened()
         connections.close()
@@ -210,7 +210,7 @@ def _warn(events: Events, message: str) -> None:
     events.emit("warning", None, message)
 
 
-def _run_nodes(
+def run_nodes(
     plan: Plan, ctx: RunContext, run: RunOptions, start_at: dict[str, str] | None
 ) -> list[NodeResult]:
     """Each node's run: in the fleet's order and limits, or one after another where limits mean nothing."""
@@ -224,7 +224,12 @@ def _run_nodes(
         if reason is not None:
             return unstarted(name, "deferred", ExitCode.NOT_NOW, reason)
         node_plan = within_window(window, plan.node(name), now)
-        return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
+        try:
+            return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
+        except Exception as exc:  # past the node's own recovery: never the whole run's end
+            message = f"{UnexpectedError(exc)}; its state is unknown: a person must look"
+            outcome = NodeResult(name, "attention", ExitCode.ATTENTION, message, in_service=False)
+            return concluded(ctx, outcome)
 
     def unstarted(name: str, result: str, code: ExitCode, reason: str) -> NodeResult:
         return concluded(ctx, NodeResult(name, result, code, reason))

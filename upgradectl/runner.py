@@ -28,7 +28,9 @@ from upgradectl.errors import (
     LockHeld,
     StepFailed,
     TransportError,
+    UnexpectedError,
     Unreachable,
+    UpgradectlError,
 )
 from upgradectl.lockholder import dead_run_of_ours
 from upgradectl.nodelock import NodeLock, describe_holder
@@ -103,14 +105,21 @@ class NodeRun:
             return concluded(self.ctx, self.result("locked", exc.exit_code, str(exc)))
         except TransportError as exc:
             return concluded(self.ctx, self.result("unreachable", exc.exit_code, str(exc)))
+        except Exception as exc:  # nothing was blocked yet: a failure, and the lock let go
+            self._release(lock)
+            message = f"not started: {UnexpectedError(exc)}"
+            return concluded(self.ctx, self.result("failed", ExitCode.STEP_FAILED, message))
         try:
             outcome = self._guarded(body)
         finally:
-            try:
-                lock.release()
-            except TransportError as exc:
-                self.log.say("warning", f"could not release the lock {self.plan.lock_path}: {exc}")
+            self._release(lock)
         return concluded(self.ctx, outcome)
+
+    def _release(self, lock: NodeLock) -> None:
+        try:
+            lock.release()
+        except Exception as exc:  # the node's result stands: a lock left is reported, not fatal
+            self.log.say("warning", f"could not release the lock {self.plan.lock_path}: {exc}")
 
     def _rehearsed(self, outcome: NodeResult, rehearsal: Rehearsal) -> NodeResult:
         """A dry run that got through says what the run would have done; one that failed (a
@@ -146,6 +155,8 @@ class NodeRun:
             return self._recovering(body)
         except JournalFailed as exc:
             return self._journal_failed(exc)
+        except Exception as exc:  # the recovery itself broke: the node's state is unknown
+            return self._lost(UnexpectedError(exc))
 
     def _recovering(self, body: Callable[[], NodeResult]) -> NodeResult:
         # The outer handler also catches a connection lost while recovering from a failed step.
@@ -154,6 +165,10 @@ class NodeRun:
                 return body()
             except (StepFailed, CommandTimedOut) as exc:
                 return self._recover(exc)
+            except (TransportError, JournalFailed):
+                raise
+            except Exception as exc:  # a fault of ours is a failed step: the node is put back
+                return self._recover(UnexpectedError(exc))
         except TransportError as exc:
             return self._lost(exc)
 
@@ -174,7 +189,7 @@ class NodeRun:
                 )
         return self._back_in_service(ExitCode.STEP_FAILED, "failed", message)
 
-    def _lost(self, error: TransportError) -> NodeResult:
+    def _lost(self, error: UpgradectlError) -> NodeResult:
         """The node cannot be reached (or trusted): its state is unknown, and that needs a person."""
         last_state = self.log.last_state
         known = (

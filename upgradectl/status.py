@@ -74,6 +74,8 @@ def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any
     try:
         row["blocked"] = steps.is_blocked()
         row["active"] = steps.count() if steps.has("active") else None
+        if steps.has("node_active"):  # the second witness: the node's own count
+            row["node_active"] = steps.count("node_active")
         row["version"] = steps.version()
         row["lock"] = NodeLock(
             node_plan.name, node_plan.lock_path, steps.shell, "status", "status"

@@ -136,6 +136,8 @@ def status_text(report: StatusReport) -> str:
             continue
         blocked = {True: "blocked", False: "in service", None: "blocked: unknown"}[row["blocked"]]
         active = "" if row["active"] is None else f", {row['active']} active"
+        if row.get("node_active") is not None:
+            active += f" ({row['node_active']} on the node itself)"
         version = f", version {row['version']}" if row.get("version") else ""
         lock = row.get("lock")
         held = f", locked by run {lock.get('run')} ({lock.get('owner')})" if lock else ""
