@@ -192,7 +192,9 @@ def test_force_accepts_a_ringing_call_that_ended_by_itself_meanwhile(tmp_path: P
             "tm.cancel": "tm.cancel-ended-meanwhile.txt",
         },
     )
-    recorded_steps(tmp_path, kamcmd.command).run("force")
+    recorded_steps(tmp_path, kamcmd.command).run("force")  # no StepFailed: the call is gone
+    (call_id,) = recorded_field("dlg.profile_list-ringing.txt", "call-id")
+    assert kamcmd.calls()[1:] == [f"tm.cancel s:{call_id} s:1"]  # it was asked to go, once
 
 
 # What call servers print for their own count (tests/recorded/README.md: where each comes from).
@@ -238,7 +240,10 @@ def test_sessions_name_the_caller_and_the_callee_by_their_uris(tmp_path: Path) -
 
 def test_force_accepts_a_call_that_ended_by_itself_meanwhile(tmp_path: Path) -> None:
     kamcmd = ReplayingKamcmd(tmp_path, {"dlg.end_dlg": "dlg.end_dlg-ended-meanwhile.txt"})
-    recorded_steps(tmp_path, kamcmd.command).run("force")
+    recorded_steps(tmp_path, kamcmd.command).run("force")  # no StepFailed: the calls are gone
+    # ...and every listed dialog was still asked to end: one that ended meanwhile stops none.
+    ended = [call for call in kamcmd.calls() if call.startswith("dlg.end_dlg")]
+    assert len(ended) == len(recorded_field("dlg.profile_list.txt", "h_entry"))
 
 
 def test_an_unknown_profile_is_an_error_never_zero_calls(tmp_path: Path) -> None:
