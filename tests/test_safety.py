@@ -433,7 +433,7 @@ def test_a_failed_upgrade_leaves_a_journal_that_matches_what_happened(cli: LabCl
     records = [r for r in journal.records if r.get("node") == "node-1" and r["kind"] != "reading"]
     assert [r["kind"] for r in records] == [
         "blocking", "blocked", "drained", "upgrading", "failed", "rolling-back", "rolled-back",
-        "verified", "unblocked", "result",
+        "verified", "unblocking", "unblocked", "result",
     ]  # fmt: skip
     assert [r["active"] for r in journal.readings("node-1")] == [0]  # the empty node, read once
     assert "migration failed" in records[4]["data"]["message"]
