@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,14 +56,14 @@ def inventory_path(tmp_path: Path) -> Path:
     return path
 
 
-def render(path: Path, node: str, **options: object) -> dict[str, str]:
+def render(path: Path, node: str, **options: Any) -> dict[str, str]:
     plan = planned(
         load_inventory(str(path)),
         [node],
         "upgrade",
         PlanOptions(version="2.4 beta", **options),
         "R1",
-    )  # type: ignore[arg-type]
+    )
     return {
         name: f"{command.target}: {command.run}" for name, command in plan.nodes[0].steps.items()
     }
