@@ -283,3 +283,17 @@ def test_without_a_version_step_an_unblock_that_worked_is_asked_about_not_repeat
     assert resumed.code == 0, resumed.stdout + resumed.stderr
     assert "found in service: the unblock before the crash worked" in resumed.stdout
     assert site("status").events[0]["left_out_of_service"] == {}
+
+
+def test_a_block_that_worked_as_the_controller_died_is_asked_about_not_repeated(
+    tmp_path: Path,
+) -> None:
+    site = Site(tmp_path / "site", Scenario())
+    replace_step(site, "block", "touch {{ dir }}/blocked; kill -9 $PPID")
+    assert site.start(0).code == -9  # between the block and its `blocked` record
+    replace_step(site, "block", "echo must not run again; exit 1")
+    resumed = site("resume", "--yes")
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    assert "the block before the crash worked" in resumed.stdout
+    assert site.file("node-a", "version").read_text().strip() == "2.0"
+    assert not site.file("node-a", "blocked").exists()

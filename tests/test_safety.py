@@ -347,8 +347,9 @@ def test_an_upgrade_that_reboots_waits_for_the_node_to_come_back_then_verifies(
 ) -> None:
     rebooting = cli.playbook_variant(
         "reboots",
-        # Like `reboot`, the command does not return: the connection drops under it.
-        upgrade={"run": f"echo upgrade {{{{ version }}}} | {CTL} && exec cat", "reboot": True,
+        # Like `reboot`, the command does not return (its stdin is closed: `cat` would): the
+        # connection drops under it.
+        upgrade={"run": f"echo upgrade {{{{ version }}}} | {CTL} && exec sleep 60", "reboot": True,
                  "timeout": "10s"},
         ready={"run": f"echo version | {CTL}", "parse": "^version 2\\.0$"},
     )  # fmt: skip
@@ -374,7 +375,7 @@ def test_a_node_that_does_not_come_back_from_its_reboot_needs_attention(cli: Lab
     never_back = cli.playbook_variant(
         "never-back",
         drain={"reconnect_for": "1s"},
-        upgrade={"run": f"echo upgrade {{{{ version }}}} | {CTL} && exec cat", "reboot": True,
+        upgrade={"run": f"echo upgrade {{{{ version }}}} | {CTL} && exec sleep 60", "reboot": True,
                  "timeout": "2s"},
     )  # fmt: skip
     with ThreadPoolExecutor(1) as pool:

@@ -203,7 +203,7 @@ def _found_blocked_by_hand(path: Path) -> frozenset[str]:
 
 
 # Records written before an effect whose outcome record follows it.
-_INTENTIONS = frozenset({"forcing", "unblocking"})
+_INTENTIONS = frozenset({"blocking", "forcing", "unblocking"})
 
 
 def _intentions_left(path: Path) -> dict[str, dict[str, Any]]:

@@ -63,6 +63,7 @@ class NodeRun:
         self.drain = DrainLoop(self.steps, ctx, self.log)
         self.drain_seconds: float | None = None
         self.phase = "prepare"
+        self._asked: set[str] = set()  # the intentions of a resumed run already asked about
         self.rehearsal = Rehearsal() if ctx.dry_run else None  # a dry run's acts, described
 
     def result(self, result: str, code: ExitCode, message: str) -> NodeResult:
@@ -334,9 +335,23 @@ class NodeRun:
         self.phase = "drain"
         target = self.steps.target("block")
         self.custody.took()
+        if self._blocked_before_the_crash():
+            self.log.record(
+                "blocked", f"found blocked at {target}: the block before the crash worked"
+            )
+            return
         self.log.record("blocking", f"blocking at {target}")
         self._act("block", f"block at {target}")
         self.log.record("blocked", f"blocked at {target}; no new sessions")
+
+    def _blocked_before_the_crash(self) -> bool:
+        """Whether a resumed run died between its block and the record of it, and the node
+        says the block is on (asked once; without `is_blocked`, the block is put on again)."""
+        intention = self.ctx.intentions.get(self.name, {})
+        if intention.get("kind") != "blocking" or self.name in self._asked:
+            return False
+        self._asked.add(self.name)
+        return self.steps.is_blocked() is True
 
     def _drain(self) -> NodeResult | None:
         """Wait for the sessions to end; None once drained, else the node's result."""
