@@ -8,6 +8,7 @@ over real sshd); the kill is the journal's test hook, UPGRADECTL_TEST_KILL_AFTER
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -218,3 +219,81 @@ def test_bare_resume_after_a_stopped_fleet_run_carries_on_every_node_it_did_not_
     for node in site.scenario.nodes:
         assert site.file(node, "version").read_text().strip() == "2.0", node
         assert not site.file(node, "blocked").exists(), node
+
+
+def replace_step(site: Site, step: str, run: str) -> None:
+    """Give the site's playbook another command for ``step``."""
+    playbook = site.root / "files.yaml"
+    lines = playbook.read_text().splitlines()
+    (index,) = [n for n, line in enumerate(lines) if line.startswith(f"  {step}: ")]
+    lines[index] = f"  {step}: {json.dumps(run)}"
+    playbook.write_text("\n".join(lines) + "\n")
+
+
+def test_a_cut_the_controller_died_during_is_reported_not_confirmed_then_reconciled(
+    tmp_path: Path,
+) -> None:
+    site = Site(tmp_path / "site", Scenario(sessions={"call-1": 600}))
+    replace_step(site, "force", "rm -f {{ dir }}/sessions/*; kill -9 $PPID")
+    assert site.start(0).code == -9  # between the force and its `forced` record
+    before = site("history", "--forced").stdout
+    assert "call-1" in before and "not confirmed: controller died" in before
+    resumed = site("resume", "--yes")
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    after = site("history", "--forced")
+    (session,) = [json.loads(line) for line in after.stdout.splitlines()]
+    assert session["id"] == "call-1"
+    assert session["cut"] == "not confirmed: controller died; gone when resume looked"
+    assert site.file("node-a", "upgrades").read_text().splitlines() == ["2.0"]
+
+
+def test_a_cut_seen_gone_is_reported_confirmed(tmp_path: Path) -> None:
+    site = Site(tmp_path / "site", Scenario(sessions={"call-1": 600}))
+    assert site.start(0).code == 0
+    (session,) = [json.loads(line) for line in site("history", "--forced").stdout.splitlines()]
+    assert (session["id"], session["cut"]) == ("call-1", "confirmed")
+
+
+def test_an_unblock_that_worked_as_the_controller_died_is_found_so_on_resume(
+    tmp_path: Path,
+) -> None:
+    site = Site(tmp_path / "site", Scenario())
+    replace_step(site, "unblock", "rm -f {{ dir }}/blocked; kill -9 $PPID")
+    assert site.start(0).code == -9
+    replace_step(site, "unblock", "echo must not run again; exit 1")
+    resumed = site("resume", "--yes")
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    # The node answers for itself: in service, on the version (the probe sees it so first).
+    assert resumed.summary["nodes"]["node-a"]["result"] == "current"
+    assert not site.file("node-a", "blocked").exists()
+    assert site("status").events[0]["left_out_of_service"] == {}
+
+
+def test_without_a_version_step_an_unblock_that_worked_is_asked_about_not_repeated(
+    tmp_path: Path,
+) -> None:
+    site = Site(tmp_path / "site", Scenario())
+    playbook = site.root / "files.yaml"
+    text = playbook.read_text()
+    playbook.write_text(text[: text.index("  version:")])  # nothing can say "current"
+    replace_step(site, "unblock", "rm -f {{ dir }}/blocked; kill -9 $PPID")
+    assert site.start(0).code == -9
+    replace_step(site, "unblock", "echo must not run again; exit 1")
+    resumed = site("resume", "--yes")
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    assert "found in service: the unblock before the crash worked" in resumed.stdout
+    assert site("status").events[0]["left_out_of_service"] == {}
+
+
+def test_a_block_that_worked_as_the_controller_died_is_asked_about_not_repeated(
+    tmp_path: Path,
+) -> None:
+    site = Site(tmp_path / "site", Scenario())
+    replace_step(site, "block", "touch {{ dir }}/blocked; kill -9 $PPID")
+    assert site.start(0).code == -9  # between the block and its `blocked` record
+    replace_step(site, "block", "echo must not run again; exit 1")
+    resumed = site("resume", "--yes")
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    assert "the block before the crash worked" in resumed.stdout
+    assert site.file("node-a", "version").read_text().strip() == "2.0"
+    assert not site.file("node-a", "blocked").exists()

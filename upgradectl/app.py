@@ -163,6 +163,7 @@ def _execute(
         dry_run=run.dry_run,
         break_lock=run.break_lock,
         hand_blocked=_found_blocked_by_hand(journal.path) if start_at else frozenset(),
+        intentions=_intentions_left(journal.path) if start_at else {},
     )
     try:
         results = run_nodes(plan, ctx, run, start_at)
@@ -199,6 +200,16 @@ def _found_blocked_by_hand(path: Path) -> frozenset[str]:
         if record.get("node")
         and (record["kind"] == "was-blocked" or record.get("data", {}).get("hand_blocked"))
     )
+
+
+# Records written before an effect whose outcome record follows it.
+_INTENTIONS = frozenset({"blocking", "forcing", "unblocking"})
+
+
+def _intentions_left(path: Path) -> dict[str, dict[str, Any]]:
+    """Per node, its last state record when that is an intention without its outcome."""
+    last = journals.read_run(path).node_states()
+    return {node: record for node, record in last.items() if record["kind"] in _INTENTIONS}
 
 
 def _now_utc() -> datetime:
@@ -258,6 +269,10 @@ def run_nodes(
     failed = [not_started(ctx, name, probes[name]) for name in names if probes[name].error]
     # A nightly run goes over the whole group again: nodes already on the version stay in service.
     current = [name for name in names if _already_current(plan, probes[name])]
+    for name in current if not run.dry_run else ():
+        # Seen in service on the version: whatever an earlier record of ours left pending
+        # (a resumed run's `unblocking`, say), the node's state is settled now.
+        ctx.journal.append("in-service", name, message="in service, on the version", blocked=False)
     done = [
         unstarted(n, "current", ExitCode.OK, f"already at version {plan.version}") for n in current
     ]

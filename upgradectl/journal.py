@@ -38,7 +38,7 @@ from upgradectl.statedir import NO_FOLLOW, ensure_private
 # Node states that mean "this tool left the node out of service".
 OUT_OF_SERVICE = frozenset(
     {"blocking", "blocked", "drained", "forcing", "forced", "upgrading", "upgraded", "rebooting", "verified",
-     "rolling-back", "rolled-back", "left-blocked", "attention"}
+     "rolling-back", "rolled-back", "left-blocked", "attention", "unblocking"}
 )  # fmt: skip
 # States after which the node is back to how the run found it, or better.
 SETTLED = frozenset({"unblocked", "in-service", "patched"})

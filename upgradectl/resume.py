@@ -15,6 +15,7 @@ _RESUME_AT = {
     "rebooting": "verify",
     "upgraded": "verify",
     "verified": "unblock",
+    "unblocking": "unblock",
 }
 
 
@@ -29,6 +30,8 @@ def resume_stage(kinds: list[str]) -> str | None:
     last = states[-1] if states else None
     if "upgraded" in states and last in ("unblocked", "left-blocked"):
         return None
+    if last == "unblocking" and "upgraded" not in states:
+        return "block"  # lifting the block of a run that failed or gave up: start again
     return _RESUME_AT.get(last or "", "block")
 
 

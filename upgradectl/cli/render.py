@@ -197,5 +197,5 @@ def forced_text(runs: list[RunRecord]) -> str:
     for session in forced_sessions(runs):
         lasted = format_duration(session["age"]) if session.get("age") is not None else "?"
         lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {session_in_words(session)}  "
-                     f"lasted {lasted}  run {session.get('run')}")  # fmt: skip
+                     f"lasted {lasted}  run {session.get('run')}  cut ({session.get('cut', 'confirmed')})")  # fmt: skip
     return "\n".join(lines) or "no sessions were cut"
