@@ -67,7 +67,7 @@ def upgrade(node: dict[str, Any], defaults: dict[str, Any], known_hosts: str) ->
         timeout=30,
     )
     transport = client.get_transport()
-    assert transport is not None
+    assert transport is not None and isinstance(transport.sock, socket.socket)
     transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         for command in commands(node["vars"]["node_dir"]):

@@ -22,7 +22,8 @@ from conftest import LabFactory, wait_for
 from upgradectl.lab import CallGenerator, CallResult, Fate, HaProxy, Lab, SshHome, place_calls
 from upgradectl.lab.lab import CALL_SERVER
 from upgradectl.lab.running import Running
-from upgradectl.loader import bundled_playbooks, read_yaml
+from upgradectl.loader import bundled_playbooks
+from upgradectl.yamlread import read_yaml
 
 pytestmark = pytest.mark.lab
 

@@ -79,7 +79,7 @@ def edit(document: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 @st.composite
 def edited(draw: st.DrawFn, base: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
     """``base`` (valid) with a few of its fields set to anything at all."""
-    document = yaml.safe_load(yaml.safe_dump(base))
+    document: dict[str, Any] = yaml.safe_load(yaml.safe_dump(base))
     for path in draw(st.lists(st.sampled_from(paths), max_size=3)):
         edit(document, path, draw(VALUES))
     return document

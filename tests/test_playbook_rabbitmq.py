@@ -134,7 +134,7 @@ def closed(client: pika.BlockingConnection) -> bool:
         client.process_data_events(time_limit=0)
     except pika.exceptions.AMQPError:
         return True
-    return client.is_closed
+    return bool(client.is_closed)
 
 
 @pytest.mark.slow

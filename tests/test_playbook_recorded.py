@@ -418,7 +418,7 @@ def test_asterisk_graceful_mode_upgrades_a_node_that_stopped_itself_without_a_lo
 ) -> None:
     # Asterisk's answers through the playbook's shell: refusing the CLI while it waits for its
     # two calls, then stopped by itself (systemd: inactive) until the upgrade restarts it.
-    state = {"phase": "up", "calls": 2}
+    state: dict[str, Any] = {"phase": "up", "calls": 2}
     said = {
         "up": Reply("0 active calls\n7 calls processed\n"),
         "stopping": Reply("Command 'core show calls' cannot be run during shutdown\n"),

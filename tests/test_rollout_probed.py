@@ -9,7 +9,7 @@ from pathlib import Path
 from fakefleet import FakeFleet
 
 from upgradectl.errors import ExitCode
-from upgradectl.testing import Reply
+from upgradectl.testing import Reply, Rule
 
 
 def test_the_first_nodes_upgrade_while_the_last_is_still_being_probed(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_the_first_nodes_upgrade_while_the_last_is_still_being_probed(tmp_path: 
 
 
 def test_the_fewest_active_go_first_among_the_nodes_probed(tmp_path: Path) -> None:
-    def counts(at_probe: int) -> list[tuple[str, list[Reply]]]:
+    def counts(at_probe: int) -> list[Rule]:
         return [("^count$", [Reply(f"{at_probe} active\n"), Reply("0 active\n")])]
 
     fleet = FakeFleet(

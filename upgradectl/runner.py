@@ -32,6 +32,7 @@ from upgradectl.errors import (
     Unreachable,
     UpgradectlError,
 )
+from upgradectl.history import NOT_CONFIRMED
 from upgradectl.lockholder import dead_run_of_ours
 from upgradectl.nodelock import LOCK_TIMEOUT, NodeLock, describe_holder
 from upgradectl.nodelog import NodeLog
@@ -63,6 +64,7 @@ class NodeRun:
         self.drain_seconds: float | None = None
         self.phase = "prepare"
         self._lock: NodeLock | None = None
+        self._asked: set[str] = set()  # the intentions of a resumed run already asked about
         self.rehearsal = Rehearsal() if ctx.dry_run else None  # a dry run's acts, described
 
     def result(self, result: str, code: ExitCode, message: str) -> NodeResult:
@@ -113,10 +115,51 @@ class NodeRun:
             message = f"not started: {UnexpectedError(exc)}"
             return concluded(self.ctx, self.result("failed", ExitCode.STEP_FAILED, message))
         try:
-            outcome = self._guarded(body)
+            outcome = self._guarded(lambda: self._reconciled(body, start_at))
         finally:
             self._release(lock)
         return concluded(self.ctx, outcome)
+
+    def _reconciled(self, body: Callable[[], NodeResult], start_at: str) -> NodeResult:
+        """A resumed node whose run died between an intention and its outcome: ask the node
+        what became of it, and write that down, before carrying on."""
+        intention = self.ctx.intentions.get(self.name, {})
+        kind = intention.get("kind")
+        if kind == "forcing":
+            self._reconcile_force(intention.get("data", {}).get("sessions") or [])
+        unblocked = (
+            kind == "unblocking"
+            and start_at == "unblock"
+            and self.name not in self.ctx.hand_blocked
+            and self.steps.is_blocked() is False
+        )
+        if unblocked:
+            self.log.record("unblocked", "found in service: the unblock before the crash worked")
+            done = {"upgrade": "upgraded", "unblock": "unblocked"}.get(self.ctx.command, "done")
+            return self.result(done, ExitCode.OK, "done; back in service")
+        return body()
+
+    def _reconcile_force(self, listed: list[dict[str, Any]]) -> None:
+        """The force may have run before the controller died: the sessions it named that are
+        gone now are written down as cut, not confirmed (they may have ended by themselves)."""
+        if not listed or not self.steps.has("sessions"):
+            return
+        live = {session.id for session in self.steps.sessions(self.ctx.wall())}
+        gone = [
+            {**session, "node": self.name, "run": self.ctx.run_id, "cut_at": self.ctx.wall(),
+             "cut": f"{NOT_CONFIRMED}; gone when resume looked"}
+            for session in listed
+            if isinstance(session, dict) and session.get("id") not in live
+        ]  # fmt: skip
+        if gone:
+            self.log.record(
+                "forced",
+                f"gone when resume looked, after the controller died around the force (cut then,"
+                f" or ended by themselves): {', '.join(str(s['id']) for s in gone)}",
+                sessions=gone,
+                count=len(gone),
+                confirmed=False,
+            )
 
     def _release(self, lock: NodeLock) -> None:
         try:
@@ -234,6 +277,8 @@ class NodeRun:
                 return ended
         else:
             self._inherit_block()
+        if stage == 1 and self._already_upgraded():
+            stage = 2
         if stage <= 1:
             ended = self._hold_block()
             if ended is not None:
@@ -266,6 +311,9 @@ class NodeRun:
 
     def _inherit_block(self) -> None:
         """Learn from the journal whether an earlier run of ours left this node blocked."""
+        if self.name in self.ctx.hand_blocked:  # a resumed run had found it blocked by hand
+            self.custody.inherited(hand_blocked=True)
+            return
         earlier = self.ctx.left_blocked_by_earlier_runs(self.name)
         if earlier is not None:
             self.custody.inherited(bool(earlier.get("data", {}).get("hand_blocked")))
@@ -291,9 +339,23 @@ class NodeRun:
         self.phase = "drain"
         target = self.steps.target("block")
         self.custody.took()
+        if self._blocked_before_the_crash():
+            self.log.record(
+                "blocked", f"found blocked at {target}: the block before the crash worked"
+            )
+            return
         self.log.record("blocking", f"blocking at {target}")
         self._act("block", f"block at {target}")
         self.log.record("blocked", f"blocked at {target}; no new sessions")
+
+    def _blocked_before_the_crash(self) -> bool:
+        """Whether a resumed run died between its block and the record of it, and the node
+        says the block is on (asked once; without `is_blocked`, the block is put on again)."""
+        intention = self.ctx.intentions.get(self.name, {})
+        if intention.get("kind") != "blocking" or self.name in self._asked:
+            return False
+        self._asked.add(self.name)
+        return self.steps.is_blocked() is True
 
     def _drain(self) -> NodeResult | None:
         """Wait for the sessions to end; None once drained, else the node's result."""
@@ -354,6 +416,28 @@ class NodeRun:
         )
         self.steps.along(*chain[1:], release, gated=True)
 
+    def _already_upgraded(self) -> bool:
+        """On resume, before the upgrade runs again: did the interrupted one finish after all?
+
+        The node's own word (the ``version`` step) decides; without it the upgrade runs again,
+        which the playbook must then allow (README: upgrades must be safe to repeat).
+        """
+        version = self.plan.variables.get("version")
+        if not self.steps.has("version") or version is None:
+            self.log.say(
+                "note",
+                "re-running the upgrade: the journal shows it started but not that it finished, "
+                "and the playbook has no `version` step to ask the node (it must be safe to repeat)",
+            )
+            return False
+        found = self.steps.version()
+        if found != version:
+            self.log.say("note", f"re-running the upgrade: the node reports version {found}")
+            return False
+        self.phase = "upgrade"
+        self.log.record("upgraded", f"already at version {version}: the upgrade is not run again")
+        return True
+
     def _verify(self, joint: str = ", ") -> None:
         if self.phase != "check":
             self.phase = "verify"
@@ -373,6 +457,8 @@ class NodeRun:
 
     def _lift_block(self, joint: str = ", ") -> None:
         target = self.steps.target("unblock")
+        # Written ahead: a run that dies now leaves `resume` the question to ask the node.
+        self.log.record("unblocking", f"unblocking at {target}")
         self._act("unblock", f"unblock at {target}", joint)
         self.custody.released()
         self.log.record("unblocked", f"unblocked at {target}; back in service")
