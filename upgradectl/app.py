@@ -281,9 +281,7 @@ def run_nodes(
     # A nightly run goes over the whole group again: nodes already on the version stay in service.
     current = [name for name in names if _already_current(plan, probes[name])]
     for name in current if not run.dry_run else ():
-        # Seen in service on the version: whatever an earlier record of ours left pending
-        # (a resumed run's `unblocking`, say), the node's state is settled now.
-        ctx.journal.append("in-service", name, message="in service, on the version", blocked=False)
+        _in_service(ctx, name)
     done = [
         unstarted(n, "current", ExitCode.OK, f"already at version {plan.version}") for n in current
     ]
@@ -360,6 +358,8 @@ def _roll_as_probed(
         if found.error:
             return [], [not_started(ctx, name, found)]
         if _already_current(plan, found):
+            if not run.dry_run:
+                _in_service(ctx, name)
             return [], [
                 unstarted(name, "current", ExitCode.OK, f"already at version {plan.version}")
             ]
@@ -383,6 +383,12 @@ def _roll_as_probed(
         for node_plan in plans:
             pool.submit(answer, node_plan)
         return roll(fleet, [], run_node, skip, lambda: ctx.stop.requested, arrivals)
+
+
+def _in_service(ctx: RunContext, name: str) -> None:
+    """Seen in service on the version: whatever an earlier record of ours left pending (a
+    resumed run's `unblocking`, say), the node's state is settled now."""
+    ctx.journal.append("in-service", name, message="in service, on the version", blocked=False)
 
 
 def _refused_downgrade(plan: Plan, name: str, running: str | None) -> tuple[ExitCode, str]:

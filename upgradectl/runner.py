@@ -64,6 +64,9 @@ class NodeRun:
         self.drain_seconds: float | None = None
         self.phase = "prepare"
         self._lock: NodeLock | None = None
+        self._unblocking = (
+            False  # the intention to unblock is on record (before verify, sent with it)
+        )
         self._asked: set[str] = set()  # the intentions of a resumed run already asked about
         self.rehearsal = Rehearsal() if ctx.dry_run else None  # a dry run's acts, described
 
@@ -127,9 +130,10 @@ class NodeRun:
         kind = intention.get("kind")
         if kind == "forcing":
             self._reconcile_force(intention.get("data", {}).get("sessions") or [])
+        # Recorded before a verify sent with the unblock too: an unblock that worked passed it.
         unblocked = (
             kind == "unblocking"
-            and start_at == "unblock"
+            and start_at in ("verify", "unblock")
             and self.name not in self.ctx.hand_blocked
             and self.steps.is_blocked() is False
         )
@@ -415,6 +419,14 @@ class NodeRun:
             step="lock", target=self.name, run=self._lock.release_command(), timeout=LOCK_TIMEOUT
         )
         self.steps.along(*chain[1:], release, gated=True)
+        # Written ahead of the round trip that may unblock: a run that dies now leaves `resume`
+        # the question to ask the node (and the verify to run again if it is still blocked).
+        self._record_unblocking()
+
+    def _record_unblocking(self) -> None:
+        if not self._unblocking:
+            self._unblocking = True
+            self.log.record("unblocking", f"unblocking at {self.steps.target('unblock')}")
 
     def _already_upgraded(self) -> bool:
         """On resume, before the upgrade runs again: did the interrupted one finish after all?
@@ -458,7 +470,7 @@ class NodeRun:
     def _lift_block(self, joint: str = ", ") -> None:
         target = self.steps.target("unblock")
         # Written ahead: a run that dies now leaves `resume` the question to ask the node.
-        self.log.record("unblocking", f"unblocking at {target}")
+        self._record_unblocking()
         self._act("unblock", f"unblock at {target}", joint)
         self.custody.released()
         self.log.record("unblocked", f"unblocked at {target}; back in service")
