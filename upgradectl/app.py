@@ -345,7 +345,7 @@ def _roll_as_probed(
         answered.append(name)
         judged = judge(name, found)
         if len(answered) == len(plans) and len(active) > 1:  # the ranking, once complete
-            order = fewest_active_first(active)
+            order = fewest_active_first({n: active[n] for n in names if n in active})
             ctx.events.emit(
                 "order", None, f"order (fewest active first): {', '.join(order)}", order=order
             )
@@ -372,8 +372,9 @@ def _roll_as_probed(
         active[name] = found.active
         return [name], []
 
+    place = {name: index for index, name in enumerate(names)}  # ties keep the selection's order
     arrivals = Arrivals(
-        len(plans), arrived, rank=lambda name: (active[name] is None, active[name] or 0)
+        len(plans), arrived, rank=lambda n: (active[n] is None, active[n] or 0, place[n])
     )
 
     def answer(node_plan: NodePlan) -> None:
