@@ -71,6 +71,7 @@ class Ejabberd(Reachable, LabServer):
         self.process = ServerProcess(
             "ejabberd", [*self.ctl.split(), "foreground"], directory / "ejabberd.out"
         )
+        self.clients: list[socket.socket] = []  # the tests' logins, closed when the server stops
 
     def _write_config(self) -> None:
         for sub in ("spool", "logs"):
@@ -103,7 +104,10 @@ class Ejabberd(Reachable, LabServer):
         return done.stdout
 
     def stop(self) -> None:
-        """Stop the node however it runs now (the upgrade starts it again detached)."""
+        """Stop the node however it runs now (the upgrade starts it again detached), and close
+        the clients' sockets."""
+        for client in self.clients:
+            client.close()
         subprocess.run([*self.ctl.split(), "stop"], capture_output=True, timeout=60, check=False)
         subprocess.run([*self.ctl.split(), "stopped"], capture_output=True, timeout=60, check=False)
 
@@ -111,6 +115,7 @@ class Ejabberd(Reachable, LabServer):
         """An XMPP client session of ``user`` (SASL PLAIN, then a bound resource)."""
         self.control("register", user, "localhost", "secret")
         client = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.clients.append(client)
         client.sendall(STREAM.encode())
         _read_until(client, "</stream:features>")
         plain = base64.b64encode(f"\0{user}\0secret".encode()).decode()

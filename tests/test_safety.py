@@ -101,9 +101,10 @@ class Controller:
 
 
 def _pump(stream: IO[str], lines: list[str]) -> None:
-    """Collect ``stream``'s lines as they come, until it closes."""
-    for line in stream:
-        lines.append(line)
+    """Collect ``stream``'s lines as they come, until it closes (then close our end)."""
+    with stream:
+        for line in stream:
+            lines.append(line)
 
 
 Start = Callable[..., Controller]
