@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from clihelp import LabCli, run_cli
 from conftest import wait_for
 
@@ -17,6 +18,7 @@ def hang_up(live: list[Call]) -> None:
         call.hang_up()
 
 
+@pytest.mark.slow
 def test_while_waiting_the_events_carry_the_drain_rate_and_an_eta_range(cli: LabCli) -> None:
     calls(cli, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     fast = cli.playbook_variant("fast")
@@ -104,6 +106,7 @@ def test_the_helpdesk_report_lists_every_session_cut_with_how_long_it_had_lasted
     assert all(row["id"] in people.stdout for row in report) and "lasted" in people.stdout
 
 
+@pytest.mark.slow
 def test_force_when_the_estimate_says_the_stragglers_will_outlast_the_deadline(cli: LabCli) -> None:
     # Calls end one every 2 s: by the estimate the last would end well after an 8 s deadline,
     # so with force_when the handful left are cut before the deadline, and the journal says why.

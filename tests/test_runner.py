@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from clihelp import LabCli, Ran
-from conftest import wait_for
 
 from upgradectl.lab import Call, Fate, place_calls
 
@@ -219,7 +218,6 @@ def test_status_reports_blocked_active_version_and_lock(cli: LabCli) -> None:
     rows = {row["node"]: row for row in report["nodes"]}
     assert rows["node-1"]["blocked"] is True and rows["node-2"]["active"] == 1
     assert rows["node-2"]["version"] == "1.0" and rows["node-1"]["lock"] is None
-    wait_for(lambda: True, timeout=1)
 
 
 def test_a_node_already_on_the_version_is_left_alone(cli: LabCli) -> None:
