@@ -104,25 +104,3 @@ def test_the_helpdesk_report_lists_every_session_cut_with_how_long_it_had_lasted
         "-i", inventory, "--state-dir", str(cli.state_dir), "history", "--forced", env=cli.home.env
     )
     assert all(row["id"] in people.stdout for row in report) and "lasted" in people.stdout
-
-
-@pytest.mark.slow
-def test_force_when_the_estimate_says_the_stragglers_will_outlast_the_deadline(cli: LabCli) -> None:
-    # Calls end one every 2 s: by the estimate the last would end well after an 8 s deadline,
-    # so with force_when the handful left are cut before the deadline, and the journal says why.
-    calls(cli, [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0])
-    eager = cli.playbook_variant(
-        "eager",
-        drain={
-            "timeout": "8s",
-            "stragglers": "force",
-            "max_stragglers": 5,
-            "force_when": "eta_exceeds_deadline",
-        },
-    )
-    ran = cli("drain", "node-1", "--yes", "--playbook", eager)
-    assert ran.code == 0, ran.stderr
-    (forcing,) = [event for event in ran.events if event["event"] == "forcing"]
-    assert forcing["because"] == "eta_exceeds_deadline"
-    polls = [event for event in ran.events if event["event"] == "poll"]
-    assert forcing["time"] < polls[0]["deadline"]  # before the deadline, not at it
