@@ -186,3 +186,25 @@ def test_force_when_the_estimate_says_the_stragglers_outlast_the_deadline_forces
     assert forcing.data["because"] == "eta_exceeds_deadline"
     assert forced_at and forced_at[0] < 80  # before the deadline, not at it
     assert node.recorded() == ["forcing", "forced", "drained"]
+
+
+def test_while_waiting_the_poll_events_carry_the_drain_rate_and_an_eta_range(
+    tmp_path: Path,
+) -> None:
+    # Six calls, one ending every 10 s (polled every 10 s).
+    node = FakeNode(
+        tmp_path,
+        [("count", lambda _: Reply(f"{max(0, 6 - int(node.clock.monotonic() // 10))} active\n"))],
+    )
+
+    _, end = drain(node)
+
+    assert isinstance(end, Drained)
+    polls = [event.data for event in node.events if event.kind == "poll"]
+    estimated = [poll for poll in polls if poll.get("eta_low") is not None and poll["active"] > 0]
+    assert estimated, "no poll carried an ETA"
+    for poll in estimated:
+        assert poll["rate_per_minute"] > 0
+        high = poll["eta_high"] if poll["eta_high"] is not None else float("inf")
+        assert 0 <= poll["eta_low"] <= high
+        assert "ETA" in poll["insight"]

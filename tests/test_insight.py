@@ -1,8 +1,8 @@
-"""Drain insight on a real node: the ETA while waiting, who a deadline would cut, the helpdesk report."""
+"""Drain insight on a real node: who a deadline would cut, the helpdesk report (the ETA while
+waiting and force_when are decided on a scripted node: tests/test_drain.py)."""
 
 from __future__ import annotations
 
-import pytest
 from clihelp import LabCli, run_cli
 from conftest import wait_for
 
@@ -16,25 +16,6 @@ def calls(cli: LabCli, durations: list[float]) -> list[Call]:
 def hang_up(live: list[Call]) -> None:
     for call in live:
         call.hang_up()
-
-
-@pytest.mark.slow
-def test_while_waiting_the_events_carry_the_drain_rate_and_an_eta_range(cli: LabCli) -> None:
-    calls(cli, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-    fast = cli.playbook_variant("fast")
-    ran = cli("drain", "node-1", "--yes", "--playbook", fast)
-    assert ran.code == 0, ran.stderr
-    polls = [event for event in ran.events if event["event"] == "poll"]
-    estimated = [poll for poll in polls if poll.get("eta_low") is not None and poll["active"] > 0]
-    assert estimated, "no poll carried an ETA"
-    for poll in estimated:
-        assert poll["rate_per_minute"] > 0
-        assert (
-            0
-            <= poll["eta_low"]
-            <= (poll["eta_high"] if poll["eta_high"] is not None else float("inf"))
-        )
-        assert "ETA" in poll["insight"]
 
 
 def test_dry_run_names_who_a_deadline_would_cut_judged_by_the_ages_seen(cli: LabCli) -> None:
