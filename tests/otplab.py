@@ -17,6 +17,7 @@ from pathlib import Path
 
 from upgradectl.lab import LabServer
 from upgradectl.lab.process import ServerProcess
+from upgradectl.loader import bundled_playbooks
 
 SOURCES = Path(__file__).parent / "erlang"
 PID = re.compile(r"<\d+\.\d+\.\d+>")
@@ -109,3 +110,15 @@ def build(module: str, vsn: str, directory: Path, *defines: str) -> Path:
         ["erlc", "-o", str(directory), f'-DVSN="{vsn}"', *flags, str(source)], check=True
     )
     return directory / f"{module}.beam"
+
+
+def private_lock_copy(playbook: str, directory: Path) -> str:
+    """A copy of the bundled ``playbook`` whose node lock is under ``directory``.
+
+    The tests' nodes are all this machine, where the default lock (/var/tmp, by node name) would
+    be one file for every test running at once (pytest-xdist workers, or two checkouts).
+    """
+    copy = directory / f"{playbook}-playbook.yaml"
+    text = Path(bundled_playbooks()[playbook]).read_text()
+    copy.write_text(f'{text}\nlock: "{directory}/{{{{ node.name }}}}.lock"\n')
+    return str(copy)

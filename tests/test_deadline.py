@@ -94,6 +94,7 @@ def test_a_step_reading_stdin_gets_its_end_at_once(transport: SshTransport) -> N
     assert time.monotonic() - started < 5  # not the 10 s timeout
 
 
+@pytest.mark.slow
 def test_a_link_that_stalls_after_the_channel_opened_ends_the_wait_at_the_deadline(
     lab: Lab, tmp_path: Path
 ) -> None:

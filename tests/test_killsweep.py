@@ -49,6 +49,11 @@ class Scenario:
     hand_blocked: tuple[str, ...] = ()
     command: tuple[str, ...] = ("upgrade", "--version", "2.0", "--yes")
 
+    @property
+    def upgrades(self) -> bool:
+        """Whether the run upgrades (a `drain` leaves its nodes blocked and not upgraded)."""
+        return self.command[0] == "upgrade"
+
 
 class Site:
     """The nodes of one attempt, their files, and the command line pointed at them."""
@@ -95,6 +100,7 @@ SCENARIOS = {
     "forced drain": Scenario(sessions={"call-1": 600}),
     "hand-blocked node": Scenario(hand_blocked=("node-a",)),
     "two-node fleet": Scenario(nodes=("node-a", "node-b")),
+    "forced drain command": Scenario(sessions={"call-1": 600}, command=("drain", "--yes")),
 }
 
 
@@ -108,13 +114,20 @@ def check_the_end(site: Site, kill_after: int) -> None:
         assert resumed.code == 0, f"{where}: {resumed.stdout}{resumed.stderr}"
     again = site("status").events[0]
     assert again["unfinished_runs"] == [], where
-    assert again["left_out_of_service"] == {}, where
+    upgrades = site.scenario.upgrades
+    # A drain leaves its nodes blocked, by this tool, on purpose: that is what status says.
+    left = set() if upgrades else set(site.scenario.nodes)
+    assert set(again["left_out_of_service"]) == left, where
     for node in site.scenario.nodes:
         blocked = site.file(node, "blocked").exists()
-        assert blocked == (node in site.scenario.hand_blocked), f"{where}: {node} blocked"
-        assert site.file(node, "version").read_text().strip() == "2.0", where
-        upgrades = site.file(node, "upgrades").read_text().splitlines()
-        assert upgrades == ["2.0"], f"{where}: {node} upgraded {len(upgrades)} times"
+        expected = node in site.scenario.hand_blocked or not upgrades
+        assert blocked == expected, f"{where}: {node} blocked"
+        if upgrades:
+            assert site.file(node, "version").read_text().strip() == "2.0", where
+            done = site.file(node, "upgrades").read_text().splitlines()
+            assert done == ["2.0"], f"{where}: {node} upgraded {len(done)} times"
+        else:
+            assert not site.file(node, "upgrades").exists(), f"{where}: a drain upgraded"
         assert not site.file(node, "lock").exists(), f"{where}: {node}'s lock left"
     forced = site("history", "--forced").stdout
     if site.scenario.sessions:
@@ -136,7 +149,7 @@ def test_a_controller_killed_at_every_record_is_carried_to_the_same_end(
             break
         killed_at.append(kill_after)
         check_the_end(site, kill_after)
-    assert len(killed_at) >= 8, killed_at
+    assert len(killed_at) >= 7, killed_at
 
 
 def test_an_upgrade_that_finished_as_its_controller_died_is_asked_about_not_run_again(

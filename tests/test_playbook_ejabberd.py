@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from clihelp import Ran, run_cli
-from otplab import Epmd, Reachable, erlang_env
+from otplab import Epmd, Reachable, erlang_env, private_lock_copy
 
 from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -168,7 +168,11 @@ class Xmpp:
     def cli(self, *args: str, **variables: str) -> Ran:
         """`upgradectl --json ARGS` on one local node with the ejabberd playbook."""
         node_vars = {"ejabberdctl": self.server.ctl, **variables}
-        node = {"transport": "local", "playbook": "ejabberd", "vars": node_vars}
+        node = {
+            "transport": "local",
+            "playbook": private_lock_copy("ejabberd", self.tmp),
+            "vars": node_vars,
+        }
         inventory = self.tmp / "inventory.yaml"
         inventory.write_text(yaml.safe_dump({"nodes": {"ejb-1": node}}))
         state = str(self.tmp / "state")

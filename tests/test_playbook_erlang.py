@@ -18,7 +18,7 @@ import pytest
 import yaml
 from clihelp import Ran, run_cli
 from conftest import wait_for
-from otplab import Epmd, Reachable, build, erlang_env
+from otplab import Epmd, Reachable, build, erlang_env, private_lock_copy
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -130,7 +130,11 @@ class Otp:
             "kept_dir": str(self.kept_dir),
             **variables,
         }
-        node = {"transport": "local", "playbook": "erlang", "vars": node_vars}
+        node = {
+            "transport": "local",
+            "playbook": private_lock_copy("erlang", self.tmp),
+            "vars": node_vars,
+        }
         inventory = self.tmp / "inventory.yaml"
         inventory.write_text(yaml.safe_dump({"nodes": {"erl-1": node}}))
         state = str(self.tmp / "state")
@@ -394,7 +398,11 @@ def test_a_patch_refused_hot_is_done_by_draining_at_haproxy_and_restarting_the_n
         inventory = {
             "nodes": {
                 "lb": {"transport": "local"},
-                "erl-1": {"transport": "local", "playbook": "erlang", "vars": node_vars},
+                "erl-1": {
+                    "transport": "local",
+                    "playbook": private_lock_copy("erlang", otp.tmp),
+                    "vars": node_vars,
+                },
             }
         }
         path = otp.tmp / "drain-inventory.yaml"

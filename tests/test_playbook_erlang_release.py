@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from clihelp import Ran, run_cli
-from otplab import Epmd, Reachable, build, erlang_env
+from otplab import Epmd, Reachable, build, erlang_env, private_lock_copy
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -161,7 +161,11 @@ class Release:
             "kept_dir": str(self.tmp / "kept"),
             **variables,
         }
-        node = {"transport": "local", "playbook": "erlang-release", "vars": node_vars}
+        node = {
+            "transport": "local",
+            "playbook": private_lock_copy("erlang-release", self.tmp),
+            "vars": node_vars,
+        }
         inventory = self.tmp / "inventory.yaml"
         nodes = {"lb": {"transport": "local"}, "rel-1": node}
         inventory.write_text(yaml.safe_dump({"nodes": nodes}))

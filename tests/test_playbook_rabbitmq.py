@@ -18,7 +18,7 @@ import pytest
 import yaml
 from clihelp import Ran, run_cli
 from conftest import wait_for
-from otplab import Epmd, erlang_env
+from otplab import Epmd, erlang_env, private_lock_copy
 
 from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -106,7 +106,11 @@ class Broker:
             # As an upgrade would, without a package to install: the broker restarts.
             "upgrade_command": f"{rabbitmqctl} stop_app && {rabbitmqctl} start_app",
         }
-        node = {"transport": "local", "playbook": "rabbitmq", "vars": node_vars}
+        node = {
+            "transport": "local",
+            "playbook": private_lock_copy("rabbitmq", self.tmp),
+            "vars": node_vars,
+        }
         inventory = self.tmp / "inventory.yaml"
         inventory.write_text(yaml.safe_dump({"nodes": {"rmq-1": node}}))
         state = str(self.tmp / "state")

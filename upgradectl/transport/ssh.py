@@ -8,6 +8,7 @@ OpenSSH's ``accept-new`` does.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -210,7 +211,7 @@ class SshTransport:
                 f"{self.name}: connection lost during {command!r}: {exc}"
             ) from None
         finally:
-            channel.close()
+            _close(channel)
         elapsed = time.monotonic() - started
         if stopped_at_deadline(code, elapsed, timeout):
             raise CommandTimedOut(self.name, command, timeout, stopped=True)
@@ -219,7 +220,7 @@ class SshTransport:
     def _exec(self, channel: paramiko.Channel, command: str, deadline: float) -> None:
         """``exec_command``, which waits for the server's reply without a timeout, bounded by
         ``deadline``: closing the channel then ends its wait."""
-        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), channel.close)
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), _close, (channel,))
         timer.daemon = True
         timer.start()
         try:
@@ -289,7 +290,20 @@ class SshTransport:
             raise EOFError("the connection closed before the command finished")
         if not channel.status_event.wait(max(deadline - time.monotonic(), 0.0)):
             raise _NoAnswer
+        transport = channel.get_transport()
+        if channel.exit_status == -1 and (transport is None or transport.saved_exception):
+            # No exit status, and the connection died: paramiko closes every channel of a dead
+            # connection (a reboot) before it marks the connection inactive, so this is the word
+            # that the command's end is unknown, not a command that exited -1.
+            raise EOFError("the connection closed before the command finished")
         return stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+def _close(channel: paramiko.Channel) -> None:
+    """Close ``channel``; on a connection that died meanwhile, saying so to the server fails and
+    is not worth an error (the death itself is reported by whoever waits on the connection)."""
+    with contextlib.suppress(*_NETWORK_ERRORS):
+        channel.close()
 
 
 class _NoAnswer(Exception):
