@@ -247,7 +247,7 @@ def test_upgrade_kicks_the_users_left_and_stops_ejabberd_kindly(xmpp: Xmpp) -> N
     assert kinds == ["blocked", "forced", "upgraded", "unblocked"]
     assert [s["id"] for s in ran.summary["nodes"]["ejb-1"]["forced"]] == ["bob@localhost/laptop"]
     assert ended(client)
-    upgrade = "\n".join(e["message"] for e in ran.events if e["event"] == "step-output")
+    upgrade = ran.step_output()
     assert "Sending announcement to connected users... ok" in upgrade
     assert "Stopping ejabberd port listeners" in upgrade
     assert not blocked.exists()

@@ -269,20 +269,6 @@ def vsn_of(node: ErlangNode, module: str) -> str:
     return node.eval(f"proplists:get_value(vsn, {module}:module_info(attributes)).")
 
 
-def outcome(ran: Ran) -> str:
-    """The node's result and what the steps printed, for a failed assertion (not the commands)."""
-    printed = [e["message"] for e in ran.events if e["event"] == "step-output"]
-    return "\n".join([str(ran.summary["nodes"]), *printed, ran.stderr])
-
-
-def step_output(ran: Ran, step: str) -> str:
-    """What ``step`` printed (its step-output events, shown with -v)."""
-    return "\n".join(
-        e["message"] for e in ran.events
-        if e["event"] == "step-output" and e["message"].startswith(f"{step}:")
-    )  # fmt: skip
-
-
 @pytest.mark.slow
 def test_a_patch_of_two_modules_converts_every_live_call_and_keeps_their_pids(otp: Otp) -> None:
     legs = start_legs(otp.node, 4)
@@ -294,12 +280,12 @@ def test_a_patch_of_two_modules_converts_every_live_call_and_keeps_their_pids(ot
 
     ran = otp.patch_legs(patch, "2")
 
-    assert ran.code == 0, outcome(ran)
+    assert ran.code == 0, ran.outcome()
     assert (
         "patched: call_leg 1 -> 2, call_media 1 -> 2; 5 processes converted by code_change, "
-        "all 5 alive with the same pids" in step_output(ran, "patch")
+        "all 5 alive with the same pids" in ran.step_output("patch")
     )
-    assert "all 5 processes from the patch alive with the same pids" in step_output(ran, "verify")
+    assert "all 5 processes from the patch alive with the same pids" in ran.step_output("verify")
     after = {pid: otp.node.leg_state(pid) for pid in legs}  # the same pids answer
     for pid, (vsn, shape, frames) in after.items():
         assert (vsn, shape) == ("2", "map") and frames >= before[pid][2]  # state converted, kept
@@ -324,7 +310,7 @@ def test_a_code_change_that_crashes_puts_the_old_code_back_and_every_call_lives_
 
     ran = otp.patch_legs(patch, "2")
 
-    assert ran.code == 1, outcome(ran)
+    assert ran.code == 1, ran.outcome()
     message = ran.summary["nodes"]["erl-1"]["message"]
     assert 'code_change_failed: call_leg:code_change("1", ...) failed in <' in message
     assert "cannot_convert in call_leg:code_change/3" in message  # the Erlang error
@@ -349,7 +335,7 @@ def test_a_patch_after_which_calls_die_fails_though_the_version_is_right(otp: Ot
 
     ran = otp.patch_legs(patch, "2")
 
-    assert ran.code == 1, outcome(ran)
+    assert ran.code == 1, ran.outcome()
     message = ran.summary["nodes"]["erl-1"]["message"]
     # Seen dead by the patch step itself (with what killed them), or by verify when their next
     # frame came only after the patch step looked: either way the patch fails and is undone.

@@ -193,20 +193,6 @@ def release(tmp_path: Path) -> Iterator[Release]:
         stop_servers([node, epmd])
 
 
-def outcome(ran: Ran) -> str:
-    """The node's result and what the steps printed, for a failed assertion (not the commands)."""
-    printed = [e["message"] for e in ran.events if e["event"] == "step-output"]
-    return "\n".join([str(ran.summary["nodes"]), *printed, ran.stderr])
-
-
-def step_output(ran: Ran, step: str) -> str:
-    """What ``step`` printed (its step-output events, shown with -v)."""
-    return "\n".join(
-        e["message"] for e in ran.events
-        if e["event"] == "step-output" and e["message"].startswith(f"{step}:")
-    )  # fmt: skip
-
-
 @pytest.mark.slow
 def test_a_release_is_upgraded_in_place_and_rolled_back_while_its_calls_keep_running(
     release: Release,
@@ -217,12 +203,12 @@ def test_a_release_is_upgraded_in_place_and_rolled_back_while_its_calls_keep_run
 
     up = release.patch("2")
 
-    assert up.code == 0, outcome(up)
+    assert up.code == 0, up.outcome()
     assert (
         "installed: release 2 (was 1) by its relup; 3 processes of call_leg kept running with "
-        "the same pids" in step_output(up, "patch")
+        "the same pids" in up.step_output("patch")
     )
-    assert "verified: release 2 is current and permanent" in step_output(up, "verify")
+    assert "verified: release 2 is current and permanent" in up.step_output("verify")
     assert release.node.releases() == {"2": "permanent", "1": "old"}
     assert {release.node.leg_state(pid)[:2] for pid in legs} == {("2", "map")}  # same pids
     status = release.cli("status", "rel-1")
@@ -230,8 +216,8 @@ def test_a_release_is_upgraded_in_place_and_rolled_back_while_its_calls_keep_run
 
     down = release.patch("1")  # back: release 1 installed again, by release 2's relup down
 
-    assert down.code == 0, outcome(down)
-    assert "installed: release 1 (was 2) by its relup" in step_output(down, "patch")
+    assert down.code == 0, down.outcome()
+    assert "installed: release 1 (was 2) by its relup" in down.step_output("patch")
     assert release.node.releases() == {"2": "old", "1": "permanent"}
     assert {release.node.leg_state(pid)[:2] for pid in legs} == {("1", "tuple")}
     assert release.cli("status", "rel-1").events[0]["nodes"][0]["version"] == "1"
@@ -245,14 +231,14 @@ def test_a_relup_that_restarts_the_emulator_is_refused_hot_and_nothing_is_instal
 
     ran = release.patch("3")
 
-    assert ran.code == 1, outcome(ran)
+    assert ran.code == 1, ran.outcome()
     message = ran.summary["nodes"]["rel-1"]["message"]
     assert (
         "hot_upgrade_failed: the relup from 1 to 3 has restart_emulator: the node would restart"
         in message
     )
-    assert "rolled_back: nothing to restore, this run installed nothing" in step_output(
-        ran, "rollback"
+    assert "rolled_back: nothing to restore, this run installed nothing" in ran.step_output(
+        "rollback"
     )
     assert release.node.releases()["1"] == "permanent"
     assert "3" not in release.node.releases() or release.node.releases()["3"] == "unpacked"
@@ -276,7 +262,7 @@ def test_upgrade_drains_at_haproxy_then_installs_the_release(release: Release) -
             unblock_command=f"echo 'set server calls/rel-1 state ready' | {admin}",
         )  # fmt: skip
 
-        assert ran.code == 0, outcome(ran)
+        assert ran.code == 0, ran.outcome()
         kinds = [
             k for k in ran.kinds("rel-1") if k in ("blocked", "drained", "upgraded", "unblocked")
         ]
@@ -296,16 +282,16 @@ def test_a_release_after_which_calls_die_is_rolled_back_to_the_previous_one(
 
     ran = release.patch("4")
 
-    assert ran.code == 1, outcome(ran)  # rolled back: the node is back in service
+    assert ran.code == 1, ran.outcome()  # rolled back: the node is back in service
     # Seen dead by the install itself, or by verify when their next frame came only after the
     # install looked: either way the run installs release 1 again.
     assert re.search(
         r"died_failed: 2 of 2 processes running call_leg died in the upgrade|"
         r"verify_failed: 2 of 2 processes died",
         ran.summary["nodes"]["rel-1"]["message"],
-    ), outcome(ran)
-    assert "rolled_back: release 1 installed again (was 4) and permanent" in step_output(
-        ran, "rollback"
+    ), ran.outcome()
+    assert "rolled_back: release 1 installed again (was 4) and permanent" in ran.step_output(
+        "rollback"
     )
     assert release.node.releases()["1"] == "permanent"
     assert release.node.eval(f'is_process_alive(list_to_pid("{legs[0]}")).') == "false"
