@@ -36,11 +36,16 @@ class Epmd(LabServer):
         """epmd reads no files."""
 
     def _is_ready(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
+        return accepts(self.port)
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` (a server is up)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 def erlang_env(directory: Path, epmd_port: int) -> dict[str, str]:

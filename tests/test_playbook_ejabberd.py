@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from clihelp import Ran, run_cli
-from otplab import Epmd, Reachable, erlang_env, private_lock_copy
+from otplab import Epmd, Reachable, accepts, erlang_env, private_lock_copy
 
 from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -90,11 +90,7 @@ class Ejabberd(Reachable, LabServer):
             shutil.chown(path, ejabberd.pw_uid, ejabberd.pw_gid)
 
     def _is_ready(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
+        return accepts(self.port)
 
     def control(self, *args: str) -> str:
         """ejabberdctl ARGS; its output."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import yaml
 from clihelp import Ran, run_cli
 from conftest import wait_for
-from otplab import Epmd, erlang_env, private_lock_copy
+from otplab import Epmd, accepts, erlang_env, private_lock_copy
 
 from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -71,11 +70,7 @@ class RabbitMq(LabServer):
 
     def _is_ready(self) -> bool:
         # The AMQP listener opens last, once the broker has booted.
-        try:
-            socket.create_connection(("127.0.0.1", self.amqp_port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
+        return accepts(self.amqp_port)
 
     def tool(self, name: str) -> str:
         """A CLI tool of this broker as a command line that carries its own environment (the
