@@ -14,6 +14,10 @@ import secrets
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import yaml
+from clihelp import Ran, run_cli
 
 from upgradectl.lab import LabServer
 from upgradectl.lab.process import ServerProcess
@@ -127,3 +131,26 @@ def private_lock_copy(playbook: str, directory: Path) -> str:
     text = Path(bundled_playbooks()[playbook]).read_text()
     copy.write_text(f'{text}\nlock: "{directory}/{{{{ node.name }}}}.lock"\n')
     return str(copy)
+
+
+def local_cli(
+    directory: Path,
+    name: str,
+    playbook: str,
+    node_vars: dict[str, str],
+    *args: str,
+    env: dict[str, str] | None = None,
+    beside: dict[str, Any] | None = None,
+) -> Ran:
+    """`upgradectl --json ARGS` on an inventory of the ``beside`` nodes and one local node
+    ``name`` running the bundled ``playbook`` with ``node_vars``; its lock, the inventory and the
+    state directory under ``directory``."""
+    node = {
+        "transport": "local",
+        "playbook": private_lock_copy(playbook, directory),
+        "vars": node_vars,
+    }
+    inventory = directory / "inventory.yaml"
+    inventory.write_text(yaml.safe_dump({"nodes": {**(beside or {}), name: node}}))
+    state = str(directory / "state")
+    return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=env)

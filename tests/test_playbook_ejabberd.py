@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from clihelp import Ran, run_cli
-from otplab import Epmd, Reachable, accepts, erlang_env, private_lock_copy
+from clihelp import Ran
+from otplab import Epmd, Reachable, accepts, erlang_env, local_cli
 
 from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -164,15 +163,7 @@ class Xmpp:
     def cli(self, *args: str, **variables: str) -> Ran:
         """`upgradectl --json ARGS` on one local node with the ejabberd playbook."""
         node_vars = {"ejabberdctl": self.server.ctl, **variables}
-        node = {
-            "transport": "local",
-            "playbook": private_lock_copy("ejabberd", self.tmp),
-            "vars": node_vars,
-        }
-        inventory = self.tmp / "inventory.yaml"
-        inventory.write_text(yaml.safe_dump({"nodes": {"ejb-1": node}}))
-        state = str(self.tmp / "state")
-        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=self.env)
+        return local_cli(self.tmp, "ejb-1", "ejabberd", node_vars, *args, env=self.env)
 
 
 @pytest.fixture

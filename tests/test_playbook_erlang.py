@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from clihelp import Ran, run_cli
+from clihelp import Ran
 from conftest import wait_for
-from otplab import Epmd, Reachable, build, erlang_env, private_lock_copy
+from otplab import Epmd, Reachable, build, erlang_env, local_cli
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -130,15 +129,7 @@ class Otp:
             "kept_dir": str(self.kept_dir),
             **variables,
         }
-        node = {
-            "transport": "local",
-            "playbook": private_lock_copy("erlang", self.tmp),
-            "vars": node_vars,
-        }
-        inventory = self.tmp / "inventory.yaml"
-        inventory.write_text(yaml.safe_dump({"nodes": {"erl-1": node}}))
-        state = str(self.tmp / "state")
-        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=self.env)
+        return local_cli(self.tmp, "erl-1", "erlang", node_vars, *args, env=self.env)
 
     def patch(self, version: str) -> Ran:
         """`upgradectl patch erl-1 --version VERSION --yes`."""
@@ -381,24 +372,11 @@ def test_a_patch_refused_hot_is_done_by_draining_at_haproxy_and_restarting_the_n
             "version_command": "echo 'proplists:get_value(vsn, call_handler:module_info("
             f"attributes)).' | {erl_call} -e",
         }
-        inventory = {
-            "nodes": {
-                "lb": {"transport": "local"},
-                "erl-1": {
-                    "transport": "local",
-                    "playbook": private_lock_copy("erlang", otp.tmp),
-                    "vars": node_vars,
-                },
-            }
-        }
-        path = otp.tmp / "drain-inventory.yaml"
-        path.write_text(yaml.safe_dump(inventory))
-        state = str(otp.tmp / "state")
 
-        ran = run_cli(
-            "-i", str(path), "--state-dir", state, "--json",
+        ran = local_cli(
+            otp.tmp, "erl-1", "erlang", node_vars,
             "upgrade", "erl-1", "--playbook", "haproxy", "--version", "3", "--yes",
-            env=otp.env,
+            env=otp.env, beside={"lb": {"transport": "local"}},
         )  # fmt: skip
 
         assert ran.code == 0, ran.stdout[-3000:] + ran.stderr

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from clihelp import Ran, run_cli
-from otplab import Epmd, Reachable, build, erlang_env, private_lock_copy
+from clihelp import Ran
+from otplab import Epmd, Reachable, build, erlang_env, local_cli
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -161,16 +160,10 @@ class Release:
             "kept_dir": str(self.tmp / "kept"),
             **variables,
         }
-        node = {
-            "transport": "local",
-            "playbook": private_lock_copy("erlang-release", self.tmp),
-            "vars": node_vars,
-        }
-        inventory = self.tmp / "inventory.yaml"
-        nodes = {"lb": {"transport": "local"}, "rel-1": node}
-        inventory.write_text(yaml.safe_dump({"nodes": nodes}))
-        state = str(self.tmp / "state")
-        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=self.env)
+        return local_cli(
+            self.tmp, "rel-1", "erlang-release", node_vars, *args,
+            env=self.env, beside={"lb": {"transport": "local"}},
+        )  # fmt: skip
 
     def patch(self, version: str) -> Ran:
         """`upgradectl -v patch rel-1 --version VERSION --yes` (-v: the steps' output too)."""

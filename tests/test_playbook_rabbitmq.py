@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pika
 import pytest
-import yaml
-from clihelp import Ran, run_cli
+from clihelp import Ran
 from conftest import wait_for
-from otplab import Epmd, accepts, erlang_env, private_lock_copy
+from otplab import Epmd, accepts, erlang_env, local_cli
 
 from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -101,15 +100,7 @@ class Broker:
             # As an upgrade would, without a package to install: the broker restarts.
             "upgrade_command": f"{rabbitmqctl} stop_app && {rabbitmqctl} start_app",
         }
-        node = {
-            "transport": "local",
-            "playbook": private_lock_copy("rabbitmq", self.tmp),
-            "vars": node_vars,
-        }
-        inventory = self.tmp / "inventory.yaml"
-        inventory.write_text(yaml.safe_dump({"nodes": {"rmq-1": node}}))
-        state = str(self.tmp / "state")
-        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args)
+        return local_cli(self.tmp, "rmq-1", "rabbitmq", node_vars, *args)
 
 
 @pytest.fixture
