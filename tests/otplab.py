@@ -13,13 +13,15 @@ import re
 import secrets
 import socket
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from clihelp import Ran, run_cli
 
-from upgradectl.lab import LabServer
+from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
 from upgradectl.loader import bundled_playbooks
 
@@ -50,6 +52,27 @@ def accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+Server = TypeVar("Server", bound=LabServer)
+
+
+@contextmanager
+def with_epmd(
+    directory: Path, make: Callable[[dict[str, str]], Server]
+) -> Iterator[tuple[Server, dict[str, str]]]:
+    """A private epmd, then the server ``make`` builds from the Erlang environment pointed at it
+    (see :func:`erlang_env`); the server and that environment, both stopped after the block."""
+    (epmd_port,) = free_ports(1)
+    env = erlang_env(directory, epmd_port)
+    epmd = Epmd(directory, epmd_port)
+    server = make(env)
+    start_servers([epmd])
+    try:
+        start_servers([server])
+        yield server, env
+    finally:
+        stop_servers([server, epmd])
 
 
 def erlang_env(directory: Path, epmd_port: int) -> dict[str, str]:

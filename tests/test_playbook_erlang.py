@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from clihelp import Ran
 from conftest import wait_for
-from otplab import Epmd, Reachable, build, erlang_env, local_cli
+from otplab import Reachable, build, local_cli, with_epmd
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -153,16 +153,8 @@ class Otp:
 @pytest.fixture
 def otp(tmp_path: Path) -> Iterator[Otp]:
     """epmd and one node running call handler version 1; both stopped after the test."""
-    (epmd_port,) = free_ports(1)
-    env = erlang_env(tmp_path, epmd_port)
-    epmd = Epmd(tmp_path, epmd_port)
-    node = ErlangNode(tmp_path, env)
-    start_servers([epmd])
-    try:
-        start_servers([node])
+    with with_epmd(tmp_path, lambda env: ErlangNode(tmp_path, env)) as (node, env):
         yield Otp(node, tmp_path, env)
-    finally:
-        stop_servers([node, epmd])
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from clihelp import Ran
-from otplab import Epmd, Reachable, build, erlang_env, local_cli
+from otplab import Reachable, build, local_cli, with_epmd
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -173,17 +173,12 @@ class Release:
 @pytest.fixture
 def release(tmp_path: Path) -> Iterator[Release]:
     """epmd and release 1 of `calls` running; both stopped after the test."""
-    (epmd_port,) = free_ports(1)
-    env = erlang_env(tmp_path, epmd_port)
-    root, bindir = build_releases(tmp_path, env)
-    epmd = Epmd(tmp_path, epmd_port)
-    node = ReleaseNode(root, bindir, env)
-    start_servers([epmd])
-    try:
-        start_servers([node])
+
+    def make(env: dict[str, str]) -> ReleaseNode:
+        return ReleaseNode(*build_releases(tmp_path, env), env)
+
+    with with_epmd(tmp_path, make) as (node, env):
         yield Release(node, tmp_path, env)
-    finally:
-        stop_servers([node, epmd])
 
 
 @pytest.mark.slow

@@ -16,9 +16,9 @@ import pika
 import pytest
 from clihelp import Ran
 from conftest import wait_for
-from otplab import Epmd, accepts, erlang_env, local_cli
+from otplab import accepts, local_cli, with_epmd
 
-from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
+from upgradectl.lab import LabServer, free_ports
 from upgradectl.lab.process import ServerProcess
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -106,16 +106,8 @@ class Broker:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """epmd and a RabbitMQ broker; both stopped after the test."""
-    (epmd_port,) = free_ports(1)
-    env = erlang_env(tmp_path, epmd_port)
-    epmd = Epmd(tmp_path, epmd_port)
-    rabbit = RabbitMq(tmp_path / "rabbitmq", env)
-    start_servers([epmd])
-    try:
-        start_servers([rabbit])
+    with with_epmd(tmp_path, lambda env: RabbitMq(tmp_path / "rabbitmq", env)) as (rabbit, _):
         yield Broker(rabbit, tmp_path)
-    finally:
-        stop_servers([rabbit, epmd])
 
 
 def closed(client: pika.BlockingConnection) -> bool:
