@@ -132,6 +132,7 @@ def run(*args: str) -> int:
 )
 @given(data=st.data(), inventory=edited(VALID_INVENTORY, INVENTORY_PATHS), playbook=edited(VALID_PLAYBOOK, PLAYBOOK_PATHS),
        version=st.sampled_from(["1", "", " ", "2; rm -rf /", "{{ ''.__class__ }}", "ñ"]))  # fmt: skip
+@pytest.mark.slow
 def test_check_and_plan_exit_0_or_2_on_any_input_and_touch_no_host(
     no_transport: list[str],
     data: st.DataObject,

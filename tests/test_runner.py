@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from clihelp import LabCli, Ran
 
 from upgradectl.lab import Call, Fate, place_calls
@@ -232,6 +233,7 @@ def test_a_node_already_on_the_version_is_left_alone(cli: LabCli) -> None:
     call.hang_up()
 
 
+@pytest.mark.slow
 def test_unblock_verifies_then_puts_a_drained_node_back(cli: LabCli) -> None:
     fast = cli.playbook_variant("fast")
     assert cli("drain", "node-1", "--yes", "--playbook", fast).code == 0

@@ -143,6 +143,7 @@ def lock_file(cli: LabCli) -> Path:
 # --- the controller dies or is interrupted --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_controller_killed_mid_drain_is_shown_by_status_and_finished_by_resume(
     cli: LabCli, start: Start
 ) -> None:
@@ -261,6 +262,7 @@ def test_a_node_blocked_by_hand_stays_blocked_after_an_abort(cli: LabCli) -> Non
 # --- two controllers ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_controller_on_the_same_node_is_turned_away_and_break_lock_takes_over(
     cli: LabCli, start: Start, tmp_path: Path
 ) -> None:
@@ -446,6 +448,7 @@ def test_a_failed_upgrade_leaves_a_journal_that_matches_what_happened(cli: LabCl
     assert cli("status").events[0]["left_out_of_service"] == {}
 
 
+@pytest.mark.slow
 def test_a_connection_lost_mid_upgrade_is_recorded_as_unknown_not_as_upgraded(
     cli: LabCli,
 ) -> None:
