@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from clihelp import Ran, run_cli
-from otplab import Epmd, Reachable, erlang_env, private_lock_copy
+from clihelp import Ran
+from otplab import Epmd, Reachable, accepts, erlang_env, local_cli
 
 from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -90,11 +89,7 @@ class Ejabberd(Reachable, LabServer):
             shutil.chown(path, ejabberd.pw_uid, ejabberd.pw_gid)
 
     def _is_ready(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
+        return accepts(self.port)
 
     def control(self, *args: str) -> str:
         """ejabberdctl ARGS; its output."""
@@ -168,15 +163,7 @@ class Xmpp:
     def cli(self, *args: str, **variables: str) -> Ran:
         """`upgradectl --json ARGS` on one local node with the ejabberd playbook."""
         node_vars = {"ejabberdctl": self.server.ctl, **variables}
-        node = {
-            "transport": "local",
-            "playbook": private_lock_copy("ejabberd", self.tmp),
-            "vars": node_vars,
-        }
-        inventory = self.tmp / "inventory.yaml"
-        inventory.write_text(yaml.safe_dump({"nodes": {"ejb-1": node}}))
-        state = str(self.tmp / "state")
-        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=self.env)
+        return local_cli(self.tmp, "ejb-1", "ejabberd", node_vars, *args, env=self.env)
 
 
 @pytest.fixture
@@ -247,7 +234,7 @@ def test_upgrade_kicks_the_users_left_and_stops_ejabberd_kindly(xmpp: Xmpp) -> N
     assert kinds == ["blocked", "forced", "upgraded", "unblocked"]
     assert [s["id"] for s in ran.summary["nodes"]["ejb-1"]["forced"]] == ["bob@localhost/laptop"]
     assert ended(client)
-    upgrade = "\n".join(e["message"] for e in ran.events if e["event"] == "step-output")
+    upgrade = ran.step_output()
     assert "Sending announcement to connected users... ok" in upgrade
     assert "Stopping ejabberd port listeners" in upgrade
     assert not blocked.exists()

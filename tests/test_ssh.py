@@ -143,19 +143,6 @@ def test_a_node_without_host_is_found_in_ssh_config(cli: LabCli) -> None:
     assert ran.events[0]["nodes"][0]["version"] == "1.0"
 
 
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[str]:
-    """A real ssh-agent of the test's own, in the foreground; its socket path."""
-    socket_path = str(tmp_path / "agent.sock")
-    process = subprocess.Popen(["ssh-agent", "-D", "-a", socket_path], stdout=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: os.path.exists(socket_path), timeout=10, what="ssh-agent's socket")
-        yield socket_path
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def test_ssh_agent_keys_are_used_when_no_identity_file_is_given(cli: LabCli, agent: str) -> None:
     env = {"SSH_AUTH_SOCK": agent}
     subprocess.run(
