@@ -250,9 +250,8 @@ def run_line(line: Line, context: Context) -> None:
             key, _, value = word.partition("=")
             context.env[key] = value
         return
-    foreground = next(
-        (ready for start, ready in FOREGROUND.items() if command.startswith(start)), ""
-    )
+    words = " ".join(command.split()[:4])  # `lab calls` is not `lab callserver`
+    foreground = next((ready for start, ready in FOREGROUND.items() if words == start), "")
     if foreground != "":
         _run_foreground(line, command, foreground, context)
         return
@@ -285,28 +284,29 @@ def _shell(command: str) -> list[str]:
 
 def _run_foreground(line: Line, command: str, ready: str | None, context: Context) -> None:
     process = subprocess.Popen(
-        ["bash", "-c", f"exec {command}"], cwd=context.cwd, env=context.env, text=True,
+        ["bash", "-c", f"exec {command}"], cwd=context.cwd, env=context.env,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+    said = ""
     try:
         if ready is None:
             wait_for((context.cwd / "cs" / "ctl.sock").exists, timeout=20, what=command)
         else:
             assert process.stdout is not None
-            said = ""
             deadline = time.monotonic() + 60
             while ready not in said and time.monotonic() < deadline:
                 if select.select([process.stdout], [], [], 1.0)[0]:
-                    text = process.stdout.readline()
-                    if not text:
+                    chunk = os.read(process.stdout.fileno(), 65536)  # unbuffered: select tells
+                    if not chunk:
                         break
-                    said += text
+                    said += chunk.decode(errors="replace")
             assert ready in said, f"{line.where}: {line.text}\n  ran: {command}\n{said}"
     finally:
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=60)
     assert process.returncode == 0, (
-        f"{line.where}: {line.text}\n  ran: {command}\n  exit {process.returncode}\n{errors}"
+        f"{line.where}: {line.text}\n  ran: {command}\n  exit {process.returncode}\n"
+        f"{errors.decode(errors='replace')}"
     )
 
 
