@@ -2,8 +2,9 @@
 documented line can never fail again.
 
 Lines are taken from fenced code blocks (in a block of `$ ` prompts, only the prompted lines),
-the cron line and the systemd `ExecStart=`, and every command's epilog (upgradectl's and the
-lab's). Each runs with `bash -c`, standard input a terminal with "y" typed ahead (as an operator
+the cron line and the systemd `ExecStart=`, inline code spans in prose (placeholders such as
+NODE and RUN_ID filled in; a span that only names a command, `upgradectl upgrade`, is a mention,
+not a line), and every command's epilog (upgradectl's and the lab's). Each runs with `bash -c`, standard input a terminal with "y" typed ahead (as an operator
 at a terminal would answer), against:
 
 - docs/lab.md: a real lab (four sshd nodes behind HAProxy, started by the test);
@@ -97,6 +98,29 @@ def _block_commands(path: Path, block: list[tuple[int, str]]) -> list[Line]:
     return found
 
 
+# Inline spans that name a command rather than give a line to type: a subcommand with nothing to
+# act on, a bare option, the module.
+_MENTION = re.compile(
+    r"^(upgradectl( -v| --help| (upgrade|drain|patch|unblock|status|resume|history))?|python -m upgradectl)$"
+)
+
+
+def inline_lines(path: Path) -> list[Line]:
+    """The command lines written inline in prose (`upgradectl status node-a`), placeholders and
+    all (NODE, V, RUN_ID, HOST:PORT), leaving out the spans that merely name a command."""
+    text = re.sub(
+        r"```.*?```", lambda m: "\n" * m.group(0).count("\n"), path.read_text(), flags=re.S
+    )
+    found = []
+    for match in re.finditer(r"`((?:upgradectl |python -m upgradectl)[^`]*)`", text):
+        command = re.sub(r"\s+", " ", match.group(1)).strip()
+        if command.startswith("upgradectl_") or _MENTION.match(command):
+            continue
+        number = text.count("\n", 0, match.start()) + 1
+        found.append(Line(f"{path.relative_to(ROOT)}:{number}", command))
+    return found
+
+
 def epilog_lines() -> list[Line]:
     """Every example line of every `--help` epilog, upgradectl's and the lab's."""
     found = []
@@ -181,6 +205,10 @@ SUBSTITUTIONS: list[tuple[str, Replacement, str]] = [
     (r"\$\{TARGET_VERSION\}", "2.4.1", "systemd's EnvironmentFile"),
     (_RUN_ID.pattern, lambda m, whole, c: c.newest_run(), "a run id: the newest run of the state dir"),
     (r"--html run\.html", lambda m, whole, c: f"--html {c.cwd / 'run.html'}", "written in the test's dir"),
+    (r"\bNODE\b", lambda m, whole, c: "node-1" if c.lab_dir else "node-a", "a placeholder: a node of the inventory"),
+    (r"--version V\b", "--version 2.4.1", "a placeholder: a version"),
+    (r"\bRUN_ID\b", lambda m, whole, c: c.newest_run(), "a placeholder: the newest run"),
+    (r"\bHOST:PORT\b", lambda m, whole, c: f"127.0.0.1:{c.calls_port or 1}", "a placeholder: where calls go"),
 ]  # fmt: skip
 # Commands that stay in the foreground until Ctrl-C: started, awaited until they say this, then
 # stopped with SIGTERM (they must then exit 0).
@@ -336,7 +364,8 @@ SITE_NODES = {
     "media": ["fs-1", "fs-2"],
     "erlang": ["erl-1", "rel-1", "rmq-1", "rmq-2", "xmpp-1", "xmpp-2"],
 }
-FULL_PLAYBOOK = PLAYBOOK + (
+# `version` has a default, as bundled playbooks that install the newest package have (kamailio).
+FULL_PLAYBOOK = PLAYBOOK.replace("name: files\n", "name: files\nvars: {version: newest}\n") + (
     '  sessions: "ls {{ dir }}/sessions"\n'
     '  force: "rm -f {{ dir }}/sessions/*"\n'
     '  version: "cat {{ dir }}/version 2>/dev/null || echo 1.0"\n'
@@ -417,7 +446,7 @@ def test_every_line_of_a_document_runs(path: Path, tmp_path: Path, webhook: str)
     context = local_site(tmp_path, webhook)
     _seed_run(context)
     _seed_interrupted(context)
-    for line in fenced_lines(path):
+    for line in fenced_lines(path) + inline_lines(path):
         run_line(line, context)
 
 
@@ -458,7 +487,7 @@ def test_every_line_of_the_lab_page_runs_against_a_lab(
 ) -> None:
     lab = lab_factory(4, haproxy=True)
     context = _lab_context(lab, tmp_path / "side", webhook)
-    for line in fenced_lines(ROOT / "docs" / "lab.md"):
+    for line in fenced_lines(ROOT / "docs" / "lab.md") + inline_lines(ROOT / "docs" / "lab.md"):
         run_line(line, context)
 
 
@@ -472,5 +501,8 @@ def test_every_line_of_the_ansible_page_runs_on_its_own_inventory(
     context = _context(tmp_path, tmp_path / "hosts.ini", webhook)
     context.env["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-tmp")
     context.real_playbooks = True
-    for line in fenced_lines(ROOT / "docs" / "ansible.md"):
+    page_lines = fenced_lines(ROOT / "docs" / "ansible.md") + inline_lines(
+        ROOT / "docs" / "ansible.md"
+    )
+    for line in page_lines:
         run_line(line, context)
