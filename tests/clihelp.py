@@ -35,6 +35,20 @@ class Ran:
         """The event kinds, in order (of one node when given)."""
         return [e["event"] for e in self.events if node is None or e.get("node") == node]
 
+    def step_output(self, step: str | None = None) -> str:
+        """What the steps printed (their step-output events, shown with -v); of one step when
+        given."""
+        return "\n".join(
+            e["message"] for e in self.events
+            if e["event"] == "step-output"
+            and (step is None or e["message"].startswith(f"{step}:"))
+        )  # fmt: skip
+
+    def outcome(self) -> str:
+        """The nodes' results and what the steps printed, for a failed assertion (not the
+        commands)."""
+        return "\n".join([str(self.summary["nodes"]), self.step_output(), self.stderr])
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Ran:
     """``python -m upgradectl ARGS`` with no terminal and no stdin, as cron would run it."""

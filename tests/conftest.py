@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -85,6 +87,19 @@ def ssh_home(tmp_path: Path) -> Callable[[Lab], SshHome]:
         return lab.ssh_home(tmp_path / "home")
 
     return make
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[str]:
+    """A real ssh-agent of the test's own, in the foreground; its socket path."""
+    socket_path = str(tmp_path / "agent.sock")
+    process = subprocess.Popen(["ssh-agent", "-D", "-a", socket_path], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(socket_path), timeout=10, what="ssh-agent's socket")
+        yield socket_path
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 # A service on this machine: sessions are files holding their end time; blocked is a flag file.

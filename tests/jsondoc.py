@@ -28,7 +28,7 @@ def _type(spec: dict[str, Any]) -> str:
     if "enum" in spec:
         return " or ".join(f"`{value}`" for value in spec["enum"])
     if "$ref" in spec:
-        return spec["$ref"].rsplit("/", 1)[-1].replace("_", " ")
+        return str(spec["$ref"]).rsplit("/", 1)[-1].replace("_", " ")
     kind = spec.get("type", "any")
     if kind == "array":
         return f"list of {_type(spec['items'])}"

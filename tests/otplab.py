@@ -13,10 +13,17 @@ import re
 import secrets
 import socket
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
-from upgradectl.lab import LabServer
+import yaml
+from clihelp import Ran, run_cli
+
+from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
+from upgradectl.loader import bundled_playbooks
 
 SOURCES = Path(__file__).parent / "erlang"
 PID = re.compile(r"<\d+\.\d+\.\d+>")
@@ -35,11 +42,37 @@ class Epmd(LabServer):
         """epmd reads no files."""
 
     def _is_ready(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
+        return accepts(self.port)
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` (a server is up)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+Server = TypeVar("Server", bound=LabServer)
+
+
+@contextmanager
+def with_epmd(
+    directory: Path, make: Callable[[dict[str, str]], Server]
+) -> Iterator[tuple[Server, dict[str, str]]]:
+    """A private epmd, then the server ``make`` builds from the Erlang environment pointed at it
+    (see :func:`erlang_env`); the server and that environment, both stopped after the block."""
+    (epmd_port,) = free_ports(1)
+    env = erlang_env(directory, epmd_port)
+    epmd = Epmd(directory, epmd_port)
+    server = make(env)
+    start_servers([epmd])
+    try:
+        start_servers([server])
+        yield server, env
+    finally:
+        stop_servers([server, epmd])
 
 
 def erlang_env(directory: Path, epmd_port: int) -> dict[str, str]:
@@ -109,3 +142,38 @@ def build(module: str, vsn: str, directory: Path, *defines: str) -> Path:
         ["erlc", "-o", str(directory), f'-DVSN="{vsn}"', *flags, str(source)], check=True
     )
     return directory / f"{module}.beam"
+
+
+def private_lock_copy(playbook: str, directory: Path) -> str:
+    """A copy of the bundled ``playbook`` whose node lock is under ``directory``.
+
+    The tests' nodes are all this machine, where the default lock (/var/tmp, by node name) would
+    be one file for every test running at once (pytest-xdist workers, or two checkouts).
+    """
+    copy = directory / f"{playbook}-playbook.yaml"
+    text = Path(bundled_playbooks()[playbook]).read_text()
+    copy.write_text(f'{text}\nlock: "{directory}/{{{{ node.name }}}}.lock"\n')
+    return str(copy)
+
+
+def local_cli(
+    directory: Path,
+    name: str,
+    playbook: str,
+    node_vars: dict[str, str],
+    *args: str,
+    env: dict[str, str] | None = None,
+    beside: dict[str, Any] | None = None,
+) -> Ran:
+    """`upgradectl --json ARGS` on an inventory of the ``beside`` nodes and one local node
+    ``name`` running the bundled ``playbook`` with ``node_vars``; its lock, the inventory and the
+    state directory under ``directory``."""
+    node = {
+        "transport": "local",
+        "playbook": private_lock_copy(playbook, directory),
+        "vars": node_vars,
+    }
+    inventory = directory / "inventory.yaml"
+    inventory.write_text(yaml.safe_dump({"nodes": {**(beside or {}), name: node}}))
+    state = str(directory / "state")
+    return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=env)

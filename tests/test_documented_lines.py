@@ -260,11 +260,16 @@ def _export_lab(context: Context) -> str:
 def substituted(line: str, context: Context) -> str:
     """``line`` with every substitution applied."""
     for pattern, replacement, _why in SUBSTITUTIONS:
-        if isinstance(replacement, str):
-            line = re.sub(pattern, replacement, line)
-        else:
-            line = re.sub(pattern, lambda m, r=replacement, whole=line: r(m, whole, context), line)
+        line = re.sub(pattern, _replacer(replacement, line, context), line)
     return re.sub(r"\s+", " ", line).strip()
+
+
+def _replacer(
+    replacement: Replacement, line: str, context: Context
+) -> str | Callable[[re.Match[str]], str]:
+    if isinstance(replacement, str):
+        return replacement
+    return lambda match: replacement(match, line, context)
 
 
 # --- running ----------------------------------------------------------------------------------

@@ -148,3 +148,63 @@ def test_sessions_still_counted_after_the_force_fail_the_force_step(tmp_path: Pa
     assert len(node.transport.ran("force")) == 1
     assert node.clock.monotonic() >= 60 + DrainPolicy().force_grace
     assert "forced" not in node.recorded()  # nothing was seen gone: nobody is reported cut
+
+
+def test_force_when_the_estimate_says_the_stragglers_outlast_the_deadline_forces_before_it(
+    tmp_path: Path,
+) -> None:
+    # Eight calls, one ending every 20 s: the last would end at 160 s, well past the 80 s
+    # deadline, so with force_when the ones left are cut before the deadline, and it says why.
+    forced_at: list[float] = []
+
+    def live() -> int:
+        return 0 if forced_at else max(0, 8 - int(node.clock.monotonic() // 20))
+
+    def force(_: str) -> Reply:
+        forced_at.append(node.clock.monotonic())
+        return Reply()
+
+    node = FakeNode(
+        tmp_path,
+        [
+            ("count", lambda _: Reply(f"{live()} active\n")),
+            ("sessions", lambda _: Reply("".join(f"call-{n} 30\n" for n in range(live())))),
+            ("force", force),
+        ],
+        drain={
+            "timeout": "80s",
+            "stragglers": "force",
+            "max_stragglers": 5,
+            "force_when": "eta_exceeds_deadline",
+        },
+    )
+
+    _, end = drain(node)
+
+    assert isinstance(end, Drained)
+    (forcing,) = [event for event in node.events if event.kind == "forcing"]
+    assert forcing.data["because"] == "eta_exceeds_deadline"
+    assert forced_at and forced_at[0] < 80  # before the deadline, not at it
+    assert node.recorded() == ["forcing", "forced", "drained"]
+
+
+def test_while_waiting_the_poll_events_carry_the_drain_rate_and_an_eta_range(
+    tmp_path: Path,
+) -> None:
+    # Six calls, one ending every 10 s (polled every 10 s).
+    node = FakeNode(
+        tmp_path,
+        [("count", lambda _: Reply(f"{max(0, 6 - int(node.clock.monotonic() // 10))} active\n"))],
+    )
+
+    _, end = drain(node)
+
+    assert isinstance(end, Drained)
+    polls = [event.data for event in node.events if event.kind == "poll"]
+    estimated = [poll for poll in polls if poll.get("eta_low") is not None and poll["active"] > 0]
+    assert estimated, "no poll carried an ETA"
+    for poll in estimated:
+        assert poll["rate_per_minute"] > 0
+        high = poll["eta_high"] if poll["eta_high"] is not None else float("inf")
+        assert 0 <= poll["eta_low"] <= high
+        assert "ETA" in poll["insight"]

@@ -22,7 +22,8 @@ from conftest import LabFactory, wait_for
 from upgradectl.lab import CallGenerator, CallResult, Fate, HaProxy, Lab, SshHome, place_calls
 from upgradectl.lab.lab import CALL_SERVER
 from upgradectl.lab.running import Running
-from upgradectl.loader import bundled_playbooks, read_yaml
+from upgradectl.loader import bundled_playbooks
+from upgradectl.yamlread import read_yaml
 
 pytestmark = pytest.mark.lab
 
@@ -168,6 +169,7 @@ def assert_calls_flowed_around_every_drained_node(ran: Ran, result: CallResult) 
         assert node not in {c.node for c in meanwhile}
 
 
+@pytest.mark.slow
 def test_a_rolling_upgrade_drops_no_call_and_takes_one_node_at_a_time_out_of_haproxy(
     fleet: LabCli, calls: CallGenerator
 ) -> None:
@@ -201,6 +203,7 @@ def test_a_rolling_upgrade_drops_no_call_and_takes_one_node_at_a_time_out_of_hap
     assert_fewest_active_first(ran)
 
 
+@pytest.mark.slow
 def test_max_unavailable_two_drains_two_nodes_of_different_pairs_at_once(
     fleet: LabCli, calls: CallGenerator
 ) -> None:
@@ -219,6 +222,7 @@ def test_max_unavailable_two_drains_two_nodes_of_different_pairs_at_once(
     assert_fewest_active_first(ran)
 
 
+@pytest.mark.slow
 def test_after_max_failures_no_new_node_starts_and_every_node_stays_in_service(
     fleet: LabCli, calls: CallGenerator
 ) -> None:
@@ -251,6 +255,7 @@ def test_after_max_failures_no_new_node_starts_and_every_node_stays_in_service(
     assert_nobody_cut(calls.stop())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("listed_by", ["haproxy", "call server"])
 def test_stragglers_past_the_deadline_are_forced_and_the_summary_lists_the_calls_cut(
     fleet: LabCli, calls: CallGenerator, listed_by: str

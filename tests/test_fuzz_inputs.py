@@ -79,7 +79,7 @@ def edit(document: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 @st.composite
 def edited(draw: st.DrawFn, base: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
     """``base`` (valid) with a few of its fields set to anything at all."""
-    document = yaml.safe_load(yaml.safe_dump(base))
+    document: dict[str, Any] = yaml.safe_load(yaml.safe_dump(base))
     for path in draw(st.lists(st.sampled_from(paths), max_size=3)):
         edit(document, path, draw(VALUES))
     return document
@@ -132,6 +132,7 @@ def run(*args: str) -> int:
 )
 @given(data=st.data(), inventory=edited(VALID_INVENTORY, INVENTORY_PATHS), playbook=edited(VALID_PLAYBOOK, PLAYBOOK_PATHS),
        version=st.sampled_from(["1", "", " ", "2; rm -rf /", "{{ ''.__class__ }}", "ñ"]))  # fmt: skip
+@pytest.mark.slow
 def test_check_and_plan_exit_0_or_2_on_any_input_and_touch_no_host(
     no_transport: list[str],
     data: st.DataObject,

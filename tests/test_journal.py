@@ -138,7 +138,12 @@ def test_readings_reach_the_disk_with_the_next_state_change_not_one_fsync_each(
     journal = Journal(str(tmp_path), "run-1")
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     for second in range(10):
         journal.reading("node-a", 1000.0 + second, 10 - second)
     # Written (a kill -9 of the controller loses none of them) but not one fsync yet.

@@ -127,7 +127,7 @@ def real_ssh(server: HostKeysServer, known_hosts: Path, client: Path, accept_new
 def ours(server: HostKeysServer, known_hosts: Path, client: Path, accept_new: bool) -> bool:
     """Whether our transport connects, given the same file."""
     endpoint = Endpoint(alias="node-1", hostname=server.host, port=server.port, user=server.user,
-                        identity_files=(str(client),), known_hosts=str(known_hosts), proxy_jump=None)  # fmt: skip
+                        identity_files=(str(client),), known_hosts=str(known_hosts), proxy_jump=())  # fmt: skip
     transport = SshTransport(
         endpoint, accept_new_host_keys=accept_new, known_hosts=KnownHosts(str(known_hosts))
     )

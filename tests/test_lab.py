@@ -113,22 +113,22 @@ def test_a_killed_sshd_comes_back_on_the_same_port_with_the_same_host_key(
 ) -> None:
     lab = lab_factory(1)
     server = lab.nodes[0].ssh
-    session = subprocess.Popen(
+    with subprocess.Popen(
         ssh_argv(server, "echo up; sleep 60", lab.known_hosts_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert session.stdout is not None
-    assert session.stdout.readline() == "up\n"
+    ) as session:
+        assert session.stdout is not None
+        assert session.stdout.readline() == "up\n"
 
-    server.kill()
+        server.kill()
 
-    # The session dies with its sshd: ssh exits 255 when the connection drops first, or 137
-    # (128 + SIGKILL) when the remote command's kill is reported before the drop.
-    assert session.wait(timeout=10) in (255, 128 + signal.SIGKILL), (
-        "a live session must die with its sshd"
-    )
+        # The session dies with its sshd: ssh exits 255 when the connection drops first, or 137
+        # (128 + SIGKILL) when the remote command's kill is reported before the drop.
+        assert session.wait(timeout=10) in (255, 128 + signal.SIGKILL), (
+            "a live session must die with its sshd"
+        )
     assert run_ssh(lab, server, "true").returncode == 255
     server.restart()
     back = run_ssh(lab, server, "echo back")  # strict host key checking: same key
@@ -358,21 +358,21 @@ def test_write_home_gives_a_home_whose_known_hosts_trusts_the_lab(
 def test_stopping_the_lab_leaves_no_process_behind(lab_factory: LabFactory) -> None:
     lab = lab_factory(2, haproxy=True)
     assert lab.haproxy is not None
-    session = subprocess.Popen(
+    with subprocess.Popen(
         ssh_argv(lab.nodes[0].ssh, "echo up; sleep 60 & sleep 60", lab.known_hosts_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert session.stdout is not None
-    assert session.stdout.readline() == "up\n"
-    [call] = place_calls(lab.haproxy.host, lab.haproxy.port, [30])
-    started = lab.pids()
-    servers = {server.process.pid for server in lab.servers()}
-    assert len(servers) == 5  # 2 node sshd, the balancer's sshd, the call server, HAProxy
-    assert len(started - servers) >= 4, "the SSH session's processes should be counted too"
+    ) as session:
+        assert session.stdout is not None
+        assert session.stdout.readline() == "up\n"
+        [call] = place_calls(lab.haproxy.host, lab.haproxy.port, [30])
+        started = lab.pids()
+        servers = {server.process.pid for server in lab.servers()}
+        assert len(servers) == 5  # 2 node sshd, the balancer's sshd, the call server, HAProxy
+        assert len(started - servers) >= 4, "the SSH session's processes should be counted too"
 
-    lab.stop()
+        lab.stop()
 
     assert [pid for pid in started if alive(pid)] == []
     assert session.wait(timeout=10) == 255
@@ -383,16 +383,16 @@ def test_stopping_the_lab_leaves_no_process_behind(lab_factory: LabFactory) -> N
 def lab_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     """`python -m upgradectl.lab up` with one node in tmp_path, stopped after the test."""
     directory = tmp_path / "lab"
-    up = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "upgradectl.lab", "up", "--nodes", "1", "--dir", str(directory)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    yield up, directory
-    if up.poll() is None:
-        up.terminate()
-        up.wait(timeout=30)
+    ) as up:
+        yield up, directory
+        if up.poll() is None:
+            up.terminate()
+            up.wait(timeout=30)
 
 
 def test_lab_up_runs_in_the_foreground_until_sigterm(
@@ -468,17 +468,17 @@ def test_the_labs_default_playbook_blocks_at_haproxy_so_no_call_is_refused(
 def test_base_port_chooses_the_labs_ports_in_order(tmp_path: Path) -> None:
     (base,) = free_ports(1)  # a free start; the range after it is checked by the lab itself
     base = min(base, 32000)
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "upgradectl.lab", "up", "--nodes", "1", "--no-haproxy",
          "--dir", str(tmp_path / "lab"), "--base-port", str(base)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        said = [process.stdout.readline() for _ in range(3)]
-        assert said[2] == f"node-1: sshd 127.0.0.1:{base}, calls 127.0.0.1:{base + 1}\n", said
-        inventory = yaml.safe_load((tmp_path / "lab" / "inventory.yaml").read_text())
-        assert inventory["nodes"]["node-1"]["port"] == base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, process.stderr.read() if process.stderr else ""
+    ) as process:  # fmt: skip
+        try:
+            assert process.stdout is not None
+            said = [process.stdout.readline() for _ in range(3)]
+            assert said[2] == f"node-1: sshd 127.0.0.1:{base}, calls 127.0.0.1:{base + 1}\n", said
+            inventory = yaml.safe_load((tmp_path / "lab" / "inventory.yaml").read_text())
+            assert inventory["nodes"]["node-1"]["port"] == base
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0, process.stderr.read() if process.stderr else ""

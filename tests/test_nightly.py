@@ -52,9 +52,12 @@ def test_outside_the_window_nothing_starts(local_site: Path) -> None:
 def test_a_node_whose_drain_and_upgrade_do_not_fit_the_rest_of_the_window_is_deferred(
     local_site: Path,
 ) -> None:
+    # An upgrade expected to take 3 h cannot fit in the hour left (HH:MM rounds the end down, so
+    # 59 to 60 minutes): far from any minute boundary, the window is open whenever the run starts.
+    playbook = local_site / "files.yaml"
+    playbook.write_text(playbook.read_text().replace("expected: 1m", "expected: 3h"))
     now = datetime.now(UTC)
-    # Under a minute left (HH:MM rounds the end down): a 30 s drain plus a 1 m upgrade cannot fit.
-    short = window_around(now, timedelta(minutes=5), timedelta(minutes=1))
+    short = window_around(now, timedelta(minutes=5), timedelta(hours=1))
     done = upgrade(
         local_site, "--window", short, "--tz", "UTC", "--report", str(local_site / "report.json")
     )

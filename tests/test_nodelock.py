@@ -15,7 +15,8 @@ from conftest import LabFactory
 from upgradectl.errors import ExitCode, LockHeld
 from upgradectl.lab import Lab
 from upgradectl.nodelock import NodeLock
-from upgradectl.transport.ssh import Endpoint, SshTransport
+from upgradectl.transport.ssh import SshTransport
+from upgradectl.transport.sshconfig import Endpoint
 
 Shell = Callable[[str, float], str]
 
@@ -34,7 +35,7 @@ def connect(lab: Lab) -> Iterator[Callable[[], Shell]]:
     endpoint = Endpoint(
         alias="node-1", hostname=node.ssh.host, port=node.ssh.port, user=lab.user,
         identity_files=(str(lab.identity_file),), known_hosts=str(lab.known_hosts_path),
-        proxy_jump=None,
+        proxy_jump=(),
     )  # fmt: skip
 
     def shell() -> Shell:

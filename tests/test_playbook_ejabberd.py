@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from clihelp import Ran, run_cli
-from otplab import Epmd, Reachable, erlang_env
+from clihelp import Ran
+from otplab import Epmd, Reachable, accepts, erlang_env, local_cli
 
 from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -71,6 +70,7 @@ class Ejabberd(Reachable, LabServer):
         self.process = ServerProcess(
             "ejabberd", [*self.ctl.split(), "foreground"], directory / "ejabberd.out"
         )
+        self.clients: list[socket.socket] = []  # the tests' logins, closed when the server stops
 
     def _write_config(self) -> None:
         for sub in ("spool", "logs"):
@@ -89,11 +89,7 @@ class Ejabberd(Reachable, LabServer):
             shutil.chown(path, ejabberd.pw_uid, ejabberd.pw_gid)
 
     def _is_ready(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
+        return accepts(self.port)
 
     def control(self, *args: str) -> str:
         """ejabberdctl ARGS; its output."""
@@ -103,7 +99,10 @@ class Ejabberd(Reachable, LabServer):
         return done.stdout
 
     def stop(self) -> None:
-        """Stop the node however it runs now (the upgrade starts it again detached)."""
+        """Stop the node however it runs now (the upgrade starts it again detached), and close
+        the clients' sockets."""
+        for client in self.clients:
+            client.close()
         subprocess.run([*self.ctl.split(), "stop"], capture_output=True, timeout=60, check=False)
         subprocess.run([*self.ctl.split(), "stopped"], capture_output=True, timeout=60, check=False)
 
@@ -111,6 +110,7 @@ class Ejabberd(Reachable, LabServer):
         """An XMPP client session of ``user`` (SASL PLAIN, then a bound resource)."""
         self.control("register", user, "localhost", "secret")
         client = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.clients.append(client)
         client.sendall(STREAM.encode())
         _read_until(client, "</stream:features>")
         plain = base64.b64encode(f"\0{user}\0secret".encode()).decode()
@@ -163,11 +163,7 @@ class Xmpp:
     def cli(self, *args: str, **variables: str) -> Ran:
         """`upgradectl --json ARGS` on one local node with the ejabberd playbook."""
         node_vars = {"ejabberdctl": self.server.ctl, **variables}
-        node = {"transport": "local", "playbook": "ejabberd", "vars": node_vars}
-        inventory = self.tmp / "inventory.yaml"
-        inventory.write_text(yaml.safe_dump({"nodes": {"ejb-1": node}}))
-        state = str(self.tmp / "state")
-        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=self.env)
+        return local_cli(self.tmp, "ejb-1", "ejabberd", node_vars, *args, env=self.env)
 
 
 @pytest.fixture
@@ -238,7 +234,7 @@ def test_upgrade_kicks_the_users_left_and_stops_ejabberd_kindly(xmpp: Xmpp) -> N
     assert kinds == ["blocked", "forced", "upgraded", "unblocked"]
     assert [s["id"] for s in ran.summary["nodes"]["ejb-1"]["forced"]] == ["bob@localhost/laptop"]
     assert ended(client)
-    upgrade = "\n".join(e["message"] for e in ran.events if e["event"] == "step-output")
+    upgrade = ran.step_output()
     assert "Sending announcement to connected users... ok" in upgrade
     assert "Stopping ejabberd port listeners" in upgrade
     assert not blocked.exists()

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from clihelp import Ran, run_cli
+from clihelp import Ran
 from conftest import wait_for
-from otplab import Epmd, Reachable, build, erlang_env
+from otplab import Reachable, build, local_cli, with_epmd
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -130,11 +129,7 @@ class Otp:
             "kept_dir": str(self.kept_dir),
             **variables,
         }
-        node = {"transport": "local", "playbook": "erlang", "vars": node_vars}
-        inventory = self.tmp / "inventory.yaml"
-        inventory.write_text(yaml.safe_dump({"nodes": {"erl-1": node}}))
-        state = str(self.tmp / "state")
-        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=self.env)
+        return local_cli(self.tmp, "erl-1", "erlang", node_vars, *args, env=self.env)
 
     def patch(self, version: str) -> Ran:
         """`upgradectl patch erl-1 --version VERSION --yes`."""
@@ -158,16 +153,8 @@ class Otp:
 @pytest.fixture
 def otp(tmp_path: Path) -> Iterator[Otp]:
     """epmd and one node running call handler version 1; both stopped after the test."""
-    (epmd_port,) = free_ports(1)
-    env = erlang_env(tmp_path, epmd_port)
-    epmd = Epmd(tmp_path, epmd_port)
-    node = ErlangNode(tmp_path, env)
-    start_servers([epmd])
-    try:
-        start_servers([node])
+    with with_epmd(tmp_path, lambda env: ErlangNode(tmp_path, env)) as (node, env):
         yield Otp(node, tmp_path, env)
-    finally:
-        stop_servers([node, epmd])
 
 
 @pytest.mark.slow
@@ -265,20 +252,6 @@ def vsn_of(node: ErlangNode, module: str) -> str:
     return node.eval(f"proplists:get_value(vsn, {module}:module_info(attributes)).")
 
 
-def outcome(ran: Ran) -> str:
-    """The node's result and what the steps printed, for a failed assertion (not the commands)."""
-    printed = [e["message"] for e in ran.events if e["event"] == "step-output"]
-    return "\n".join([str(ran.summary["nodes"]), *printed, ran.stderr])
-
-
-def step_output(ran: Ran, step: str) -> str:
-    """What ``step`` printed (its step-output events, shown with -v)."""
-    return "\n".join(
-        e["message"] for e in ran.events
-        if e["event"] == "step-output" and e["message"].startswith(f"{step}:")
-    )  # fmt: skip
-
-
 @pytest.mark.slow
 def test_a_patch_of_two_modules_converts_every_live_call_and_keeps_their_pids(otp: Otp) -> None:
     legs = start_legs(otp.node, 4)
@@ -290,12 +263,12 @@ def test_a_patch_of_two_modules_converts_every_live_call_and_keeps_their_pids(ot
 
     ran = otp.patch_legs(patch, "2")
 
-    assert ran.code == 0, outcome(ran)
+    assert ran.code == 0, ran.outcome()
     assert (
         "patched: call_leg 1 -> 2, call_media 1 -> 2; 5 processes converted by code_change, "
-        "all 5 alive with the same pids" in step_output(ran, "patch")
+        "all 5 alive with the same pids" in ran.step_output("patch")
     )
-    assert "all 5 processes from the patch alive with the same pids" in step_output(ran, "verify")
+    assert "all 5 processes from the patch alive with the same pids" in ran.step_output("verify")
     after = {pid: otp.node.leg_state(pid) for pid in legs}  # the same pids answer
     for pid, (vsn, shape, frames) in after.items():
         assert (vsn, shape) == ("2", "map") and frames >= before[pid][2]  # state converted, kept
@@ -320,7 +293,7 @@ def test_a_code_change_that_crashes_puts_the_old_code_back_and_every_call_lives_
 
     ran = otp.patch_legs(patch, "2")
 
-    assert ran.code == 1, outcome(ran)
+    assert ran.code == 1, ran.outcome()
     message = ran.summary["nodes"]["erl-1"]["message"]
     assert 'code_change_failed: call_leg:code_change("1", ...) failed in <' in message
     assert "cannot_convert in call_leg:code_change/3" in message  # the Erlang error
@@ -345,7 +318,7 @@ def test_a_patch_after_which_calls_die_fails_though_the_version_is_right(otp: Ot
 
     ran = otp.patch_legs(patch, "2")
 
-    assert ran.code == 1, outcome(ran)
+    assert ran.code == 1, ran.outcome()
     message = ran.summary["nodes"]["erl-1"]["message"]
     # Seen dead by the patch step itself (with what killed them), or by verify when their next
     # frame came only after the patch step looked: either way the patch fails and is undone.
@@ -391,20 +364,11 @@ def test_a_patch_refused_hot_is_done_by_draining_at_haproxy_and_restarting_the_n
             "version_command": "echo 'proplists:get_value(vsn, call_handler:module_info("
             f"attributes)).' | {erl_call} -e",
         }
-        inventory = {
-            "nodes": {
-                "lb": {"transport": "local"},
-                "erl-1": {"transport": "local", "playbook": "erlang", "vars": node_vars},
-            }
-        }
-        path = otp.tmp / "drain-inventory.yaml"
-        path.write_text(yaml.safe_dump(inventory))
-        state = str(otp.tmp / "state")
 
-        ran = run_cli(
-            "-i", str(path), "--state-dir", state, "--json",
+        ran = local_cli(
+            otp.tmp, "erl-1", "erlang", node_vars,
             "upgrade", "erl-1", "--playbook", "haproxy", "--version", "3", "--yes",
-            env=otp.env,
+            env=otp.env, beside={"lb": {"transport": "local"}},
         )  # fmt: skip
 
         assert ran.code == 0, ran.stdout[-3000:] + ran.stderr

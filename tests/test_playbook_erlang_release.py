@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from clihelp import Ran, run_cli
-from otplab import Epmd, Reachable, build, erlang_env
+from clihelp import Ran
+from otplab import Reachable, build, local_cli, with_epmd
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -161,12 +160,10 @@ class Release:
             "kept_dir": str(self.tmp / "kept"),
             **variables,
         }
-        node = {"transport": "local", "playbook": "erlang-release", "vars": node_vars}
-        inventory = self.tmp / "inventory.yaml"
-        nodes = {"lb": {"transport": "local"}, "rel-1": node}
-        inventory.write_text(yaml.safe_dump({"nodes": nodes}))
-        state = str(self.tmp / "state")
-        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args, env=self.env)
+        return local_cli(
+            self.tmp, "rel-1", "erlang-release", node_vars, *args,
+            env=self.env, beside={"lb": {"transport": "local"}},
+        )  # fmt: skip
 
     def patch(self, version: str) -> Ran:
         """`upgradectl -v patch rel-1 --version VERSION --yes` (-v: the steps' output too)."""
@@ -176,31 +173,12 @@ class Release:
 @pytest.fixture
 def release(tmp_path: Path) -> Iterator[Release]:
     """epmd and release 1 of `calls` running; both stopped after the test."""
-    (epmd_port,) = free_ports(1)
-    env = erlang_env(tmp_path, epmd_port)
-    root, bindir = build_releases(tmp_path, env)
-    epmd = Epmd(tmp_path, epmd_port)
-    node = ReleaseNode(root, bindir, env)
-    start_servers([epmd])
-    try:
-        start_servers([node])
+
+    def make(env: dict[str, str]) -> ReleaseNode:
+        return ReleaseNode(*build_releases(tmp_path, env), env)
+
+    with with_epmd(tmp_path, make) as (node, env):
         yield Release(node, tmp_path, env)
-    finally:
-        stop_servers([node, epmd])
-
-
-def outcome(ran: Ran) -> str:
-    """The node's result and what the steps printed, for a failed assertion (not the commands)."""
-    printed = [e["message"] for e in ran.events if e["event"] == "step-output"]
-    return "\n".join([str(ran.summary["nodes"]), *printed, ran.stderr])
-
-
-def step_output(ran: Ran, step: str) -> str:
-    """What ``step`` printed (its step-output events, shown with -v)."""
-    return "\n".join(
-        e["message"] for e in ran.events
-        if e["event"] == "step-output" and e["message"].startswith(f"{step}:")
-    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -213,12 +191,12 @@ def test_a_release_is_upgraded_in_place_and_rolled_back_while_its_calls_keep_run
 
     up = release.patch("2")
 
-    assert up.code == 0, outcome(up)
+    assert up.code == 0, up.outcome()
     assert (
         "installed: release 2 (was 1) by its relup; 3 processes of call_leg kept running with "
-        "the same pids" in step_output(up, "patch")
+        "the same pids" in up.step_output("patch")
     )
-    assert "verified: release 2 is current and permanent" in step_output(up, "verify")
+    assert "verified: release 2 is current and permanent" in up.step_output("verify")
     assert release.node.releases() == {"2": "permanent", "1": "old"}
     assert {release.node.leg_state(pid)[:2] for pid in legs} == {("2", "map")}  # same pids
     status = release.cli("status", "rel-1")
@@ -226,8 +204,8 @@ def test_a_release_is_upgraded_in_place_and_rolled_back_while_its_calls_keep_run
 
     down = release.patch("1")  # back: release 1 installed again, by release 2's relup down
 
-    assert down.code == 0, outcome(down)
-    assert "installed: release 1 (was 2) by its relup" in step_output(down, "patch")
+    assert down.code == 0, down.outcome()
+    assert "installed: release 1 (was 2) by its relup" in down.step_output("patch")
     assert release.node.releases() == {"2": "old", "1": "permanent"}
     assert {release.node.leg_state(pid)[:2] for pid in legs} == {("1", "tuple")}
     assert release.cli("status", "rel-1").events[0]["nodes"][0]["version"] == "1"
@@ -241,14 +219,14 @@ def test_a_relup_that_restarts_the_emulator_is_refused_hot_and_nothing_is_instal
 
     ran = release.patch("3")
 
-    assert ran.code == 1, outcome(ran)
+    assert ran.code == 1, ran.outcome()
     message = ran.summary["nodes"]["rel-1"]["message"]
     assert (
         "hot_upgrade_failed: the relup from 1 to 3 has restart_emulator: the node would restart"
         in message
     )
-    assert "rolled_back: nothing to restore, this run installed nothing" in step_output(
-        ran, "rollback"
+    assert "rolled_back: nothing to restore, this run installed nothing" in ran.step_output(
+        "rollback"
     )
     assert release.node.releases()["1"] == "permanent"
     assert "3" not in release.node.releases() or release.node.releases()["3"] == "unpacked"
@@ -272,7 +250,7 @@ def test_upgrade_drains_at_haproxy_then_installs_the_release(release: Release) -
             unblock_command=f"echo 'set server calls/rel-1 state ready' | {admin}",
         )  # fmt: skip
 
-        assert ran.code == 0, outcome(ran)
+        assert ran.code == 0, ran.outcome()
         kinds = [
             k for k in ran.kinds("rel-1") if k in ("blocked", "drained", "upgraded", "unblocked")
         ]
@@ -292,16 +270,16 @@ def test_a_release_after_which_calls_die_is_rolled_back_to_the_previous_one(
 
     ran = release.patch("4")
 
-    assert ran.code == 1, outcome(ran)  # rolled back: the node is back in service
+    assert ran.code == 1, ran.outcome()  # rolled back: the node is back in service
     # Seen dead by the install itself, or by verify when their next frame came only after the
     # install looked: either way the run installs release 1 again.
     assert re.search(
         r"died_failed: 2 of 2 processes running call_leg died in the upgrade|"
         r"verify_failed: 2 of 2 processes died",
         ran.summary["nodes"]["rel-1"]["message"],
-    ), outcome(ran)
-    assert "rolled_back: release 1 installed again (was 4) and permanent" in step_output(
-        ran, "rollback"
+    ), ran.outcome()
+    assert "rolled_back: release 1 installed again (was 4) and permanent" in ran.step_output(
+        "rollback"
     )
     assert release.node.releases()["1"] == "permanent"
     assert release.node.eval(f'is_process_alive(list_to_pid("{legs[0]}")).') == "false"

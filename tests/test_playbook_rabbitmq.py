@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pika
 import pytest
-import yaml
-from clihelp import Ran, run_cli
+from clihelp import Ran
 from conftest import wait_for
-from otplab import Epmd, erlang_env
+from otplab import accepts, local_cli, with_epmd
 
-from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
+from upgradectl.lab import LabServer, free_ports
 from upgradectl.lab.process import ServerProcess
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -71,11 +69,7 @@ class RabbitMq(LabServer):
 
     def _is_ready(self) -> bool:
         # The AMQP listener opens last, once the broker has booted.
-        try:
-            socket.create_connection(("127.0.0.1", self.amqp_port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
+        return accepts(self.amqp_port)
 
     def tool(self, name: str) -> str:
         """A CLI tool of this broker as a command line that carries its own environment (the
@@ -106,26 +100,14 @@ class Broker:
             # As an upgrade would, without a package to install: the broker restarts.
             "upgrade_command": f"{rabbitmqctl} stop_app && {rabbitmqctl} start_app",
         }
-        node = {"transport": "local", "playbook": "rabbitmq", "vars": node_vars}
-        inventory = self.tmp / "inventory.yaml"
-        inventory.write_text(yaml.safe_dump({"nodes": {"rmq-1": node}}))
-        state = str(self.tmp / "state")
-        return run_cli("-i", str(inventory), "--state-dir", state, "--json", *args)
+        return local_cli(self.tmp, "rmq-1", "rabbitmq", node_vars, *args)
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """epmd and a RabbitMQ broker; both stopped after the test."""
-    (epmd_port,) = free_ports(1)
-    env = erlang_env(tmp_path, epmd_port)
-    epmd = Epmd(tmp_path, epmd_port)
-    rabbit = RabbitMq(tmp_path / "rabbitmq", env)
-    start_servers([epmd])
-    try:
-        start_servers([rabbit])
+    with with_epmd(tmp_path, lambda env: RabbitMq(tmp_path / "rabbitmq", env)) as (rabbit, _):
         yield Broker(rabbit, tmp_path)
-    finally:
-        stop_servers([rabbit, epmd])
 
 
 def closed(client: pika.BlockingConnection) -> bool:
@@ -134,7 +116,7 @@ def closed(client: pika.BlockingConnection) -> bool:
         client.process_data_events(time_limit=0)
     except pika.exceptions.AMQPError:
         return True
-    return client.is_closed
+    return bool(client.is_closed)
 
 
 @pytest.mark.slow

@@ -407,9 +407,65 @@ def test_asterisk_graceful_mode_reads_zero_only_once_the_service_stopped_itself(
     (stub.root / "down").touch()
     (stub.root / "state").write_text("inactive\n")
     assert stub.steps.count() == 0
+    assert stub.steps.is_blocked() is True  # stopped takes no call: not a block lost
     (stub.root / "state").write_text("failed\n")  # crashed: nothing says how many calls it had
     with pytest.raises(UnreadableCount):
         stub.steps.count()
+
+
+def test_asterisk_graceful_mode_upgrades_a_node_that_stopped_itself_without_a_lost_block(
+    tmp_path: Path,
+) -> None:
+    # Asterisk's answers through the playbook's shell: refusing the CLI while it waits for its
+    # two calls, then stopped by itself (systemd: inactive) until the upgrade restarts it.
+    state: dict[str, Any] = {"phase": "up", "calls": 2}
+    said = {
+        "up": Reply("0 active calls\n7 calls processed\n"),
+        "stopping": Reply("Command 'core show calls' cannot be run during shutdown\n"),
+        "stopped": Reply("blocked: the service has stopped\n"),
+    }
+
+    def is_blocked(command: str) -> Reply:
+        return said[state["phase"]]
+
+    def count(command: str) -> Reply:
+        if state["phase"] == "stopping":
+            state["calls"] -= 1
+            if state["calls"] == 0:
+                state["phase"] = "stopped"
+            return Reply("1 active call (at least: Asterisk counts nothing while it shuts down)\n")
+        if state["phase"] == "stopped":
+            return Reply("0 active calls (the service has stopped)\n")
+        return said["up"]
+
+    def act(phase: str, reply: Reply) -> Callable[[str], Reply]:
+        def answer(command: str) -> Reply:
+            state["phase"] = phase
+            return reply
+
+        return answer
+
+    transport = ScriptedTransport(
+        "asterisk-1",
+        [
+            ("core stop gracefully", act("stopping", said["stopping"])),
+            ("core abort shutdown", act("up", said["up"])),
+            ("blocked: the service has stopped", is_blocked),
+            ("at least", count),
+            ("dpkg-query", act("up", Reply())),
+            ("core waitfullybooted", Reply("Asterisk has fully booted.\n")),
+            ("core show version", Reply("Asterisk 20.6.0 built by buildd\n")),
+        ],
+    )
+    node = Node.make(tmp_path, "asterisk", {"block_mode": "graceful"})
+
+    result = node.run(
+        "upgrade", transport, tmp_path / "state", ManualClock(), PlanOptions(version="2.0")
+    )
+
+    assert (result.result, result.exit_code) == ("upgraded", ExitCode.OK), result.message
+    assert "block-lost" not in node.kinds() and result.forced == []
+    assert len(transport.ran("core stop gracefully")) == 1
 
 
 def test_asterisk_block_mode_must_be_astdb_or_graceful(tmp_path: Path) -> None:

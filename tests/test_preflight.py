@@ -3,16 +3,12 @@ words, with nothing touched; a node nothing answers at fails fast, as a failure 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 from clihelp import LabCli, Ran
-from conftest import wait_for
 
 from upgradectl.lab import KeyPair
 from upgradectl.lab.ports import free_ports
@@ -61,19 +57,6 @@ def test_a_rejected_key_is_exit_2_at_once_naming_the_keys_tried(
     assert str(stranger.private_key) in node_1_said(ran)
     assert f"port {port}" not in node_1_said(ran)  # not a network error
     assert_untouched(cli, ran)
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[str]:
-    """A real ssh-agent of the test's own, in the foreground; its socket path."""
-    socket_path = str(tmp_path / "agent.sock")
-    process = subprocess.Popen(["ssh-agent", "-D", "-a", socket_path], stdout=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: os.path.exists(socket_path), timeout=10, what="ssh-agent's socket")
-        yield socket_path
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_an_encrypted_key_without_an_agent_says_add_it_with_ssh_add_and_works_once_added(

@@ -129,21 +129,21 @@ def test_versions_compare_their_numbers_as_numbers(version: str, than: str, is_o
 
 def test_bare_resume_carries_on_the_newest_interrupted_run_and_says_which(local_site: Path) -> None:
     start_sessions(local_site, {"call-1": 4.0})
-    drain = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "upgradectl", *site_args(local_site), "--json", "drain", "node-a",
          "--yes"],
         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert drain.stdout is not None
-    for line in drain.stdout:
-        if json.loads(line)["event"] == "blocked":
-            drain.send_signal(signal.SIGTERM)
-            break
-    run_id = None
-    for line in drain.stdout:
-        event = json.loads(line)
-        run_id = event.get("run_id", run_id)
-    assert drain.wait(timeout=30) == 5
+    ) as drain:  # fmt: skip
+        assert drain.stdout is not None
+        for line in drain.stdout:
+            if json.loads(line)["event"] == "blocked":
+                drain.send_signal(signal.SIGTERM)
+                break
+        run_id = None
+        for line in drain.stdout:
+            event = json.loads(line)
+            run_id = event.get("run_id", run_id)
+        assert drain.wait(timeout=30) == 5
     resumed = run_cli(*site_args(local_site), "resume", "--yes")
     assert resumed.code == 0, resumed.stdout + resumed.stderr
     assert f"resuming run {run_id} (the newest run left unfinished): node-a from block" in (

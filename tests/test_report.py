@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyte
+import pytest
 from conftest import start_sessions
 
 from upgradectl.cli.board import COLUMNS, RESULTS, STATES
@@ -305,6 +306,7 @@ def live(site: Path, *args: str) -> tuple[int, Screens]:
     return code, screens
 
 
+@pytest.mark.slow
 def test_on_a_terminal_a_hopeless_drain_says_so_early_and_ends_gave_up(local_site: Path) -> None:
     start_sessions(local_site, {"long": 600.0})
     code, screens = live(local_site, "drain", "node-a", "--timeout", "6s")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
 from clihelp import LabCli, Ran
-from conftest import wait_for
 
 from upgradectl.lab import Call, Fate, place_calls
 
@@ -118,8 +118,8 @@ def test_a_failed_verify_without_rollback_leaves_the_node_blocked_for_a_person(
     assert ran.code == 4, ran.stdout
     assert ran.summary["nodes"]["node-1"]["in_service"] is False
     assert cli.ask("state") == "blocked"
-    status = cli("status")
-    assert "node-1" in status.stdout and '"left_out_of_service"' in status.stdout
+    # status names it among the nodes left out of service (not merely prints the key).
+    assert "node-1" in cli("status").events[0]["left_out_of_service"]
 
 
 def test_a_failed_verify_is_rolled_back_and_verified_again(cli: LabCli) -> None:
@@ -200,7 +200,9 @@ def test_accept_new_host_keys_adds_the_key_loudly(cli: LabCli) -> None:
 
 def test_one_connection_per_node_serves_every_step_and_poll(cli: LabCli) -> None:
     calls_to(cli, "node-1", [1.0])
-    fast = cli.playbook_variant("fast")
+    # Three zero readings in a row end the drain: at least three polls, however soon the call
+    # ends (a busy machine may find it over at the first one).
+    fast = cli.playbook_variant("fast", drain={"settle": 3})
     ran = cli("upgrade", "node-1", "--version", "2.0", "--yes", "--playbook", fast)
     assert ran.code == 0, ran.stderr
     assert ran.summary["connections"]["node-1"] == 1
@@ -217,7 +219,6 @@ def test_status_reports_blocked_active_version_and_lock(cli: LabCli) -> None:
     rows = {row["node"]: row for row in report["nodes"]}
     assert rows["node-1"]["blocked"] is True and rows["node-2"]["active"] == 1
     assert rows["node-2"]["version"] == "1.0" and rows["node-1"]["lock"] is None
-    wait_for(lambda: True, timeout=1)
 
 
 def test_a_node_already_on_the_version_is_left_alone(cli: LabCli) -> None:
@@ -232,6 +233,7 @@ def test_a_node_already_on_the_version_is_left_alone(cli: LabCli) -> None:
     call.hang_up()
 
 
+@pytest.mark.slow
 def test_unblock_verifies_then_puts_a_drained_node_back(cli: LabCli) -> None:
     fast = cli.playbook_variant("fast")
     assert cli("drain", "node-1", "--yes", "--playbook", fast).code == 0

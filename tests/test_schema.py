@@ -90,6 +90,7 @@ def run(site: Path, *args: str) -> list[dict[str, Any]]:
     return ran.events
 
 
+@pytest.mark.slow
 def test_every_event_of_real_runs_follows_the_schema(forcing_site: Path) -> None:
     local_site = forcing_site
     start_sessions(local_site, {"short": 1.0, "long-1": 600.0, "long-2": 600.0})

@@ -40,6 +40,49 @@ def test_more_commands_at_once_than_sshd_allows_sessions_queue_and_all_succeed(
 
 
 @contextmanager
+def descriptors_above(number: int) -> Iterator[None]:
+    """Every descriptor opened meanwhile is numbered above ``number``, as in a run of a large
+    fleet (a socket per node); the limit and the descriptors are put back after."""
+    import resource  # noqa: PLC0415 (POSIX only, like the lab)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = number + 256
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the descriptor limit ({hard}) is below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    held: list[int] = []
+    try:
+        with open(os.devnull) as devnull:
+            while not held or held[-1] < number:
+                held.append(os.dup(devnull.fileno()))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_commands_run_when_the_controller_holds_more_than_1024_descriptors(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)
+    try:
+        with descriptors_above(1100):
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                results = list(
+                    pool.map(lambda n: transport.run(f"echo out{n}; echo err{n} >&2", 10), range(8))
+                )
+            late = transport.run("sleep 1.2; echo late; exit 3", 10)  # waits past one read's cap
+    finally:
+        transport.close()
+    assert [(r.stdout, r.stderr, r.exit_code) for r in results] == [
+        (f"out{n}\n", f"err{n}\n", 0) for n in range(8)
+    ]
+    assert (late.stdout, late.exit_code) == ("late\n", 3)
+
+
+@contextmanager
 def cpu_load(processes: int = 2) -> Iterator[None]:
     """Busy loops beside the test, so that sshd is slow to open and close sessions."""
     busy = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(processes)]
@@ -98,19 +141,6 @@ def test_a_node_without_host_is_found_in_ssh_config(cli: LabCli) -> None:
     ran = cli("status", inventory=inventory_without_keys(cli, {}))
     assert ran.code == 0, ran.stdout + ran.stderr
     assert ran.events[0]["nodes"][0]["version"] == "1.0"
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[str]:
-    """A real ssh-agent of the test's own, in the foreground; its socket path."""
-    socket_path = str(tmp_path / "agent.sock")
-    process = subprocess.Popen(["ssh-agent", "-D", "-a", socket_path], stdout=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: os.path.exists(socket_path), timeout=10, what="ssh-agent's socket")
-        yield socket_path
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_ssh_agent_keys_are_used_when_no_identity_file_is_given(cli: LabCli, agent: str) -> None:
@@ -182,18 +212,17 @@ def test_a_proxyjump_chain_goes_through_every_hop_in_order(
         f"Host hop-b\n  HostName {second.host}\n  Port {second.port}\n"
         f"Host *\n  User {node.user}\n  IdentityFile {lab.identity_file}\n"
     )
-    before = {
-        hop: hop.process.log_path.read_text().count("Accepted publickey") for hop in (first, second)
-    }
+
+    def logins() -> list[int]:
+        return [
+            hop.process.log_path.read_text().count("Accepted publickey") for hop in (first, second)
+        ]
+
+    before = logins()
     ran = cli("status", inventory=inventory_without_keys(cli, {}))
     assert ran.code == 0, ran.stdout + ran.stderr
-    for hop in (first, second):  # neither is in this inventory: each was reached as a hop
-        wait_for(
-            lambda hop=hop: (
-                hop.process.log_path.read_text().count("Accepted publickey") > before[hop]
-            ),
-            timeout=5,
-        )
+    # Neither is in this inventory: each was reached as a hop.
+    wait_for(lambda: all(now > then for now, then in zip(logins(), before, strict=True)), timeout=5)
 
 
 def test_proxyjump_hops_read_as_openssh_writes_them() -> None:

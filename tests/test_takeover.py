@@ -94,7 +94,8 @@ def test_every_acting_command_takes_the_run_lock(
     start_sessions(local_site, {"call-1": 600})
     background.append(Background(local_site, "drain", "node-a", "--yes"))
     wait_for((work / "blocked").exists, DEADLINE, what="the drain's block")
-    for command in (("unblock", "node-a", "--yes"), ("drain", "node-a", "--yes"), UPGRADE):
+    running = ("resume", "--yes")  # the drain's own run, while its controller runs
+    for command in (("unblock", "node-a", "--yes"), ("drain", "node-a", "--yes"), UPGRADE, running):
         ran = run(local_site, *command)
         assert ran.code == 75, ran.stdout + ran.stderr
         assert "another run holds" in ran.stderr and "drain node-a" in ran.stderr

@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from upgradectl import journal as journals
+from upgradectl.closing import release_left_locks
 from upgradectl.connections import Connections
 from upgradectl.context import RunContext, Stop
-from upgradectl.errors import ExitCode, JournalFailed, UsageError
+from upgradectl.errors import ExitCode, JournalFailed, UnexpectedError, UsageError
 from upgradectl.events import Events
 from upgradectl.intent import Intent, intent_of
 from upgradectl.journal import Journal, RunRecord
@@ -104,6 +106,12 @@ def execute(
         if path:
             check_output(path, option)
     with _run_lock(settings, plan, run):
+        if start_at:  # a resumed run: the nodes it finished before it died keep no lock of it
+            finished = [node.name for node in plan.nodes if node.name not in start_at]
+            if not release_left_locks(settings, plan, finished):
+                events.emit(
+                    "warning", None, "could not release the locks left on " + ", ".join(finished)
+                )
         return _execute(settings, plan, events, stop, run, start_at)
 
 
@@ -154,9 +162,11 @@ def _execute(
         state_dir=settings.state_dir,
         dry_run=run.dry_run,
         break_lock=run.break_lock,
+        hand_blocked=_found_blocked_by_hand(journal.path) if start_at else frozenset(),
+        intentions=_intentions_left(journal.path) if start_at else {},
     )
     try:
-        results = _run_nodes(plan, ctx, run, start_at)
+        results = run_nodes(plan, ctx, run, start_at)
     finally:
         opened = connections.opened()
         connections.close()
@@ -182,6 +192,26 @@ _LOST_TRACK = (
 )
 
 
+def _found_blocked_by_hand(path: Path) -> frozenset[str]:
+    """The nodes a run's journal says it found blocked by hand."""
+    return frozenset(
+        record["node"]
+        for record in journals.read_run(path).records
+        if record.get("node")
+        and (record["kind"] == "was-blocked" or record.get("data", {}).get("hand_blocked"))
+    )
+
+
+# Records written before an effect whose outcome record follows it.
+_INTENTIONS = frozenset({"blocking", "forcing", "unblocking"})
+
+
+def _intentions_left(path: Path) -> dict[str, dict[str, Any]]:
+    """Per node, its last state record when that is an intention without its outcome."""
+    last = journals.read_run(path).node_states()
+    return {node: record for node, record in last.items() if record["kind"] in _INTENTIONS}
+
+
 def _now_utc() -> datetime:
     """The current time, aware (windows compare aware times)."""
     return datetime.now(UTC)
@@ -191,7 +221,7 @@ def _warn(events: Events, message: str) -> None:
     events.emit("warning", None, message)
 
 
-def _run_nodes(
+def run_nodes(
     plan: Plan, ctx: RunContext, run: RunOptions, start_at: dict[str, str] | None
 ) -> list[NodeResult]:
     """Each node's run: in the fleet's order and limits, or one after another where limits mean nothing."""
@@ -205,7 +235,12 @@ def _run_nodes(
         if reason is not None:
             return unstarted(name, "deferred", ExitCode.NOT_NOW, reason)
         node_plan = within_window(window, plan.node(name), now)
-        return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
+        try:
+            return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
+        except Exception as exc:  # past the node's own recovery: never the whole run's end
+            message = f"{UnexpectedError(exc)}; its state is unknown: a person must look"
+            outcome = NodeResult(name, "attention", ExitCode.ATTENTION, message, in_service=False)
+            return concluded(ctx, outcome)
 
     def unstarted(name: str, result: str, code: ExitCode, reason: str) -> NodeResult:
         return concluded(ctx, NodeResult(name, result, code, reason))
@@ -234,6 +269,10 @@ def _run_nodes(
     failed = [not_started(ctx, name, probes[name]) for name in names if probes[name].error]
     # A nightly run goes over the whole group again: nodes already on the version stay in service.
     current = [name for name in names if _already_current(plan, probes[name])]
+    for name in current if not run.dry_run else ():
+        # Seen in service on the version: whatever an earlier record of ours left pending
+        # (a resumed run's `unblocking`, say), the node's state is settled now.
+        ctx.journal.append("in-service", name, message="in service, on the version", blocked=False)
     done = [
         unstarted(n, "current", ExitCode.OK, f"already at version {plan.version}") for n in current
     ]

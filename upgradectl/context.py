@@ -49,6 +49,12 @@ class RunContext:
     state_dir: str
     dry_run: bool = False
     break_lock: bool = False
+    # Of a resumed run: the nodes it had found blocked by hand. They stay blocked, whatever the
+    # stage it carries on from (the earlier runs' records say nothing of a hand's block).
+    hand_blocked: frozenset[str] = frozenset()
+    # Of a resumed run: per node, its last record when that is an intention (`blocking`,
+    # `forcing`, `unblocking`) with no outcome after it: `resume` asks the node what became of it.
+    intentions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _earlier: Mapping[str, Mapping[str, Any]] | None = field(default=None, init=False, repr=False)

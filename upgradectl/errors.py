@@ -234,3 +234,12 @@ class JournalFailed(UpgradectlError):
         super().__init__(
             f"{path}: the journal cannot be written ({self.reason})" + (f"; {then}" if then else "")
         )
+
+
+class UnexpectedError(UpgradectlError):
+    """Something no step was meant to raise (a bug, a fault of a library) in one node's run: the
+    node still gets its recovery, and the run goes on with the others."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        super().__init__(f"unexpected error ({type(error).__name__}: {error})")

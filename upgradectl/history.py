@@ -24,15 +24,37 @@ def newest_runs(state_dir: str, limit: int) -> list[RunRecord]:
     return found
 
 
+# A cut the controller did not live to see: it may have happened.
+NOT_CONFIRMED = "not confirmed: controller died"
+
+
 def forced_sessions(runs: list[RunRecord]) -> list[dict[str, Any]]:
-    """Every session a run cut, for the helpdesk."""
-    return [
-        session
-        for run in runs
-        for record in run.records
-        if record["kind"] == "forced"
-        for session in record.get("data", {}).get("sessions", [])
-    ]
+    """Every session a run cut, or may have cut, for the helpdesk; ``cut`` says which.
+
+    A ``forcing`` record names the sessions before the force runs: when the controller died
+    before its outcome (``forced``, or the failure), those sessions may have been cut, and are
+    listed ``not confirmed``, unless a later record of the run says what became of them.
+    """
+    found = []
+    for run in runs:
+        pending: dict[str, dict[str, Any]] = {}  # node -> its forcing record with no outcome yet
+        for record in run.records:
+            node, data = record.get("node"), record.get("data", {})
+            if record["kind"] == "forcing":
+                pending[str(node)] = record
+            elif record["kind"] == "forced":
+                pending.pop(str(node), None)
+                found += [{"cut": "confirmed", **session} for session in data.get("sessions", [])]
+            elif record["kind"] in ("failed", "attention", "result") and node:
+                pending.pop(str(node), None)
+        for node, forcing in pending.items():
+            found += [
+                {**session, "node": node, "run": run.run_id, "cut_at": forcing["time"],
+                 "cut": NOT_CONFIRMED}
+                for session in forcing.get("data", {}).get("sessions", [])
+                if isinstance(session, dict)
+            ]  # fmt: skip
+    return found
 
 
 def find(state_dir: str, run_id: str) -> RunRecord:

@@ -7,6 +7,11 @@ kept when the count changes and once a minute, so that the drain can be drawn af
 State changes are fsynced; readings only reach the operating system, and go to disk with the
 next state change: a power cut may cost the latest readings, never a state change. A torn line
 (a power cut mid-write) is skipped and reported.
+
+Test hook: with ``UPGRADECTL_TEST_KILL_AFTER_RECORD=N`` in its environment, a controller sends
+itself SIGKILL right after its Nth record (readings not counted) is on disk: the kill sweep of
+the test suite (``tests/test_killsweep.py``) kills a run at every record that way. Nothing else
+reads the variable; never set it outside tests.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import getpass
 import json
 import os
 import secrets
+import signal
 import socket
 import stat
 import threading
@@ -32,10 +38,12 @@ from upgradectl.statedir import NO_FOLLOW, ensure_private
 # Node states that mean "this tool left the node out of service".
 OUT_OF_SERVICE = frozenset(
     {"blocking", "blocked", "drained", "forcing", "forced", "upgrading", "upgraded", "rebooting", "verified",
-     "rolling-back", "rolled-back", "left-blocked", "attention"}
+     "rolling-back", "rolled-back", "left-blocked", "attention", "unblocking"}
 )  # fmt: skip
 # States after which the node is back to how the run found it, or better.
 SETTLED = frozenset({"unblocked", "in-service", "patched"})
+# The test hook's record number (0: off).
+_KILL_AFTER = int(os.environ.get("UPGRADECTL_TEST_KILL_AFTER_RECORD", "0") or 0)
 # A drain whose count does not change still leaves one reading this often (seconds).
 READING_EVERY = 60.0
 
@@ -73,6 +81,23 @@ class RunRecord:
         """The run-end record, or None when the run never finished (crash, kill -9)."""
         return next((r for r in reversed(self.records) if r["kind"] == "run-end"), None)
 
+    @property
+    def dry_run(self) -> bool:
+        """Whether the run was a dry run: it changed nothing, so there is nothing to carry on."""
+        return bool(self.start.get("data", {}).get("dry_run"))
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether the run never ended (its controller died) and was not a dry run."""
+        return bool(self.start) and self.finished is None and not self.dry_run
+
+    @property
+    def carries_on(self) -> bool:
+        """Whether ``resume`` may carry the run on: unfinished, or ended interrupted (exit 5)."""
+        end = self.finished
+        interrupted = end is not None and end.get("data", {}).get("exit_code") == 5
+        return self.unfinished or (interrupted and not self.dry_run)
+
     def readings(self, node: str) -> list[dict[str, Any]]:
         """The drain readings kept for ``node``, oldest first: ``{"time", "active", "eta"?, ...}``."""
         return [
@@ -106,6 +131,7 @@ class Journal:
         self._lock = threading.Lock()
         self._kept: dict[str, _Kept] = {}  # per node: the latest reading written
         self.failure: JournalFailed | None = None
+        self._appended = 0
         self._fd = _open_journal(self.dir, self.path, new)
         os.fchmod(self._fd, 0o600)  # it may predate us (a resumed run), with looser permissions
         # A crash cut the last line short: the next write ends it first, so that it stays the
@@ -126,6 +152,9 @@ class Journal:
         if data:
             record["data"] = data
         self._write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
+        self._appended += 1
+        if self._appended == _KILL_AFTER:
+            os.kill(os.getpid(), signal.SIGKILL)  # the test hook: see the module's docstring
         return record
 
     def reading(
@@ -259,16 +288,15 @@ def runs(state_dir: str) -> Iterator[RunRecord]:
 
 
 def find_run(state_dir: str, run_id: str | None) -> RunRecord | None:
-    """Run ``run_id``, or the newest unfinished run when no id is given (never a dry run: it
-    changed nothing that could be carried on).
+    """Run ``run_id``, or, when no id is given, the newest run left to carry on: unfinished
+    (its controller died) or interrupted (it ended with exit 5). Never a dry run.
 
     A run whose start record was torn is never found: nothing could rebuild its plan.
     """
     for run in runs(state_dir):
         if not run.start:
             continue
-        dry = bool(run.start.get("data", {}).get("dry_run"))
-        if run.run_id == run_id or (run_id is None and run.finished is None and not dry):
+        if run.run_id == run_id or (run_id is None and run.carries_on):
             return run
     return None
 
@@ -287,8 +315,8 @@ def _out_of_service(record: dict[str, Any]) -> bool:
     changed by it and then left in a state that needs a person. (A hot patch's `verified` is not:
     nothing was blocked; nor is a node this tool could not reach before changing anything.)"""
     data = record.get("data", {})
-    if record["kind"] == "left-blocked":
-        return True
+    if record["kind"] == "left-blocked":  # unless left blocked as it was found, by hand
+        return bool(data.get("ours")) or not data.get("hand_blocked")
     if record["kind"] == "attention":
         return bool(data.get("blocked") or data.get("last_state"))
     return bool(data.get("blocked", record["kind"] in OUT_OF_SERVICE))

@@ -113,6 +113,11 @@ class NodeLock:
         )
         self.held = False
 
+    def release_left(self) -> None:
+        """Remove the lock this run left when its controller died (only if it is still its own)."""
+        self.held = True
+        self.release()
+
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lock now (None when free)."""
         output = self._run(_read(shlex.quote(self.path)))

@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from upgradectl.errors import ExitCode, SudoRefused, UpgradectlError, most_serious
+from upgradectl.errors import (
+    ExitCode,
+    SudoRefused,
+    UnexpectedError,
+    UpgradectlError,
+    most_serious,
+)
 from upgradectl.events import Events
 from upgradectl.plan import Command, Plan
 from upgradectl.sudo import sudo_check
@@ -114,4 +120,6 @@ def _ask(
                 return SudoRefused(transport.name, command.step, check, said.output)
     except UpgradectlError as exc:  # refused, unanswered, or unresolvable
         return exc
+    except Exception as exc:  # a fault of ours: the run still ends before anything is touched
+        return UnexpectedError(exc)
     return None

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from upgradectl.context import RunContext
-from upgradectl.errors import ExitCode, StepFailed, UpgradectlError
+from upgradectl.errors import ExitCode, StepFailed, UnexpectedError, UpgradectlError
 from upgradectl.model import Inventory
 from upgradectl.plan import NodePlan, Plan, build_plan
 from upgradectl.results import NodeResult, concluded
@@ -90,9 +90,14 @@ def _ask(node_plan: NodePlan, ctx: RunContext) -> Probe:
     try:
         blocked = steps.is_blocked()
         active = steps.count() if steps.has("active") else None
-    except UpgradectlError as exc:
-        ctx.events.emit("probe", node_plan.name, f"cannot ask: {exc}", error=str(exc))
-        return Probe(blocked=blocked, error=str(exc), reachable=isinstance(exc, StepFailed))
+    except Exception as exc:  # a fault of ours too: this node is left out, the others go on
+        error = exc if isinstance(exc, UpgradectlError) else UnexpectedError(exc)
+        ctx.events.emit("probe", node_plan.name, f"cannot ask: {error}", error=str(error))
+        return Probe(
+            blocked=blocked,
+            error=str(error),
+            reachable=isinstance(error, StepFailed | UnexpectedError),
+        )
     version = _version(steps, node_plan, ctx)
     said = [f"{active} active" if active is not None else "", "blocked" if blocked else ""]
     said.append(f"version {version}" if version else "")
@@ -113,8 +118,9 @@ def _version(steps: Steps, node_plan: NodePlan, ctx: RunContext) -> str | None:
         return None
     try:
         return steps.version()
-    except UpgradectlError as exc:
-        ctx.events.emit("warning", node_plan.name, f"cannot read its version: {exc}")
+    except Exception as exc:  # a fault of ours too
+        error = exc if isinstance(exc, UpgradectlError) else UnexpectedError(exc)
+        ctx.events.emit("warning", node_plan.name, f"cannot read its version: {error}")
         return None
 
 

@@ -15,6 +15,7 @@ _RESUME_AT = {
     "rebooting": "verify",
     "upgraded": "verify",
     "verified": "unblock",
+    "unblocking": "unblock",
 }
 
 
@@ -29,7 +30,16 @@ def resume_stage(kinds: list[str]) -> str | None:
     last = states[-1] if states else None
     if "upgraded" in states and last in ("unblocked", "left-blocked"):
         return None
+    if last == "unblocking" and "upgraded" not in states:
+        return "block"  # lifting the block of a run that failed or gave up: start again
     return _RESUME_AT.get(last or "", "block")
+
+
+def _resumable(result: dict[str, object]) -> bool:
+    """Whether a node's result leaves it to ``resume``: stopped, unreachable, or never started
+    because the run was stopped (skipped with exit 5, not for a fleet rule)."""
+    skipped_by_stop = result.get("result") == "skipped" and result.get("exit_code") == 5
+    return result.get("result") in RESUMABLE or skipped_by_stop
 
 
 def resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
@@ -37,7 +47,7 @@ def resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
     points = {}
     for node in nodes:
         results = [r for r in run.records if r["kind"] == "result" and r.get("node") == node]
-        if results and results[-1].get("data", {}).get("result") not in RESUMABLE:
+        if results and not _resumable(results[-1].get("data", {})):
             continue  # finished in the original run, one way or another
         stage = resume_stage([r["kind"] for r in run.records if r.get("node") == node])
         if stage is not None:
@@ -47,11 +57,12 @@ def resume_points(run: RunRecord, nodes: list[str]) -> dict[str, str]:
 
 def latest_resumable(state_dir: str) -> RunRecord | None:
     """The newest run that ``resume`` can carry on: not a dry run, with a node left unfinished
-    (an interrupted run has ended, exit 5, yet its nodes wait for `resume`)."""
+    (an interrupted run has ended, exit 5, yet its nodes wait for `resume`), or never ended
+    (its controller died after its last node finished: `resume` closes it)."""
     for run in journals.runs(state_dir):
         inputs = run.start.get("data", {}) if run.start else {}
         if not inputs or inputs.get("dry_run") or not isinstance(inputs.get("nodes"), list):
             continue
-        if resume_points(run, inputs["nodes"]):
+        if resume_points(run, inputs["nodes"]) or run.unfinished:
             return run
     return None

@@ -28,8 +28,11 @@ from upgradectl.errors import (
     LockHeld,
     StepFailed,
     TransportError,
+    UnexpectedError,
     Unreachable,
+    UpgradectlError,
 )
+from upgradectl.history import NOT_CONFIRMED
 from upgradectl.lockholder import dead_run_of_ours
 from upgradectl.nodelock import NodeLock, describe_holder
 from upgradectl.nodelog import NodeLog
@@ -60,6 +63,7 @@ class NodeRun:
         self.drain = DrainLoop(self.steps, ctx, self.log)
         self.drain_seconds: float | None = None
         self.phase = "prepare"
+        self._asked: set[str] = set()  # the intentions of a resumed run already asked about
         self.rehearsal = Rehearsal() if ctx.dry_run else None  # a dry run's acts, described
 
     def result(self, result: str, code: ExitCode, message: str) -> NodeResult:
@@ -103,14 +107,62 @@ class NodeRun:
             return concluded(self.ctx, self.result("locked", exc.exit_code, str(exc)))
         except TransportError as exc:
             return concluded(self.ctx, self.result("unreachable", exc.exit_code, str(exc)))
+        except Exception as exc:  # nothing was blocked yet: a failure, and the lock let go
+            self._release(lock)
+            message = f"not started: {UnexpectedError(exc)}"
+            return concluded(self.ctx, self.result("failed", ExitCode.STEP_FAILED, message))
         try:
-            outcome = self._guarded(body)
+            outcome = self._guarded(lambda: self._reconciled(body, start_at))
         finally:
-            try:
-                lock.release()
-            except TransportError as exc:
-                self.log.say("warning", f"could not release the lock {self.plan.lock_path}: {exc}")
+            self._release(lock)
         return concluded(self.ctx, outcome)
+
+    def _reconciled(self, body: Callable[[], NodeResult], start_at: str) -> NodeResult:
+        """A resumed node whose run died between an intention and its outcome: ask the node
+        what became of it, and write that down, before carrying on."""
+        intention = self.ctx.intentions.get(self.name, {})
+        kind = intention.get("kind")
+        if kind == "forcing":
+            self._reconcile_force(intention.get("data", {}).get("sessions") or [])
+        unblocked = (
+            kind == "unblocking"
+            and start_at == "unblock"
+            and self.name not in self.ctx.hand_blocked
+            and self.steps.is_blocked() is False
+        )
+        if unblocked:
+            self.log.record("unblocked", "found in service: the unblock before the crash worked")
+            done = {"upgrade": "upgraded", "unblock": "unblocked"}.get(self.ctx.command, "done")
+            return self.result(done, ExitCode.OK, "done; back in service")
+        return body()
+
+    def _reconcile_force(self, listed: list[dict[str, Any]]) -> None:
+        """The force may have run before the controller died: the sessions it named that are
+        gone now are written down as cut, not confirmed (they may have ended by themselves)."""
+        if not listed or not self.steps.has("sessions"):
+            return
+        live = {session.id for session in self.steps.sessions(self.ctx.wall())}
+        gone = [
+            {**session, "node": self.name, "run": self.ctx.run_id, "cut_at": self.ctx.wall(),
+             "cut": f"{NOT_CONFIRMED}; gone when resume looked"}
+            for session in listed
+            if isinstance(session, dict) and session.get("id") not in live
+        ]  # fmt: skip
+        if gone:
+            self.log.record(
+                "forced",
+                f"gone when resume looked, after the controller died around the force (cut then,"
+                f" or ended by themselves): {', '.join(str(s['id']) for s in gone)}",
+                sessions=gone,
+                count=len(gone),
+                confirmed=False,
+            )
+
+    def _release(self, lock: NodeLock) -> None:
+        try:
+            lock.release()
+        except Exception as exc:  # the node's result stands: a lock left is reported, not fatal
+            self.log.say("warning", f"could not release the lock {self.plan.lock_path}: {exc}")
 
     def _rehearsed(self, outcome: NodeResult, rehearsal: Rehearsal) -> NodeResult:
         """A dry run that got through says what the run would have done; one that failed (a
@@ -146,6 +198,8 @@ class NodeRun:
             return self._recovering(body)
         except JournalFailed as exc:
             return self._journal_failed(exc)
+        except Exception as exc:  # the recovery itself broke: the node's state is unknown
+            return self._lost(UnexpectedError(exc))
 
     def _recovering(self, body: Callable[[], NodeResult]) -> NodeResult:
         # The outer handler also catches a connection lost while recovering from a failed step.
@@ -154,6 +208,10 @@ class NodeRun:
                 return body()
             except (StepFailed, CommandTimedOut) as exc:
                 return self._recover(exc)
+            except (TransportError, JournalFailed):
+                raise
+            except Exception as exc:  # a fault of ours is a failed step: the node is put back
+                return self._recover(UnexpectedError(exc))
         except TransportError as exc:
             return self._lost(exc)
 
@@ -174,7 +232,7 @@ class NodeRun:
                 )
         return self._back_in_service(ExitCode.STEP_FAILED, "failed", message)
 
-    def _lost(self, error: TransportError) -> NodeResult:
+    def _lost(self, error: UpgradectlError) -> NodeResult:
         """The node cannot be reached (or trusted): its state is unknown, and that needs a person."""
         last_state = self.log.last_state
         known = (
@@ -216,6 +274,8 @@ class NodeRun:
                 return ended
         else:
             self._inherit_block()
+        if stage == 1 and self._already_upgraded():
+            stage = 2
         if stage <= 1:
             ended = self._hold_block()
             if ended is not None:
@@ -247,6 +307,9 @@ class NodeRun:
 
     def _inherit_block(self) -> None:
         """Learn from the journal whether an earlier run of ours left this node blocked."""
+        if self.name in self.ctx.hand_blocked:  # a resumed run had found it blocked by hand
+            self.custody.inherited(hand_blocked=True)
+            return
         earlier = self.ctx.left_blocked_by_earlier_runs(self.name)
         if earlier is not None:
             self.custody.inherited(bool(earlier.get("data", {}).get("hand_blocked")))
@@ -272,9 +335,23 @@ class NodeRun:
         self.phase = "drain"
         target = self.steps.target("block")
         self.custody.took()
+        if self._blocked_before_the_crash():
+            self.log.record(
+                "blocked", f"found blocked at {target}: the block before the crash worked"
+            )
+            return
         self.log.record("blocking", f"blocking at {target}")
         self._act("block", f"block at {target}")
         self.log.record("blocked", f"blocked at {target}; no new sessions")
+
+    def _blocked_before_the_crash(self) -> bool:
+        """Whether a resumed run died between its block and the record of it, and the node
+        says the block is on (asked once; without `is_blocked`, the block is put on again)."""
+        intention = self.ctx.intentions.get(self.name, {})
+        if intention.get("kind") != "blocking" or self.name in self._asked:
+            return False
+        self._asked.add(self.name)
+        return self.steps.is_blocked() is True
 
     def _drain(self) -> NodeResult | None:
         """Wait for the sessions to end; None once drained, else the node's result."""
@@ -314,6 +391,28 @@ class NodeRun:
             return  # stopped while it reboots: `resume` verifies it once it is back
         self.log.record("upgraded", "upgrade step done")
 
+    def _already_upgraded(self) -> bool:
+        """On resume, before the upgrade runs again: did the interrupted one finish after all?
+
+        The node's own word (the ``version`` step) decides; without it the upgrade runs again,
+        which the playbook must then allow (README: upgrades must be safe to repeat).
+        """
+        version = self.plan.variables.get("version")
+        if not self.steps.has("version") or version is None:
+            self.log.say(
+                "note",
+                "re-running the upgrade: the journal shows it started but not that it finished, "
+                "and the playbook has no `version` step to ask the node (it must be safe to repeat)",
+            )
+            return False
+        found = self.steps.version()
+        if found != version:
+            self.log.say("note", f"re-running the upgrade: the node reports version {found}")
+            return False
+        self.phase = "upgrade"
+        self.log.record("upgraded", f"already at version {version}: the upgrade is not run again")
+        return True
+
     def _verify(self, joint: str = ", ") -> None:
         if self.phase != "check":
             self.phase = "verify"
@@ -333,6 +432,8 @@ class NodeRun:
 
     def _lift_block(self, joint: str = ", ") -> None:
         target = self.steps.target("unblock")
+        # Written ahead: a run that dies now leaves `resume` the question to ask the node.
+        self.log.record("unblocking", f"unblocking at {target}")
         self._act("unblock", f"unblock at {target}", joint)
         self.custody.released()
         self.log.record("unblocked", f"unblocked at {target}; back in service")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from upgradectl import journal
+from upgradectl.closing import close_finished_run
 from upgradectl.connections import Connections
 from upgradectl.errors import StepFailed, UpgradectlError
 from upgradectl.events import Events
@@ -49,9 +50,22 @@ def status_report(settings: Settings, names: Sequence[str], options: PlanOptions
     finally:
         connections.close()
     unfinished = [
-        run for run in journal.runs(settings.state_dir) if run.finished is None and run.start
+        run
+        for run in journal.runs(settings.state_dir)
+        if run.unfinished and not _closed(settings, run)
     ]
     return StatusReport(rows, journal.left_out_of_service(settings.state_dir), unfinished)
+
+
+def _closed(settings: Settings, run: RunRecord) -> bool:
+    """Close ``run`` if every node of it had finished (see ``closing``); whether it was."""
+    from upgradectl.app import resume_plan  # noqa: PLC0415 - a run to close is rare
+
+    try:
+        plan, points, found = resume_plan(settings, run.run_id)
+    except UpgradectlError:
+        return False  # its inventory is gone or unreadable: leave it listed
+    return not points and close_finished_run(settings, found, plan, "status")
 
 
 def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any]:
@@ -60,6 +74,8 @@ def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any
     try:
         row["blocked"] = steps.is_blocked()
         row["active"] = steps.count() if steps.has("active") else None
+        if steps.has("node_active"):  # the second witness: the node's own count
+            row["node_active"] = steps.count("node_active")
         row["version"] = steps.version()
         row["lock"] = NodeLock(
             node_plan.name, node_plan.lock_path, steps.shell, "status", "status"

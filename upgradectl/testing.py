@@ -108,7 +108,7 @@ class ScriptedTransport:
         """Remember that the run released the node."""
         self.closed = True
 
-    def ran(self, pattern: str) -> list[str]:
+    def ran(self, pattern: str | re.Pattern[str]) -> list[str]:
         """The commands run so far that ``pattern`` is found in, in order."""
         return [command for command in self.commands if re.search(pattern, command)]
 

@@ -30,6 +30,7 @@ STATES = {
     "back": "verifying",
     "upgraded": "verifying",
     "verified": "unblocking",
+    "unblocking": "unblocking",
     "unblocked": "back in service",
     "rolling-back": "rolling back",
     "rolled-back": "verifying",

@@ -320,11 +320,25 @@ def unblock(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
     """Carry on an interrupted run from its journal."""
     from upgradectl import app  # noqa: PLC0415
+    from upgradectl.closing import close_finished_run  # noqa: PLC0415
 
     settings = obj.settings()
-    made, start_at, _ = app.resume_plan(settings, run_id)
+    made, start_at, found = app.resume_plan(settings, run_id)
     if not start_at:
-        click.echo(f"run {made.run_id}: every node finished; nothing to resume")
+        if found.finished is not None:
+            click.echo(f"run {made.run_id}: every node finished; nothing to resume")
+        elif close_finished_run(settings, found, made, "resume"):
+            click.echo(
+                f"run {made.run_id}: every node had finished when its controller died; "
+                "closed it and released its node locks"
+            )
+        else:
+            click.echo(
+                f"run {made.run_id}: every node had finished, but it cannot be closed now "
+                "(a run holds the run lock, or a node did not answer); try again",
+                err=True,
+            )
+            return ExitCode.NOT_NOW
         return ExitCode.OK
     steps = ", ".join(f"{node} from {stage}" for node, stage in start_at.items())
     which = "" if run_id else " (the newest run left unfinished)"

@@ -71,6 +71,13 @@ def plan_json(plan: Plan) -> str:
     )  # fmt: skip
 
 
+# Said by `plan` of a playbook that cannot tell whether an upgrade already happened.
+REPEATED_UPGRADE = (
+    "no `version` step: a `resume` after a crash during the upgrade cannot ask the node whether "
+    "it finished, and runs the upgrade again; it must be safe to repeat (idempotent)"
+)
+
+
 def plan_text(plan: Plan) -> str:
     """The plan for people: each node, its policy, each step with where it runs and its timeout."""
     lines = []
@@ -87,6 +94,8 @@ def plan_text(plan: Plan) -> str:
             flags += " (reboots)" if step["reboot"] else ""
             lines.append(f"  {number:>2}. {step['step']:<10} on {step['on']:<12} "
                          f"{format_duration(step['timeout']):>6}  {step['run']}{flags}")  # fmt: skip
+        if "upgrade" in node.steps and "version" not in node.steps:
+            lines.append(f"  note: {REPEATED_UPGRADE}")
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -127,6 +136,8 @@ def status_text(report: StatusReport) -> str:
             continue
         blocked = {True: "blocked", False: "in service", None: "blocked: unknown"}[row["blocked"]]
         active = "" if row["active"] is None else f", {row['active']} active"
+        if row.get("node_active") is not None:
+            active += f" ({row['node_active']} on the node itself)"
         version = f", version {row['version']}" if row.get("version") else ""
         lock = row.get("lock")
         held = f", locked by run {lock.get('run')} ({lock.get('owner')})" if lock else ""
@@ -186,5 +197,5 @@ def forced_text(runs: list[RunRecord]) -> str:
     for session in forced_sessions(runs):
         lasted = format_duration(session["age"]) if session.get("age") is not None else "?"
         lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {session_in_words(session)}  "
-                     f"lasted {lasted}  run {session.get('run')}")  # fmt: skip
+                     f"lasted {lasted}  run {session.get('run')}  cut ({session.get('cut', 'confirmed')})")  # fmt: skip
     return "\n".join(lines) or "no sessions were cut"

@@ -7,6 +7,7 @@ unprivileged sshd can only log in the user that runs it.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import pwd
@@ -17,6 +18,9 @@ from pathlib import Path
 LAB_USER = "upgradectl-lab"
 LAB_HOME = Path("/var/tmp/upgradectl-lab")
 _USERADD_NAME_IN_USE = 9
+# Held while the user is looked up and created: useradd fails at once, rather than waits, when
+# another holds /etc/passwd's lock (parallel test workers on a fresh machine, all at their start).
+_CREATING = Path("/var/tmp/upgradectl-lab.creating")
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,14 @@ def lab_account() -> LabAccount:
     if os.geteuid() != 0:
         entry = pwd.getpwuid(os.geteuid())
     else:
+        lock = os.open(_CREATING, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            entry = pwd.getpwnam(LAB_USER)
-        except KeyError:
-            _create_lab_user()
-            entry = pwd.getpwnam(LAB_USER)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                entry = pwd.getpwnam(LAB_USER)
+            except KeyError:
+                _create_lab_user()
+                entry = pwd.getpwnam(LAB_USER)
+        finally:
+            os.close(lock)
     return LabAccount(entry.pw_name, entry.pw_uid, entry.pw_gid)

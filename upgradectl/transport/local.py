@@ -34,6 +34,7 @@ class LocalTransport:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            errors="replace",  # as the SSH transport reads it: output to show, not to fail on
             start_new_session=True,
         )
         try:

@@ -8,7 +8,7 @@ OpenSSH's ``accept-new`` does.
 
 from __future__ import annotations
 
-import select
+import contextlib
 import socket
 import threading
 import time
@@ -211,7 +211,7 @@ class SshTransport:
                 f"{self.name}: connection lost during {command!r}: {exc}"
             ) from None
         finally:
-            channel.close()
+            _close(channel)
         elapsed = time.monotonic() - started
         if stopped_at_deadline(code, elapsed, timeout):
             raise CommandTimedOut(self.name, command, timeout, stopped=True)
@@ -220,7 +220,7 @@ class SshTransport:
     def _exec(self, channel: paramiko.Channel, command: str, deadline: float) -> None:
         """``exec_command``, which waits for the server's reply without a timeout, bounded by
         ``deadline``: closing the channel then ends its wait."""
-        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), channel.close)
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), _close, (channel,))
         timer.daemon = True
         timer.start()
         try:
@@ -263,23 +263,47 @@ class SshTransport:
             ) from None
 
     def _collect(self, channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
+        """The command's output, read with paramiko's own blocking reads (no descriptor is
+        waited on: ``select()`` fails past descriptor 1024, and a channel's ``fileno()`` costs
+        two more descriptors per command)."""
         stdout, stderr = bytearray(), bytearray()
-        while True:
-            while channel.recv_ready():
-                stdout += channel.recv(65536)
-            while channel.recv_stderr_ready():
-                stderr += channel.recv_stderr(65536)
-            if channel.exit_status_ready() and channel.eof_received:
-                if not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
-                continue
-            if channel.closed or not channel.get_transport().is_active():
-                raise EOFError("the connection closed before the command finished")
+        while True:  # stdout until its end; stderr taken as it comes, so neither fills the window
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _NoAnswer
-            select.select([channel], [], [], min(remaining, 1.0))
+            # The wait ends as soon as output or the end arrives; the cap only bounds how long
+            # stderr may wait unread (its data shares the channel's window with stdout's).
+            channel.settimeout(min(remaining, 1.0))
+            try:
+                chunk: bytes | None = channel.recv(65536)
+            except TimeoutError:
+                chunk = None
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(65536)
+            if chunk == b"":
+                break
+            stdout += chunk or b""
+        # At the end of stdout (EOF or a closed channel) stderr's buffer is closed too.
+        while chunk := channel.recv_stderr(65536):
+            stderr += chunk
+        if not channel.eof_received:
+            raise EOFError("the connection closed before the command finished")
+        if not channel.status_event.wait(max(deadline - time.monotonic(), 0.0)):
+            raise _NoAnswer
+        transport = channel.get_transport()
+        if channel.exit_status == -1 and (transport is None or transport.saved_exception):
+            # No exit status, and the connection died: paramiko closes every channel of a dead
+            # connection (a reboot) before it marks the connection inactive, so this is the word
+            # that the command's end is unknown, not a command that exited -1.
+            raise EOFError("the connection closed before the command finished")
         return stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+def _close(channel: paramiko.Channel) -> None:
+    """Close ``channel``; on a connection that died meanwhile, saying so to the server fails and
+    is not worth an error (the death itself is reported by whoever waits on the connection)."""
+    with contextlib.suppress(*_NETWORK_ERRORS):
+        channel.close()
 
 
 class _NoAnswer(Exception):
