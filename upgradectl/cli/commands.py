@@ -27,6 +27,7 @@ from upgradectl.cli.options import (
     plan_options,
     selection_options,
     unattended_options,
+    yes_option,
 )
 from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
 
@@ -315,7 +316,7 @@ def unblock(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 
 @cli.command(epilog="\b\nExamples:\n  upgradectl resume\n  upgradectl resume 20261125T020000-3fa1")
 @click.argument("run_id", required=False)
-@click.option("--yes", "-y", is_flag=True, help="Act without asking (needed without a terminal).")
+@yes_option
 @click.pass_obj
 def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
     """Carry on an interrupted run from its journal."""
