@@ -358,6 +358,7 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
         break_lock=options.pop("break_lock"),
         max_unavailable=options.pop("max_unavailable", None),
         max_failures=options.pop("max_failures", None),
+        allow_downgrade=options.pop("allow_downgrade", False),
         unattended=parse_unattended(
             *(
                 options.pop(key, None)
@@ -365,7 +366,6 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
             )
         ),
     )
-    run.allow_downgrade = options.pop("allow_downgrade", False)
     made = app.make_plan(
         obj.settings(), command, selection, _plan_options(options), new_run_id(_now())
     )
