@@ -3,6 +3,7 @@ in front of it, and this machine (the local transport)."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,11 @@ from upgradectl.transport.deadline import ANSWER_GRACE, KILL_AFTER
 from upgradectl.transport.local import LocalTransport
 from upgradectl.transport.ssh import SshTransport
 from upgradectl.transport.sshconfig import Endpoint
+
+
+def unique_sleep() -> str:
+    """``sleep S`` with an S no other process on this machine has (other test runs included)."""
+    return f"sleep {40 + secrets.randbelow(10**6) / 10**6:.6f}"
 
 
 def processes_running(marker: str) -> list[int]:
@@ -66,7 +72,7 @@ def test_a_timed_out_command_is_stopped_on_the_node_with_all_it_started(
 ) -> None:
     # `sleep 12; write version` with a short timeout: the write must never happen afterwards.
     version = lab.node("node-1").node_dir / "version"
-    marker = "sleep 41.37"  # a command line no other process on this machine has
+    marker = unique_sleep()
     started = time.monotonic()
     with pytest.raises(CommandTimedOut) as raised:
         transport.run(f"{marker}; echo 2.0 > {version}", 1.5)
@@ -80,7 +86,7 @@ def test_a_timed_out_command_is_stopped_on_the_node_with_all_it_started(
 def test_a_command_that_ignores_term_is_killed_at_the_deadline(
     lab: Lab, transport: SshTransport
 ) -> None:
-    marker = "sleep 41.38"
+    marker = unique_sleep()
     with pytest.raises(CommandTimedOut) as raised:
         transport.run(f"trap '' TERM; {marker}; {marker}", 1)
     assert raised.value.stopped
@@ -118,7 +124,7 @@ def test_a_link_that_stalls_after_the_channel_opened_ends_the_wait_at_the_deadli
 
 
 def test_a_local_command_and_its_children_are_stopped_at_the_deadline(tmp_path: Path) -> None:
-    marker = "sleep 41.39"
+    marker = unique_sleep()
     version = tmp_path / "version"
     with pytest.raises(CommandTimedOut) as raised:
         LocalTransport("here").run(f"sh -c '{marker}; echo 2.0 > {version}'", 1)
@@ -137,7 +143,7 @@ def upgrade(playbook: str) -> tuple[str, ...]:
 
 
 def test_an_upgrade_that_times_out_is_stopped_and_not_called_restored(cli: LabCli) -> None:
-    marker = "sleep 41.4"  # then the upgrade: an orphan would write the new version later
+    marker = unique_sleep()  # then the upgrade: an orphan would write the version later
     slow = cli.playbook_variant(
         "slow",
         upgrade={"run": f"{marker}; echo upgrade {{{{ version }}}} | {CTL}", "timeout": "2s"},
@@ -145,7 +151,7 @@ def test_an_upgrade_that_times_out_is_stopped_and_not_called_restored(cli: LabCl
     ran = cli(*upgrade(slow))
     assert ran.code == 1, ran.stdout
     node = ran.summary["nodes"]["node-1"]
-    assert node["result"] == "failed" and node["in_service"] is True
+    assert node["result"] == "failed" and node["in_service"] is True, node
     assert "timed out after 2s; the command was stopped" in node["message"]
     # Nothing was rolled back (the lab playbook has no rollback): never "restored".
     assert "restored" not in node["message"]
