@@ -181,8 +181,8 @@ def _execute(
     summary = RunSummary(plan.run_id, plan.command, started, time.time(), tuple(results), opened)
     journal.append("run-end", None, exit_code=int(summary.exit_code), result=summary.result)
     journal.close()
+    write_outputs(run.unattended, summary)
     data = summary.as_dict()
-    write_outputs(run.unattended, data, time.time())
     # The event's own envelope (kind, schema version, time) is the event stream's to add.
     envelope = ("event", "schema_version", "time")
     events.emit("summary", None, "", **{k: v for k, v in data.items() if k not in envelope})
