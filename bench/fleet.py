@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -44,6 +45,7 @@ import yaml
 
 from upgradectl.duration import parse_duration
 from upgradectl.lab import Lab, SshHome, lab_account, wait_for
+from upgradectl.lab.sshd import SshServer
 
 BENCH_DIR = Path(__file__).resolve().parent
 PLAYBOOK = BENCH_DIR / "playbook.yaml"
@@ -53,8 +55,11 @@ OLD_VERSION = "1"
 NEW_VERSION = "2"
 RUN_DEADLINE = 600.0  # a run that takes longer than this is hung, not slow
 REAP_DEADLINE = 30.0  # for the nodes' sshd to reap their sessions after a run
-# sshd (LogLevel INFO) logs one such line for each connection that logged in.
+FLOOR = BENCH_DIR / "floor.py"
+# sshd logs one such line for each connection that logged in,
 _ACCEPTED = re.compile(rb"^Accepted publickey for ", re.MULTILINE)
+# and (at LogLevel DEBUG, which the bench's nodes run with) one for each command run.
+_EXEC = re.compile(rb"server_input_channel_req: channel \d+ request exec ", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Figures:
     peak_rss_mb: float
     node_cpu: float
     accepted_per_node: list[int]  # sshd's count
+    commands_per_node: list[int] = field(default_factory=list)  # sshd's count of exec requests
     reported_per_node: list[int] = field(default_factory=list)  # the tool's own, if it says
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -185,9 +191,15 @@ class BenchFleet:
 
     def accepted(self) -> list[int]:
         """How many SSH logins each node's sshd has accepted so far."""
+        return self._logged(_ACCEPTED)
+
+    def commands(self) -> list[int]:
+        """How many commands each node's sshd has been asked to run so far."""
+        return self._logged(_EXEC)
+
+    def _logged(self, line: re.Pattern[bytes]) -> list[int]:
         return [
-            len(_ACCEPTED.findall(node.ssh.process.log_path.read_bytes()))
-            for node in self.lab.nodes
+            len(line.findall(node.ssh.process.log_path.read_bytes())) for node in self.lab.nodes
         ]
 
     def node_cpu(self) -> float:
@@ -261,6 +273,7 @@ class FleetRun:
 
     measured: Measured
     accepted_per_node: list[int]
+    commands_per_node: list[int]
     node_cpu: float
     spawned: float  # epoch seconds
     intrinsic: float  # from the spawn to the last session's end: no tool can beat it
@@ -271,6 +284,7 @@ def run_on_fleet(
 ) -> FleetRun:
     """Reset the nodes, run ``argv`` measured, and check that it upgraded every node."""
     accepted_before, node_cpu_before = fleet.accepted(), fleet.node_cpu()
+    commands_before = fleet.commands()
     ends = scenario.session_ends(time.time())
     fleet.reset(ends)
     spawned = time.time()
@@ -285,9 +299,11 @@ def run_on_fleet(
     stale = [v for v in fleet.versions() if v != NEW_VERSION]
     if stale:
         raise RuntimeError(f"{tool} exited 0 but left {len(stale)} nodes not upgraded")
+    node_cpu = fleet.node_cpu() - node_cpu_before  # waits for sshd to reap (and log) it all
     accepted = [a - b for a, b in zip(fleet.accepted(), accepted_before, strict=True)]
+    commands = [a - b for a, b in zip(fleet.commands(), commands_before, strict=True)]
     intrinsic = max(max(ends, default=spawned) - spawned, 0.0)
-    return FleetRun(measured, accepted, fleet.node_cpu() - node_cpu_before, spawned, intrinsic)
+    return FleetRun(measured, accepted, commands, node_cpu, spawned, intrinsic)
 
 
 def _close_ssh_masters(control_dir: Path, env: dict[str, str]) -> None:
@@ -338,6 +354,7 @@ def run_upgradectl(
         peak_rss_mb=ran.measured.peak_rss_mb,
         node_cpu=ran.node_cpu,
         accepted_per_node=ran.accepted_per_node,
+        commands_per_node=ran.commands_per_node,
         reported_per_node=[summary["connections"].get(n.name, 0) for n in fleet.lab.nodes],
         phases=phases(events, ran.spawned, ran.spawned + ran.measured.wall),
     )
@@ -384,6 +401,26 @@ def run_ansible(fleet: BenchFleet, scenario: Scenario) -> Figures:
         peak_rss_mb=ran.measured.peak_rss_mb,
         node_cpu=ran.node_cpu,
         accepted_per_node=ran.accepted_per_node,
+        commands_per_node=ran.commands_per_node,
+    )
+
+
+def run_floor(fleet: BenchFleet, scenario: Scenario) -> Figures:
+    """bench/floor.py, bare paramiko, on the same fleet: the same six commands per node."""
+    inventory = fleet.write_inventory(scenario, PLAYBOOK)
+    argv = [sys.executable, str(FLOOR), str(inventory), str(fleet.home.known_hosts)]
+    if scenario.mode == "sequential":
+        argv.append("--sequential")
+    ran = run_on_fleet(fleet, scenario, argv, fleet.home.env, "floor")
+    return Figures(
+        tool="floor (bare paramiko, 6 commands)",
+        wall=ran.measured.wall,
+        intrinsic=ran.intrinsic,
+        cpu=ran.measured.cpu,
+        peak_rss_mb=ran.measured.peak_rss_mb,
+        node_cpu=ran.node_cpu,
+        accepted_per_node=ran.accepted_per_node,
+        commands_per_node=ran.commands_per_node,
     )
 
 
@@ -415,6 +452,8 @@ def report(figures: Figures) -> str:
         f"  nodes' CPU      {figures.node_cpu:7.2f} s  (every sshd and what it ran; same cores)",
         f"  SSH connections {connections}",
     ]
+    if figures.commands_per_node:
+        lines.append(f"  commands        {_per_node(figures.commands_per_node)} (sshd's log)")
     if figures.phases:
         spent = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in figures.phases.items())
         lines.append(f"  phases          {spent}")
@@ -473,6 +512,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="also run bench/ansible/drain.yml when ansible-playbook exists (default auto)",
     )
+    add(
+        "--floor",
+        choices=("yes", "no"),
+        default="yes",
+        help="also run bench/floor.py (bare paramiko) after each upgradectl run (default yes)",
+    )
     add("--help-runs", type=int, default=5, help="`upgradectl --help` timings (default 5)")
     add("--json", metavar="FILE", type=Path, help="also write the figures as JSON to FILE")
     add("--workdir", type=Path, help="keep the lab's files, inventories and journals here")
@@ -489,6 +534,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _raise_descriptor_limit() -> None:
+    """A socket per node, and the fleet's log files: as many descriptors as allowed (the
+    controller, Ansible and the floor inherit the limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # so a SIGTERM stops the fleet too
 
@@ -497,6 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Start the fleet, run the tools on it, print the figures, stop the fleet."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    _raise_descriptor_limit()
+    SshServer.log_level = "DEBUG"  # sshd then logs each command it runs: they are counted
     scenario = Scenario(args.nodes, args.mode, args.sessions, args.drain, args.poll, args.settle)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="upgradectl-bench-"))
     fleet = BenchFleet(workdir, args.nodes)
@@ -509,10 +564,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" (max_unavailable {scenario.max_unavailable}); {args.sessions} sessions per node"
             + sessions
         )
-        runs = []
+        runs, floors = [], []
         for number in range(1, args.repeat + 1):
+            # Interleaved, so that both see the same load of a shared machine.
             runs.append(run_upgradectl(fleet, scenario, number, args.wrap))
             print(report(runs[-1]))
+            if args.floor == "yes" and not args.wrap:
+                floors.append(run_floor(fleet, scenario))
+                print(report(floors[-1]))
         ansible = None
         if args.ansible == "auto" and shutil.which("ansible-playbook"):
             ansible = run_ansible(fleet, scenario)
@@ -523,6 +582,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     median = statistics.median(figures.wall for figures in runs)
     print(f"upgradectl wall, median of {args.repeat}: {median:.2f} s")
+    floor = statistics.median(figures.wall for figures in floors) if floors else None
+    if floor is not None:
+        print(f"floor wall, median of {len(floors)}: {floor:.2f} s")
+        print(f"ratio upgradectl / floor wall: {median / floor:.2f}x")
     if ansible is not None:
         print(f"ratio ansible-playbook / upgradectl wall: {ansible.wall / median:.1f}x")
     help_time = help_seconds(args.help_runs)
@@ -534,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "help_seconds": help_time,
             "upgradectl": [figures.as_dict() for figures in runs],
             "ansible": ansible.as_dict() if ansible else None,
+            "floor": [figures.as_dict() for figures in floors],
         }
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

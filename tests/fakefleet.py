@@ -41,6 +41,7 @@ def healthy() -> list[Rule]:
         ("^block$", block(True)),
         ("^unblock$", block(False)),
         ("^count$", Reply("0 active\n")),
+        ("^sessions$", Reply("")),
         ("^version$", Reply("1.0\n")),
         ("^(upgrade|verify)$", Reply()),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fakefleet import FakeFleet
 
 from upgradectl.errors import ExitCode
@@ -61,22 +62,14 @@ def test_a_node_whose_recovery_faults_too_is_reported_out_of_service_and_the_run
     assert [results[n].result for n in ("node-1", "node-2")] == ["upgraded", "upgraded"]
 
 
-def test_a_fault_while_probing_leaves_that_node_out_and_the_others_run(tmp_path: Path) -> None:
-    fleet = FakeFleet(tmp_path, size=3, scripts={"node-2": [("^version$", broken)]})
+@pytest.mark.parametrize("reading", ["is_blocked", "count", "version"])
+def test_a_fault_while_probing_leaves_that_node_untouched_and_the_others_run(
+    tmp_path: Path, reading: str
+) -> None:
+    fleet = FakeFleet(tmp_path, size=3, scripts={"node-2": [(f"^{reading}$", broken)]})
     results = fleet.run()
     assert [results[n].result for n in ("node-1", "node-3")] == ["upgraded", "upgraded"]
     faulty = results["node-2"]
-    assert (faulty.result, faulty.exit_code, faulty.in_service) == ("upgraded", ExitCode.OK, True)
-    warned = [e.message for e in fleet.events if e.node == "node-2" and e.kind == "warning"]
-    assert warned == [
-        "cannot read its version: unexpected error (RuntimeError: a bug, on 'version')"
-    ]
-
-
-def test_a_fault_while_counting_before_the_run_leaves_that_node_untouched(tmp_path: Path) -> None:
-    fleet = FakeFleet(tmp_path, size=3, scripts={"node-2": [("^count$", broken)]})
-    results = fleet.run()
-    assert [results[n].result for n in ("node-1", "node-3")] == ["upgraded", "upgraded"]
-    faulty = results["node-2"]
-    assert (faulty.result, faulty.exit_code, faulty.in_service) == ("failed", 1, True)
+    assert (faulty.result, faulty.exit_code) == ("failed", ExitCode.STEP_FAILED)
+    assert faulty.message.startswith("not started: unexpected error (RuntimeError: a bug")
     assert fleet.transports["node-2"].ran("^(block|upgrade|unblock)$") == []

@@ -21,6 +21,9 @@ from upgradectl.resume import resume_points, resume_stage
         (["blocked", "upgrading", "upgraded"], "verify"),
         (["blocked", "upgrading", "upgraded", "interrupted", "result"], "verify"),
         (["blocked", "upgrading", "upgraded", "verified"], "unblock"),
+        (["blocked", "upgrading", "upgraded", "verified", "unblocking"], "unblock"),
+        # `unblocking` written before a verify sent with the unblock: verify again first
+        (["blocked", "upgrading", "upgraded", "unblocking"], "verify"),
         (["blocked", "upgraded", "verified", "unblocked", "result"], None),
         (["blocked", "unblocked", "result"], "block"),  # interrupted while waiting: drain again
     ],

@@ -259,3 +259,39 @@ def test_a_stop_skips_every_node_not_started_yet() -> None:
 def test_fewest_active_first_puts_unknown_counts_last_and_keeps_ties_in_order() -> None:
     active = {"a": 3, "b": None, "c": 0, "d": 3, "e": 1}
     assert fewest_active_first(active) == ["c", "e", "a", "d", "b"]
+
+
+# --- nodes not probed yet ------------------------------------------------------------------------
+
+
+def test_a_node_waits_for_the_probe_of_its_pair_and_starts_once_it_is_in() -> None:
+    rollout = fleet("100%", selected="ab")
+    rollout.unknown = {"b"}
+    assert rollout.why_not("a") == Hold("waiting for the probe of its pair b", final=False)
+    rollout.known("b", in_service=True)
+    assert rollout.why_not("a") is None
+
+
+def test_a_pair_probed_out_of_service_keeps_its_node_from_starting() -> None:
+    rollout = fleet("100%", selected="ab")
+    rollout.unknown = {"b"}
+    rollout.known("b", in_service=False)
+    assert rollout.why_not("a") == Hold("not started: its pair b is not in service", final=True)
+
+
+def test_members_not_probed_yet_count_as_out_of_service_for_the_limit() -> None:
+    rollout = fleet("2", selected="ac")  # a and c are not paired together; z is a group mate
+    rollout.unknown = {"c", "z"}
+    hold = rollout.why_not("a")
+    assert hold == Hold(
+        "not started: group voice has 2 of at most 2 nodes out of service or not probed yet (c, z)",
+        final=False,
+    )
+    rollout.known("z", in_service=True)
+    assert rollout.why_not("a") is None
+
+
+def test_a_halted_rollout_starts_no_node_more() -> None:
+    rollout = fleet("100%")
+    rollout.halted = "d runs 3.0, newer than 2.0"
+    assert rollout.why_not("a") == Hold("not started: d runs 3.0, newer than 2.0", final=True)

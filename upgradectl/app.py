@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,12 +29,19 @@ from upgradectl.journal_records import start_problem
 from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.notify import Notifications
 from upgradectl.outputs import write_outputs
-from upgradectl.plan import Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
 from upgradectl.preflight import preflight
-from upgradectl.probe import Probe, not_started, probe
+from upgradectl.probe import MAX_PROBE_THREADS, Probe, ask, not_started, probe, probe_plans
 from upgradectl.results import NodeResult, RunSummary, concluded
 from upgradectl.resume import latest_resumable, resume_points
-from upgradectl.rollout import FAILURES, Fleet, fewest_active_first, parse_limit, roll
+from upgradectl.rollout import (
+    FAILURES,
+    Arrivals,
+    Fleet,
+    fewest_active_first,
+    parse_limit,
+    roll,
+)
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeRun
 from upgradectl.settings import Selection, Settings
@@ -173,8 +181,8 @@ def _execute(
     summary = RunSummary(plan.run_id, plan.command, started, time.time(), tuple(results), opened)
     journal.append("run-end", None, exit_code=int(summary.exit_code), result=summary.result)
     journal.close()
+    write_outputs(run.unattended, summary)
     data = summary.as_dict()
-    write_outputs(run.unattended, data, time.time())
     # The event's own envelope (kind, schema version, time) is the event stream's to add.
     envelope = ("event", "schema_version", "time")
     events.emit("summary", None, "", **{k: v for k, v in data.items() if k not in envelope})
@@ -265,14 +273,15 @@ def run_nodes(
             skip(name, "not started: stopped") if ctx.stop.requested else run_node(name)
             for name in names
         ]
+    if run.confirm is None:  # nobody is asked: each node starts once its own probe is in
+        return _roll_as_probed(plan, ctx, run, names, run_node, unstarted, skip)
+    # A person answers after the probe, with the whole fleet's state in front of them.
     probes = probe(plan, ctx, names)
     failed = [not_started(ctx, name, probes[name]) for name in names if probes[name].error]
     # A nightly run goes over the whole group again: nodes already on the version stay in service.
     current = [name for name in names if _already_current(plan, probes[name])]
     for name in current if not run.dry_run else ():
-        # Seen in service on the version: whatever an earlier record of ours left pending
-        # (a resumed run's `unblocking`, say), the node's state is settled now.
-        ctx.journal.append("in-service", name, message="in service, on the version", blocked=False)
+        _in_service(ctx, name)
     done = [
         unstarted(n, "current", ExitCode.OK, f"already at version {plan.version}") for n in current
     ]
@@ -298,6 +307,96 @@ def run_nodes(
     for name, running in intent.downgrades.items():
         ctx.events.emit("warning", name, f"downgrade: {running} -> {plan.version}")
     return failed + done + roll(fleet, order, run_node, skip, lambda: ctx.stop.requested)
+
+
+def _roll_as_probed(
+    plan: Plan,
+    ctx: RunContext,
+    run: RunOptions,
+    names: list[str],
+    run_node: Callable[[str], NodeResult],
+    unstarted: Callable[[str, str, ExitCode, str], NodeResult],
+    skip: Callable[[str, str], NodeResult],
+) -> list[NodeResult]:
+    """The rollout fed by the probe as it answers, with no wait for the whole fleet's answers.
+
+    A node not probed yet counts as out of service for the limits, and a node waits for its
+    pair's probe (:class:`Fleet`). Among the nodes probed and free to go, the fewest active
+    sessions go first; a node probed late may start after one with more sessions probed
+    earlier (the price of not waiting). A downgrade that is not allowed leaves its node not
+    started (exit 2) and halts the rollout: no node starts after it.
+    """
+    plans = probe_plans(plan, ctx, names)
+    fleet = Fleet(
+        plan.inventory,
+        names,
+        pairs={name: plan.node(name).pair for name in names},
+        override=run.max_unavailable,
+        max_failures=run.max_failures,
+        unknown={node_plan.name for node_plan in plans},
+    )
+    selected = set(names)
+    active: dict[str, int | None] = {}
+    answered: list[str] = []
+
+    def arrived(answer: tuple[str, Probe]) -> tuple[list[str], list[NodeResult]]:
+        name, found = answer
+        fleet.known(name, found.in_service)
+        answered.append(name)
+        judged = judge(name, found)
+        if len(answered) == len(plans) and len(active) > 1:  # the ranking, once complete
+            order = fewest_active_first({n: active[n] for n in names if n in active})
+            ctx.events.emit(
+                "order", None, f"order (fewest active first): {', '.join(order)}", order=order
+            )
+        return judged
+
+    def judge(name: str, found: Probe) -> tuple[list[str], list[NodeResult]]:
+        """Whether node ``name`` may be started, or how it ends, now that its probe is in."""
+        if name not in selected:
+            return [], []
+        if found.error:
+            return [], [not_started(ctx, name, found)]
+        if _already_current(plan, found):
+            if not run.dry_run:
+                _in_service(ctx, name)
+            return [], [
+                unstarted(name, "current", ExitCode.OK, f"already at version {plan.version}")
+            ]
+        downgrade = intent_of(plan, [name], {name: found}).downgrades
+        if downgrade and not (run.allow_downgrade or run.dry_run):
+            fleet.halted = f"{name} runs {found.version}, newer than {plan.version}"
+            return [], [unstarted(name, "skipped", *_refused_downgrade(plan, name, found.version))]
+        if downgrade:
+            ctx.events.emit("warning", name, f"downgrade: {found.version} -> {plan.version}")
+        active[name] = found.active
+        return [name], []
+
+    place = {name: index for index, name in enumerate(names)}  # ties keep the selection's order
+    arrivals = Arrivals(
+        len(plans), arrived, rank=lambda n: (active[n] is None, active[n] or 0, place[n])
+    )
+
+    def answer(node_plan: NodePlan) -> None:
+        arrivals.inbox.put((node_plan.name, ask(node_plan, ctx)))
+
+    with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plans) or 1)) as pool:
+        for node_plan in plans:
+            pool.submit(answer, node_plan)
+        return roll(fleet, [], run_node, skip, lambda: ctx.stop.requested, arrivals)
+
+
+def _in_service(ctx: RunContext, name: str) -> None:
+    """Seen in service on the version: whatever an earlier record of ours left pending (a
+    resumed run's `unblocking`, say), the node's state is settled now."""
+    ctx.journal.append("in-service", name, message="in service, on the version", blocked=False)
+
+
+def _refused_downgrade(plan: Plan, name: str, running: str | None) -> tuple[ExitCode, str]:
+    return ExitCode.USAGE, (
+        f"not started: {name} runs {running}, newer than {plan.version}: a downgrade needs "
+        "--allow-downgrade (or a yes at the terminal)"
+    )
 
 
 def _refused(intent: Intent, run: RunOptions) -> tuple[ExitCode, str] | None:

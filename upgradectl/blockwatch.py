@@ -52,13 +52,14 @@ class BlockWatch:
             return False
         return self.checked_at is None or self.ctx.monotonic() - self.checked_at >= self.every
 
-    def check(self, before: str) -> bool:
+    def check(self, before: str, seen: bool | None = None) -> bool:
         """Read the block (``before`` says what is about to happen); put it back if it is gone.
 
+        ``seen``: what a reading just taken with the counts said (then it is not read again).
         True when it had been lost and is back: sessions may have arrived meanwhile. Raises
         BlockLost when it cannot be put back.
         """
-        if not self.watching or self.steps.is_blocked():
+        if not self.watching or (self.steps.is_blocked() if seen is None else seen):
             self.checked_at = self.ctx.monotonic()
             return False
         target = self.steps.target("block")

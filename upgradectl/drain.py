@@ -94,6 +94,9 @@ class DrainLoop:
         self.watch = BlockWatch(steps, ctx, log)
         self.forced: list[dict[str, Any]] = []
         self.forced_count = 0
+        # The block, read in the round trip of the latest count when that count could end the
+        # drain: the upgrade then follows a block seen with the zero, not one read again after.
+        self.block_seen: bool | None = None
 
     def run(self) -> DrainEnd:
         """Poll until the node is drained, the policy gives up, or a stop is asked for."""
@@ -109,7 +112,11 @@ class DrainLoop:
                 if isinstance(then, GaveUp):
                     return then
                 if then == "drained":
-                    break
+                    break  # the block seen with this zero is read before the upgrade
+                if self.block_seen is False:  # lost: put back, and count who came meanwhile
+                    self.block_seen = None
+                    self.watch.check("during the drain", seen=False)
+                    continue
                 if then == "look-again":
                     continue  # the force should have emptied the node: no pause
             if stop.wait(self._next_poll(progress)):
@@ -157,8 +164,14 @@ class DrainLoop:
 
     def _read_counts(self, progress: _Progress) -> Counts | None:
         """Every count, or None for an unreadable one (never zero; too many in a row raise)."""
+        self.block_seen = None
+        with_block = self.watch.watching and progress.zeros + 1 >= self.policy.settle
+        if with_block:
+            self.steps.along("node_active", "is_blocked")
         try:
             counts = read_counts(self.steps)
+            if with_block and self.steps.ready("is_blocked"):
+                self.block_seen = self.steps.is_blocked()
         except UnreadableCount as exc:
             progress.unreadable += 1
             if progress.unreadable >= MAX_UNREADABLE_COUNTS:

@@ -105,13 +105,17 @@ class NodeLock:
         """Remove the lock, but only if it is still this run's (and a file, not a link)."""
         if not self.held:
             return
+        self._run(self.release_command())
+        self.held = False
+
+    def release_command(self) -> str:
+        """The shell :meth:`release` runs (a caller may send it ahead with other commands)."""
         run = shlex.quote(f'"run": "{self.run_id}"')
         path = shlex.quote(self.path)
-        self._run(
+        return (
             f"if [ ! -L {path} ] && grep -qF {run} {path} 2>/dev/null; then rm -f {path}; fi; "
             "echo released"
         )
-        self.held = False
 
     def release_left(self) -> None:
         """Remove the lock this run left when its controller died (only if it is still its own)."""

@@ -41,11 +41,16 @@ class Probe:
 
 def probe(plan: Plan, ctx: RunContext, names: list[str]) -> dict[str, Probe]:
     """The state of ``names`` and of their pairs and group mates outside the selection."""
-    plans = [plan.node(name) for name in names]
-    plans += _plans_of(plan, sorted(neighbours(plan.inventory, plans) - set(names)), ctx)
+    plans = probe_plans(plan, ctx, names)
     with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plans) or 1)) as pool:
-        answers = pool.map(lambda node_plan: _ask(node_plan, ctx), plans)
+        answers = pool.map(lambda node_plan: ask(node_plan, ctx), plans)
         return dict(zip([node_plan.name for node_plan in plans], answers, strict=True))
+
+
+def probe_plans(plan: Plan, ctx: RunContext, names: list[str]) -> list[NodePlan]:
+    """What to probe for a run of ``names``: their plans, then their neighbours' status plans."""
+    plans = [plan.node(name) for name in names]
+    return plans + _plans_of(plan, sorted(neighbours(plan.inventory, plans) - set(names)), ctx)
 
 
 def neighbours(inventory: Inventory, plans: Iterable[NodePlan]) -> set[str]:
@@ -78,6 +83,14 @@ def _status_plan(plan: Plan, names: list[str]) -> Plan:
     return build_plan(plan.inventory, names, "status", plan.options, plan.run_id, plan.playbooks)
 
 
+def ask(node_plan: NodePlan, ctx: RunContext) -> Probe:
+    """One node's answer; never raises (what went wrong is the answer's ``error``)."""
+    try:
+        return _ask(node_plan, ctx)
+    except Exception as exc:  # an event that could not be sent, say: the node is left out
+        return Probe(error=str(UnexpectedError(exc)), reachable=False)
+
+
 def _ask(node_plan: NodePlan, ctx: RunContext) -> Probe:
     steps = Steps(
         node_plan,
@@ -87,6 +100,7 @@ def _ask(node_plan: NodePlan, ctx: RunContext) -> Probe:
         pause=ctx.stop.wait,
     )
     blocked = None
+    steps.along("active", "version")  # every reading in one round trip
     try:
         blocked = steps.is_blocked()
         active = steps.count() if steps.has("active") else None

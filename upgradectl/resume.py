@@ -32,7 +32,13 @@ def resume_stage(kinds: list[str]) -> str | None:
         return None
     if last == "unblocking" and "upgraded" not in states:
         return "block"  # lifting the block of a run that failed or gave up: start again
+    if last == "unblocking" and "verified" not in states[_last_index(states, "upgraded") :]:
+        return "verify"  # recorded before a verify sent in one round trip with the unblock
     return _RESUME_AT.get(last or "", "block")
+
+
+def _last_index(items: list[str], item: str) -> int:
+    return len(items) - 1 - items[::-1].index(item)
 
 
 def _resumable(result: dict[str, object]) -> bool:

@@ -4,17 +4,24 @@ Nodes run concurrently up to ``max_unavailable`` (per group, or ``--max-unavaila
 whole run); never both nodes of a pair; a node whose pair is out of service is not started;
 after ``--max-failures`` failures no new node starts; the nodes with the fewest active sessions
 go first. The decisions are pure (:class:`Fleet`); :func:`roll` runs them with threads.
+
+A node whose state is not known yet (its probe has not answered) counts as out of service for
+the limits, and a node waits for its pair's probe: :func:`roll` can then start each node as
+soon as its own probe is in (:class:`Arrivals`), with no wait for the whole fleet's, and no
+limit is exceeded by a node found out of service late.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
+import queue
 import re
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from upgradectl.errors import ExitCode, UsageError
 from upgradectl.model import Inventory
@@ -99,6 +106,8 @@ class Fleet:
     override: str | None = None  # --max-unavailable, for the whole run
     max_failures: int | None = None
     out_of_service: set[str] = field(default_factory=set)
+    unknown: set[str] = field(default_factory=set)  # not probed yet: may be out of service
+    halted: str | None = None  # why no node may start any more (a refused downgrade)
     pending: set[str] = field(default_factory=set)
     running: set[str] = field(default_factory=set)
     failures: int = 0
@@ -128,32 +137,59 @@ class Fleet:
 
     def why_not(self, node: str) -> Hold | None:
         """None when ``node`` may start now, else why not."""
-        if self.max_failures is not None and self.failures >= self.max_failures:
-            reason = f"{self.failures} failures reached --max-failures {self.max_failures}"
-            return Hold(f"not started: {reason}", final=True)
+        halted = self._halted()
+        if halted is not None:
+            return Hold(f"not started: {halted}", final=True)
+        held = self._pair_hold(node)
+        if held is not None or node in self.out_of_service:
+            return held  # a node already out takes nothing more out of service by starting
+        return self._scope_hold(node)
+
+    def _pair_hold(self, node: str) -> Hold | None:
         pair = self.pairs.get(node)
+        if pair in self.unknown:
+            return Hold(f"waiting for the probe of its pair {pair}", final=False)
         if pair in self.running:
             return Hold(f"waiting for its pair {pair}", final=False)
         if pair in self.out_of_service:
             # A pair still to run here may come back; a node already out waits for nobody.
             may_return = pair in self.pending and node not in self.out_of_service
             return Hold(f"not started: its pair {pair} is not in service", final=not may_return)
-        if node in self.out_of_service:
-            return None  # already out: starting it takes nothing more out of service
+        return None
+
+    def _scope_hold(self, node: str) -> Hold | None:
         # The busy nodes are few (at most the limits, plus what the probe found out), a scope's
         # members may be the whole fleet: intersect from the small side, or a rollout one node
         # at a time costs O(nodes) per node per pass, O(nodes^3) in all.
-        busy_now = (self.running | self.out_of_service) - {node}
+        busy_now = (self.running | self.out_of_service | self.unknown) - {node}
         for scope in self.scopes[node]:
-            busy = sorted(m for m in busy_now if m in scope.member_set)
-            if len(busy) >= scope.limit:
+            found = busy_now & scope.member_set
+            if len(found) >= scope.limit:
+                busy = sorted(found)
+                unknown = " or not probed yet" if found & self.unknown else ""
                 reason = (
                     f"{scope.name} has {len(busy)} of at most {scope.limit} nodes out of service"
-                    f" ({', '.join(busy)})"
+                    f"{unknown} ({', '.join(busy)})"
                 )
-                may_change = any(m in self.running or m in self.pending for m in busy)
+                may_change = any(
+                    m in self.running or m in self.pending or m in self.unknown for m in busy
+                )
                 return Hold(f"not started: {reason}", final=not may_change)
         return None
+
+    def _halted(self) -> str | None:
+        """Why no node may start any more, or None."""
+        if self.halted is not None:
+            return self.halted
+        if self.max_failures is not None and self.failures >= self.max_failures:
+            return f"{self.failures} failures reached --max-failures {self.max_failures}"
+        return None
+
+    def known(self, node: str, in_service: bool) -> None:
+        """``node``'s probe is in: it is in service or not."""
+        self.unknown.discard(node)
+        if not in_service:
+            self.out_of_service.add(node)
 
     def start(self, node: str) -> None:
         """``node`` has started."""
@@ -171,35 +207,71 @@ class Fleet:
             self.out_of_service.add(outcome.node)
 
 
+@dataclass
+class Arrivals(Generic[OutcomeT]):
+    """Nodes whose state comes in while the rollout runs: ``expected`` answers, put on ``inbox``
+    (by the probe's threads). ``arrived`` takes one and says which nodes may now be started
+    and the outcomes of those that end there (failed, current); ``rank`` orders the nodes
+    waiting to start (fewest active sessions first)."""
+
+    expected: int
+    arrived: Callable[[Any], tuple[list[str], list[OutcomeT]]]
+    rank: Callable[[str], Any]
+    inbox: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+
+
 def roll(
     fleet: Fleet,
     order: Sequence[str],
     run_node: Callable[[str], OutcomeT],
     skip: Callable[[str, str], OutcomeT],
     stopping: Callable[[], bool],
+    arrivals: Arrivals[OutcomeT] | None = None,
 ) -> list[OutcomeT]:
-    """Start nodes in ``order`` as the fleet allows, until every one has run or been skipped.
+    """Start nodes in ``order`` (and as ``arrivals`` come) as the fleet allows, until every one
+    has run or been skipped.
 
-    Outcomes come back in the order the nodes ended.
+    Outcomes come back in the order the nodes ended. The loop sleeps until something happens:
+    a node ends or an answer arrives (or, to look at a stop, ``STOP_CHECK_SECONDS``).
     """
+    inbox: queue.SimpleQueue[Any] = arrivals.inbox if arrivals else queue.SimpleQueue()
+    expected = arrivals.expected if arrivals else 0
     fleet.pending.update(order)
+    waiting = list(order)
     outcomes: list[OutcomeT] = []
-    futures: set[Future[OutcomeT]] = set()
-    with ThreadPoolExecutor(max_workers=max(1, len(order)), thread_name_prefix="node") as pool:
-        while fleet.pending or futures:
-            for node in [node for node in order if node in fleet.pending]:
+    running = 0
+    with ThreadPoolExecutor(
+        max_workers=max(1, len(fleet.selected)), thread_name_prefix="node"
+    ) as pool:
+        while True:
+            for node in waiting:
                 hold = STOPPED if stopping() else fleet.why_not(node)
                 if hold is None:
                     fleet.start(node)
-                    futures.add(pool.submit(run_node, node))
+                    pool.submit(run_node, node).add_done_callback(inbox.put)
+                    running += 1
                 elif hold.final:
                     fleet.pending.discard(node)
                     outcomes.append(skip(node, hold.reason))
-            if not futures:
+            waiting = [node for node in waiting if node in fleet.pending]
+            if not running and not expected:
+                if not waiting:
+                    return outcomes
                 continue  # what waited on a node that was just skipped is decided next pass
-            done, futures = wait(futures, STOP_CHECK_SECONDS, return_when=FIRST_COMPLETED)
-            for future in done:
-                outcome = future.result()
+            try:
+                item = inbox.get(timeout=STOP_CHECK_SECONDS)
+            except queue.Empty:
+                continue
+            if isinstance(item, Future):
+                running -= 1
+                ended = [item.result()]
+            else:
+                assert arrivals is not None  # only the probe's threads put anything else
+                expected -= 1
+                ready, ended = arrivals.arrived(item)
+                fleet.pending.update(ready)
+                for node in ready:
+                    bisect.insort(waiting, node, key=arrivals.rank)
+            for outcome in ended:
                 fleet.finished(outcome)
                 outcomes.append(outcome)
-    return outcomes

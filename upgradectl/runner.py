@@ -34,9 +34,9 @@ from upgradectl.errors import (
 )
 from upgradectl.history import NOT_CONFIRMED
 from upgradectl.lockholder import dead_run_of_ours
-from upgradectl.nodelock import NodeLock, describe_holder
+from upgradectl.nodelock import LOCK_TIMEOUT, NodeLock, describe_holder
 from upgradectl.nodelog import NodeLog
-from upgradectl.plan import NodePlan
+from upgradectl.plan import Command, NodePlan
 from upgradectl.reboot import RebootWait
 from upgradectl.rehearsal import Rehearsal
 from upgradectl.results import NodeResult, concluded
@@ -63,6 +63,10 @@ class NodeRun:
         self.drain = DrainLoop(self.steps, ctx, self.log)
         self.drain_seconds: float | None = None
         self.phase = "prepare"
+        self._lock: NodeLock | None = None
+        self._unblocking = (
+            False  # the intention to unblock is on record (before verify, sent with it)
+        )
         self._asked: set[str] = set()  # the intentions of a resumed run already asked about
         self.rehearsal = Rehearsal() if ctx.dry_run else None  # a dry run's acts, described
 
@@ -93,9 +97,11 @@ class NodeRun:
         }[self.ctx.command]
         if self.rehearsal is not None:
             return concluded(self.ctx, self._rehearsed(self._guarded(body), self.rehearsal))
-        lock = NodeLock(
+        lock = self._lock = NodeLock(
             self.name, self.plan.lock_path, self.steps.shell, self.ctx.run_id, self.ctx.command
         )
+        if start_at == "block" and self.ctx.command in ("drain", "upgrade"):
+            self.steps.along("is_blocked")  # the prepare phase's question, with the lock
         try:
             lock.acquire(
                 break_lock=self.ctx.break_lock,
@@ -124,9 +130,10 @@ class NodeRun:
         kind = intention.get("kind")
         if kind == "forcing":
             self._reconcile_force(intention.get("data", {}).get("sessions") or [])
+        # Recorded before a verify sent with the unblock too: an unblock that worked passed it.
         unblocked = (
             kind == "unblocking"
-            and start_at == "unblock"
+            and start_at in ("verify", "unblock")
             and self.name not in self.ctx.hand_blocked
             and self.steps.is_blocked() is False
         )
@@ -284,6 +291,7 @@ class NodeRun:
             if self.ctx.stop.requested:
                 return self._interrupted_after_upgrade()
         if stage <= 2:
+            self._finish_together()
             self._verify()
         return self._unblock("upgraded")
 
@@ -372,11 +380,16 @@ class NodeRun:
         drained again (sessions may have arrived); None once it is blocked and empty."""
         if self.rehearsal is not None:
             return None  # a dry run blocked nothing: there is no block to lose
-        while self.drain.watch.check("before upgrade"):
+        # Read with the drain's last count when it could be (one round trip for both).
+        while self.drain.watch.check("before upgrade", self._block_seen()):
             ended = self._drain()
             if ended is not None:
                 return ended
         return None
+
+    def _block_seen(self) -> bool | None:
+        seen, self.drain.block_seen = self.drain.block_seen, None
+        return seen
 
     def _upgrade_step(self) -> None:
         command = self.plan.steps["upgrade"]
@@ -390,6 +403,30 @@ class NodeRun:
         elif not reboot.run(command, boot_id):
             return  # stopped while it reboots: `resume` verifies it once it is back
         self.log.record("upgraded", "upgrade step done")
+
+    def _finish_together(self) -> None:
+        """Verify, unblock and the lock's release in one round trip, each only if the one
+        before it succeeded: where each one's success is its exit code alone (no ``parse`` or
+        ``fail_if`` to read, no retries) and all run on the node itself, beside its lock."""
+        if self.rehearsal is not None or self.custody.hand_blocked or self._lock is None:
+            return
+        chain = [self.plan.steps[name] for name in ("verify", "unblock") if self.steps.has(name)]
+        if not chain or chain[-1].step != "unblock":
+            return
+        if any(c.parse or c.fail_if or c.retries > 1 or c.target != self.name for c in chain):
+            return
+        release = Command(
+            step="lock", target=self.name, run=self._lock.release_command(), timeout=LOCK_TIMEOUT
+        )
+        self.steps.along(*chain[1:], release, gated=True)
+        # Written ahead of the round trip that may unblock: a run that dies now leaves `resume`
+        # the question to ask the node (and the verify to run again if it is still blocked).
+        self._record_unblocking()
+
+    def _record_unblocking(self) -> None:
+        if not self._unblocking:
+            self._unblocking = True
+            self.log.record("unblocking", f"unblocking at {self.steps.target('unblock')}")
 
     def _already_upgraded(self) -> bool:
         """On resume, before the upgrade runs again: did the interrupted one finish after all?
@@ -433,7 +470,7 @@ class NodeRun:
     def _lift_block(self, joint: str = ", ") -> None:
         target = self.steps.target("unblock")
         # Written ahead: a run that dies now leaves `resume` the question to ask the node.
-        self.log.record("unblocking", f"unblocking at {target}")
+        self._record_unblocking()
         self._act("unblock", f"unblock at {target}", joint)
         self.custody.released()
         self.log.record("unblocked", f"unblocked at {target}; back in service")

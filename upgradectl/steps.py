@@ -2,6 +2,10 @@
 
 What the output means is :mod:`upgradectl.parsing`'s to say; a count that is not a number is
 never read as zero.
+
+Steps that follow one another can share a round trip (:meth:`Steps.along`, :mod:`upgradectl.batch`):
+they run with the node's next command, and each one's result then serves its own turn, unless
+another command runs first (the result is then stale and dropped, and the step runs again).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from upgradectl import batch
 from upgradectl.errors import (
     CommandTimedOut,
     ConnectionLost,
@@ -22,6 +27,10 @@ from upgradectl.parsing import Session, check, extract, parse_sessions
 from upgradectl.plan import Command, NodePlan
 from upgradectl.sudo import wrap_sudo
 from upgradectl.transport.base import CommandResult, Transport
+from upgradectl.transport.deadline import stopped_at_deadline
+
+# What the tool runs of its own (the node lock) is safe to repeat, like the repeatable steps.
+_REPEATABLE = REPEATABLE_STEPS | {"lock"}
 
 
 class Steps:
@@ -44,6 +53,28 @@ class Steps:
         # Target -> when its connection was found lost, until it answers again: one reconnect
         # budget per node for the whole run, not a fresh one for each step (the lock's release).
         self._lost_since: dict[str, float] = {}
+        self._along: list[Command] = []  # to send with the next command
+        self._gated = False  # whether each of them runs only if the ones before it succeeded
+        self._ready: dict[tuple[str, str], CommandResult] = {}  # (target, text): read ahead
+
+    def along(self, *steps: str | Command, gated: bool = False) -> None:
+        """Send ``steps`` (names of the playbook's steps it has, or commands) with the node's
+        next command to their host, in one round trip; those on another host run on their own.
+
+        ``gated``: each one runs only if the command before it exited 0 (verify, then unblock,
+        then the lock's release), so a caller gates only steps whose success is their exit code.
+        """
+        self._along = [
+            step if isinstance(step, Command) else self.plan.steps[step]
+            for step in steps
+            if isinstance(step, Command) or step in self.plan.steps
+        ]
+        self._gated = gated
+
+    def ready(self, step: str) -> bool:
+        """Whether ``step``'s result was read ahead and still serves (no round trip for it)."""
+        command = self.plan.steps.get(step)
+        return command is not None and (command.target, self._text(command)) in self._ready
 
     def has(self, step: str) -> bool:
         """Whether the playbook has ``step``."""
@@ -95,21 +126,56 @@ class Steps:
         answered since; then the node is Unreachable, and later commands to it in this run fail
         at once.
         """
-        if repeatable is None:
-            repeatable = command.step in REPEATABLE_STEPS
-        transport = self.transport_for(command.target)
-        text = wrap_sudo(command.run) if command.sudo else command.run
+        text = self._text(command)
         self.events.emit("step", self.plan.name, f"{command.step} on {command.target}: {text}")
+        result = self._ready.pop((command.target, text), None)
+        if result is None:
+            self._ready.clear()  # once another command runs, what was read ahead is stale
+            result = self._round_trip(command, text, repeatable, reconnect_for)
+        if stopped_at_deadline(result.exit_code, result.duration, command.timeout):
+            raise CommandTimedOut(command.target, text, command.timeout, stopped=True)
+        self.events.emit(
+            "step-output", self.plan.name, f"{command.step}: exit {result.exit_code}: {result.output.strip()}",
+            exit_code=result.exit_code,
+        )  # fmt: skip
+        return result
+
+    def _text(self, command: Command) -> str:
+        return wrap_sudo(command.run) if command.sudo else command.run
+
+    def _round_trip(
+        self, command: Command, text: str, repeatable: bool | None, reconnect_for: float | None
+    ) -> CommandResult:
+        """Run ``command`` (with what goes along with it to its host) over the connection."""
+        along = [
+            other
+            for other in self._along
+            if other.target == command.target and self._text(other) != text
+        ]
+        self._along = []
+        parts = [batch.Part(text, command.timeout, gate=self._gated and bool(along))]
+        for number, other in enumerate(along, 1):
+            gate = self._gated and number < len(along)
+            parts.append(batch.Part(self._text(other), other.timeout, gate))
+        if repeatable is None:
+            repeatable = command.step in _REPEATABLE
+        repeatable = repeatable and all(other.step in _REPEATABLE for other in along)
+        script = batch.compose(parts) if along else text
+        timeout = batch.timeout_of(parts) if along else command.timeout
+        transport = self.transport_for(command.target)
         # The transport's deadlines are on its own clock, the real one.
         until = None if reconnect_for is None else time.monotonic() + reconnect_for
         while True:
             if command.target in self._lost_since:
                 self._reconnect(transport, command.target, until)
             try:
-                result = transport.run(text, command.timeout)
+                result = transport.run(script, timeout)
             except CommandTimedOut as exc:
                 if not exc.stopped:  # no answer at all: the link is suspect from now on
                     self._lost_since.setdefault(command.target, time.monotonic())
+                if along:  # said of the step, not of the script that carried it
+                    sent = f"{text} (and {len(along)} more sent with it)"
+                    raise CommandTimedOut(exc.host, sent, timeout, stopped=exc.stopped) from None
                 raise
             except ConnectionLost as exc:
                 self._lost_since.setdefault(command.target, time.monotonic())
@@ -118,11 +184,14 @@ class Steps:
                 self.events.emit("warning", self.plan.name, f"{exc}; reconnecting")
                 continue
             self._lost_since.pop(command.target, None)
-            self.events.emit(
-                "step-output", self.plan.name, f"{command.step}: exit {result.exit_code}: {result.output.strip()}",
-                exit_code=result.exit_code,
-            )  # fmt: skip
-            return result
+            if not along:
+                return result
+            results = batch.split(script, parts, result)
+            for part, found in zip(parts[1:], results[1:], strict=False):
+                self._ready[(command.target, part.text)] = found
+            if not results:  # the script ended before its first part did
+                return CommandResult(text, result.exit_code, result.stdout, result.stderr, 0.0)
+            return results[0]
 
     def _reconnect(self, transport: Transport, target: str, until: float | None) -> None:
         """Connect again to a node that stopped answering, within what is left of its budget."""

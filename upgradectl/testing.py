@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import jinja2
 
+from upgradectl import batch
 from upgradectl.context import Stop
 from upgradectl.model import Playbook
 from upgradectl.nodelock import _TAKEN  # the lock's own marker, shared rather than copied
@@ -83,6 +84,7 @@ class ScriptedTransport:
         self.name = name
         self.connections_opened = 0
         self.commands: list[str] = []
+        self.round_trips = 0  # commands sent together count once
         self.closed = False
         self._rules = _compile(script)
         default_lock = jinja2.Template(Playbook.lock).render(node={"name": name})
@@ -94,11 +96,27 @@ class ScriptedTransport:
         self.connections_opened = self.connections_opened or 1
 
     def run(self, command: str, timeout: float) -> CommandResult:
-        """Answer ``command`` from the script; UnscriptedCommand when no rule matches."""
+        """Answer ``command`` from the script; UnscriptedCommand when no rule matches.
+
+        Commands sent together in one round trip (:mod:`upgradectl.batch`) are answered and
+        recorded one by one, as a node's shell runs them.
+        """
         self.connections_opened = self.connections_opened or 1
-        self.commands.append(command)
-        reply = self._answer(command)
-        return CommandResult(command, reply.exit_code, reply.stdout, reply.stderr, 0.0)
+        self.round_trips += 1
+        parts = batch.parts_of(command)
+        if parts is None:
+            self.commands.append(command)
+            reply = self._answer(command)
+            return CommandResult(command, reply.exit_code, reply.stdout, reply.stderr, 0.0)
+        replies = []
+        for part in parts:
+            self.commands.append(part.text)
+            reply = self._answer(part.text)
+            replies.append((reply.exit_code, reply.stdout, reply.stderr))
+            if part.gate and reply.exit_code != 0:
+                break
+        stdout, stderr = batch.answered(command, replies)
+        return CommandResult(command, 0, stdout, stderr, 0.0)
 
     def reconnect(self, deadline: float) -> None:
         """Count a new connection, as a real transport would open one."""

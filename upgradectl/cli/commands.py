@@ -27,6 +27,7 @@ from upgradectl.cli.options import (
     plan_options,
     selection_options,
     unattended_options,
+    yes_option,
 )
 from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
 
@@ -315,7 +316,7 @@ def unblock(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 
 @cli.command(epilog="\b\nExamples:\n  upgradectl resume\n  upgradectl resume 20261125T020000-3fa1")
 @click.argument("run_id", required=False)
-@click.option("--yes", "-y", is_flag=True, help="Act without asking (needed without a terminal).")
+@yes_option
 @click.pass_obj
 def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
     """Carry on an interrupted run from its journal."""
@@ -357,6 +358,7 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
         break_lock=options.pop("break_lock"),
         max_unavailable=options.pop("max_unavailable", None),
         max_failures=options.pop("max_failures", None),
+        allow_downgrade=options.pop("allow_downgrade", False),
         unattended=parse_unattended(
             *(
                 options.pop(key, None)
@@ -364,7 +366,6 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
             )
         ),
     )
-    run.allow_downgrade = options.pop("allow_downgrade", False)
     made = app.make_plan(
         obj.settings(), command, selection, _plan_options(options), new_run_id(_now())
     )

@@ -37,6 +37,7 @@ UseDNS no
 MaxStartups 200
 MaxSessions {max_sessions}
 Subsystem sftp internal-sftp
+LogLevel {log_level}
 """
 
 
@@ -49,6 +50,8 @@ class SshServer(LabServer):
     host = "127.0.0.1"
     max_sessions = 10
     """sshd's MaxSessions, read when it starts: sessions at once on one connection."""
+    log_level = "INFO"
+    """sshd's LogLevel, read when it starts: DEBUG logs each command run (the bench counts them)."""
 
     def __init__(
         self,
@@ -100,6 +103,7 @@ class SshServer(LabServer):
                 authorized_keys=self.authorized_keys,
                 user=self.user,
                 max_sessions=self.max_sessions,
+                log_level=self.log_level,
             )
         )
 

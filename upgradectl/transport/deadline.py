@@ -29,10 +29,11 @@ def bounded(command: str, timeout: float) -> str:
     """
     # Not `exec timeout`: KILL reaches `timeout` too (it is in the group it signals), and only
     # a shell above it turns that death into the exit code 137 that says so.
-    inner = f"sh -c {shlex.quote(command)}"
+    # The command once, not in both branches of an `if`: a command's size is its exec request's.
     return (
-        f"if command -v timeout >/dev/null 2>&1; "
-        f"then timeout -k {KILL_AFTER:.3f} {timeout:.3f} {inner}; else {inner}; fi"
+        f"u_timeout=; command -v timeout >/dev/null 2>&1 && "
+        f'u_timeout="timeout -k {KILL_AFTER:.3f} {timeout:.3f}"; '
+        f"$u_timeout sh -c {shlex.quote(command)}"
     )
 
 
