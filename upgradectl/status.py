@@ -71,6 +71,7 @@ def _closed(settings: Settings, run: RunRecord) -> bool:
 def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any]:
     steps = Steps(node_plan, connections.get, Events(), reconnect_for=5.0, pause=lambda s: False)
     row: dict[str, Any] = {"node": node_plan.name}
+    steps.along("active", "node_active", "version")  # every reading in one round trip, as the probe
     try:
         row["blocked"] = steps.is_blocked()
         row["active"] = steps.count() if steps.has("active") else None
