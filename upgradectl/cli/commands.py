@@ -118,7 +118,7 @@ def cli(
 
 
 @cli.command(
-    epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice\n"
+    epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice --version 2.4.1\n"
     "  upgradectl plan erl-1 --for patch --version 2"
 )
 @selection_options
