@@ -16,10 +16,11 @@ from upgradectl.connections import Connections
 from upgradectl.context import RunContext
 from upgradectl.custody import BlockCustody
 from upgradectl.events import Event, Events
-from upgradectl.journal import Journal, read_run
+from upgradectl.journal import Journal
 from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.nodelog import NodeLog
 from upgradectl.plan import NodePlan, PlanOptions, build_plan
+from upgradectl.runrecords import read_run
 from upgradectl.steps import Steps
 from upgradectl.testing import ManualClock, Reply, Rule, ScriptedTransport
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from upgradectl.journal import Journal, find_run, left_out_of_service, read_run
+from upgradectl.journal import Journal
+from upgradectl.runrecords import find_run, left_out_of_service, read_run
 
 
 def mode(path: Path) -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 from fakenode import FakeNode
 
 from upgradectl.errors import ExitCode
-from upgradectl.journal import read_run
 from upgradectl.results import NodeResult, RunSummary, concluded
+from upgradectl.runrecords import read_run
 
 NODE_FIELDS = {
     "result",

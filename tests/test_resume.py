@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from upgradectl.journal import Journal, read_run
+from upgradectl.journal import Journal
 from upgradectl.resume import resume_points, resume_stage
+from upgradectl.runrecords import read_run
 
 
 @pytest.mark.parametrize(

@@ -116,3 +116,17 @@ def test_sshd_runs_six_commands_for_a_plain_upgrade_of_a_node(cli: LabCli) -> No
     assert not (node_dir / "blocked").exists() and not (node_dir / "upgradectl.lock").exists()
     log = sshd.process.log_path.read_text(errors="replace")
     assert len(_EXEC.findall(log)) - before == 6
+
+
+@pytest.mark.lab
+def test_status_reads_a_node_in_two_commands(cli: LabCli) -> None:
+    sshd = cli.lab.node("node-1").ssh
+    sshd.log_level = "DEBUG"
+    sshd.restart()
+    before = len(_EXEC.findall(sshd.process.log_path.read_text(errors="replace")))
+    ran = cli("status", "node-1")
+    assert ran.code == 0, ran.stdout + ran.stderr
+    (row,) = ran.events[0]["nodes"]
+    assert (row["blocked"], row["active"], row["version"], row["lock"]) == (False, 0, "1.0", None)
+    log = sshd.process.log_path.read_text(errors="replace")
+    assert len(_EXEC.findall(log)) - before == 2  # the readings together; the lock's holder

@@ -17,8 +17,8 @@ import pytest
 from clihelp import LabCli, Ran
 from conftest import wait_for
 
-from upgradectl.journal import RunRecord, read_run
 from upgradectl.lab import Call, LabNode, place_calls
+from upgradectl.runrecords import RunRecord, read_run
 
 CTL = "socat - UNIX-CONNECT:{{ ctl_socket }}"
 DEADLINE = 30.0  # for anything a test waits on; a healthy run needs a few seconds

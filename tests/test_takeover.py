@@ -14,9 +14,9 @@ import pytest
 from clihelp import LabCli, Ran, run_cli
 from conftest import start_sessions, wait_for
 
-from upgradectl.journal import read_run
 from upgradectl.lab import place_calls
 from upgradectl.lockholder import alive_elsewhere, dead_run_of_ours, this_controller
+from upgradectl.runrecords import read_run
 
 DEADLINE = 30.0
 

@@ -17,11 +17,12 @@ from upgradectl.context import RunContext
 from upgradectl.errors import ExitCode
 from upgradectl.events import Event, Events
 from upgradectl.history import forced_sessions
-from upgradectl.journal import Journal, runs
+from upgradectl.journal import Journal
 from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.plan import PlanOptions, build_plan
 from upgradectl.results import NodeResult
 from upgradectl.runner import NodeRun
+from upgradectl.runrecords import runs
 from upgradectl.testing import ManualClock, Reply, ScriptedTransport
 
 RUN_ID = "20261130T020000-witness"

@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from upgradectl import journal as journals
+from upgradectl import runrecords
 from upgradectl.closing import release_left_locks
 from upgradectl.connections import Connections
 from upgradectl.context import RunContext, Stop
 from upgradectl.errors import ExitCode, JournalFailed, UnexpectedError, UsageError
 from upgradectl.events import Events
 from upgradectl.intent import Intent, intent_of
-from upgradectl.journal import Journal, RunRecord
+from upgradectl.journal import Journal
 from upgradectl.journal_records import start_problem
 from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.outputs import write_outputs
@@ -43,6 +43,7 @@ from upgradectl.rollout import (
 )
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeRun
+from upgradectl.runrecords import RunRecord
 from upgradectl.settings import Selection, Settings
 from upgradectl.statedir import check_output, check_state_dir, ensure_private
 from upgradectl.unattended import Unattended
@@ -185,8 +186,8 @@ def _execute(
     summary = RunSummary(plan.run_id, plan.command, started, time.time(), tuple(results), opened)
     journal.append("run-end", None, exit_code=int(summary.exit_code), result=summary.result)
     journal.close()
+    write_outputs(run.unattended, summary)
     data = summary.as_dict()
-    write_outputs(run.unattended, data, time.time())
     # The event's own envelope (kind, schema version, time) is the event stream's to add.
     envelope = ("event", "schema_version", "time")
     events.emit("summary", None, "", **{k: v for k, v in data.items() if k not in envelope})
@@ -208,7 +209,7 @@ def _found_blocked_by_hand(path: Path) -> frozenset[str]:
     """The nodes a run's journal says it found blocked by hand."""
     return frozenset(
         record["node"]
-        for record in journals.read_run(path).records
+        for record in runrecords.read_run(path).records
         if record.get("node")
         and (record["kind"] == "was-blocked" or record.get("data", {}).get("hand_blocked"))
     )
@@ -220,7 +221,7 @@ _INTENTIONS = frozenset({"blocking", "forcing", "unblocking"})
 
 def _intentions_left(path: Path) -> dict[str, dict[str, Any]]:
     """Per node, its last state record when that is an intention without its outcome."""
-    last = journals.read_run(path).node_states()
+    last = runrecords.read_run(path).node_states()
     return {node: record for node, record in last.items() if record["kind"] in _INTENTIONS}
 
 
@@ -448,7 +449,7 @@ def resume_plan(settings: Settings, run_id: str | None) -> tuple[Plan, dict[str,
     if run_id is None:
         found = latest_resumable(settings.state_dir)
     else:
-        found = journals.find_run(settings.state_dir, run_id)
+        found = runrecords.find_run(settings.state_dir, run_id)
     if found is None:
         wanted = f"run {run_id} with a readable start record" if run_id else "unfinished run"
         raise UsageError(f"{settings.state_dir}: no {wanted} to resume (see `upgradectl status`)")

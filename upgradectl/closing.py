@@ -14,11 +14,12 @@ import os
 from upgradectl.connections import Connections
 from upgradectl.errors import ExitCode, UpgradectlError, most_serious
 from upgradectl.events import Events
-from upgradectl.journal import Journal, RunRecord
+from upgradectl.journal import Journal
 from upgradectl.nodelock import NodeLock
 from upgradectl.plan import Plan
 from upgradectl.results import RESULT_WORDS
 from upgradectl.runlock import RunLock, RunLockHeld
+from upgradectl.runrecords import RunRecord
 from upgradectl.settings import Settings
 from upgradectl.steps import Steps
 

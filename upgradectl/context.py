@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from upgradectl import journal as journals
+from upgradectl import runrecords
 from upgradectl.connections import Connections
 from upgradectl.events import Events
 from upgradectl.journal import Journal
@@ -67,5 +67,5 @@ class RunContext:
         """
         with self._earlier_lock:
             if self._earlier is None:
-                self._earlier = journals.left_blocked(self.state_dir)
+                self._earlier = runrecords.left_blocked(self.state_dir)
             return self._earlier.get(node)

@@ -8,15 +8,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from upgradectl import journal
+from upgradectl import runrecords
 from upgradectl.errors import UsageError
-from upgradectl.journal import RunRecord
+from upgradectl.runrecords import RunRecord
 
 
 def newest_runs(state_dir: str, limit: int) -> list[RunRecord]:
     """The newest ``limit`` runs (a run whose start record was torn is left out)."""
     found = []
-    for run in journal.runs(state_dir):
+    for run in runrecords.runs(state_dir):
         if run.start:
             found.append(run)
         if len(found) >= limit:
@@ -62,7 +62,7 @@ def find(state_dir: str, run_id: str) -> RunRecord:
     path = Path(state_dir) / "runs" / f"{run_id}.jsonl"
     if "/" in run_id or not path.is_file():
         raise UsageError(f"{state_dir}: no run {run_id} (`upgradectl history` lists the runs)")
-    run = journal.read_run(path)
+    run = runrecords.read_run(path)
     if not run.start:
         raise UsageError(f"{path}: the run's start record is torn; nothing to show")
     return run
@@ -189,7 +189,9 @@ class NodeStory:
 def story(run: RunRecord, node: str) -> NodeStory:
     """What ``run`` journalled about ``node``."""
     mine = [r for r in run.records if r.get("node") == node]
-    states = [r for r in mine if r["kind"] in journal.OUT_OF_SERVICE | journal.SETTLED | _NOTES]
+    states = [
+        r for r in mine if r["kind"] in runrecords.OUT_OF_SERVICE | runrecords.SETTLED | _NOTES
+    ]
     results = [r.get("data", {}) for r in mine if r["kind"] == "result"]
     final = results[-1] if results else {}
     times: dict[str, float] = {}

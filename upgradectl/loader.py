@@ -309,15 +309,11 @@ def load_playbooks(inventory: Inventory, override: str | None = None) -> Playboo
     file is read once however many nodes use it. The planner takes them from here."""
     folder = os.path.dirname(os.path.abspath(inventory.path))
     references = [override] if override else [n.playbook for n in inventory.nodes.values()]
-    by_path: dict[str, Playbook] = {}
     loaded: dict[str, Playbook] = {}
     unusable: dict[str, UsageError] = {}
     for reference in dict.fromkeys(r for r in references if r):
-        try:
-            path = find_playbook(reference, folder)
-            if path not in by_path:
-                by_path[path] = load_playbook(path)
-            loaded[reference] = by_path[path]
+        try:  # two references to one file get the one object load_playbook keeps for it
+            loaded[reference] = load_playbook(find_playbook(reference, folder))
         except UsageError as exc:
             unusable[reference] = exc
     return Playbooks(frozen_mapping(loaded), frozen_mapping(unusable))

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from upgradectl.journal import controller, read_run
+from upgradectl.journal import controller
+from upgradectl.runrecords import read_run
 
 
 def this_controller() -> str:

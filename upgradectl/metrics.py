@@ -12,12 +12,12 @@ reset it) and the count of sessions forced, a counter summed over every run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from upgradectl.atomicfile import replace_atomically
 from upgradectl.model import NODE_RESULTS
+from upgradectl.results import RunSummary
 
 PREFIX = "upgradectl_"
 
@@ -26,27 +26,24 @@ _LAST_SUCCESS = "last_success_timestamp_seconds"
 _SESSIONS_FORCED = "sessions_forced_total"
 
 
-def write_metrics(path: Path | str, summary: Mapping[str, Any], now: float) -> None:
-    """Write the metrics of the run ``summary`` to ``path``, replacing it atomically.
-
-    ``now`` stands in for the run's end when the summary has no ``finished`` time.
-    """
+def write_metrics(path: Path | str, summary: RunSummary) -> None:
+    """Write the metrics of the run ``summary`` to ``path``, replacing it atomically."""
     path = Path(path)
     previous = _read_previous(path)
-    finished = summary.get("finished") or now
+    finished = summary.finished
     last_success = finished if _succeeded(summary) else previous.get(_LAST_SUCCESS, 0.0)
     forced = previous.get(_SESSIONS_FORCED, 0.0) + _sessions_forced(summary)
     text = "".join(
         [
             _family("last_run_timestamp_seconds", "gauge", "When the last run ended.", finished),
             _family(
-                "last_run_exit_code", "gauge", "Exit code of the last run.", summary["exit_code"]
+                "last_run_exit_code", "gauge", "Exit code of the last run.", int(summary.exit_code)
             ),
             _family(
                 "last_run_duration_seconds",
                 "gauge",
                 "How long the last run took.",
-                finished - summary["started"],
+                finished - summary.started,
             ),
             _labelled_family(
                 "nodes",
@@ -79,31 +76,31 @@ def write_metrics(path: Path | str, summary: Mapping[str, Any], now: float) -> N
     replace_atomically(path, text, mode=0o644)  # node_exporter usually runs as another user
 
 
-def _succeeded(summary: Mapping[str, Any]) -> bool:
+def _succeeded(summary: RunSummary) -> bool:
     """Whether the run did everything asked of it; a dry run changes nothing, so it does not."""
-    nodes = summary["nodes"].values()
-    return summary["exit_code"] == 0 and not any(node["result"] == "dry-run" for node in nodes)
+    dry = any(node.result == "dry-run" for node in summary.results)
+    return summary.exit_code == 0 and not dry
 
 
-def _count_results(summary: Mapping[str, Any]) -> dict[str, int]:
+def _count_results(summary: RunSummary) -> dict[str, int]:
     """How many nodes ended with each result; every known result is present, maybe with 0."""
     counts = dict.fromkeys(NODE_RESULTS, 0)
-    for node in summary["nodes"].values():
-        counts[node["result"]] = counts.get(node["result"], 0) + 1
+    for node in summary.results:
+        counts[node.result] = counts.get(node.result, 0) + 1
     return counts
 
 
-def _sessions_forced(summary: Mapping[str, Any]) -> int:
+def _sessions_forced(summary: RunSummary) -> int:
     """How many sessions the run disconnected, over all nodes."""
-    return sum(len(node.get("forced") or ()) for node in summary["nodes"].values())
+    return len(summary.forced)
 
 
-def _drain_seconds(summary: Mapping[str, Any]) -> dict[str, float]:
-    """How long each node that drained took to."""
+def _drain_seconds(summary: RunSummary) -> dict[str, float]:
+    """How long each node that drained took to, to the millisecond as in the JSON summary."""
     return {
-        name: node["drain_seconds"]
-        for name, node in sorted(summary["nodes"].items())
-        if node.get("drain_seconds") is not None
+        node.node: round(node.drain_seconds, 3)
+        for node in sorted(summary.results, key=lambda node: node.node)
+        if node.drain_seconds is not None
     }
 
 

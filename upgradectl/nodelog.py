@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from upgradectl import journal as journals
 from upgradectl.context import RunContext
 from upgradectl.custody import BlockCustody
+from upgradectl.runrecords import OUT_OF_SERVICE, SETTLED
 
 
 class NodeLog:
@@ -23,7 +23,7 @@ class NodeLog:
         if self.ctx.dry_run:
             return
         self.ctx.journal.append(kind, self.name, message=message, **self.custody.as_data(), **data)
-        if kind in journals.OUT_OF_SERVICE | journals.SETTLED:
+        if kind in OUT_OF_SERVICE | SETTLED:
             self.last_state = kind
         self.ctx.events.emit(kind, self.name, message, **data)
 

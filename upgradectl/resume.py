@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from upgradectl import journal as journals
-from upgradectl.journal import RunRecord
+from upgradectl import runrecords
+from upgradectl.runrecords import RunRecord
 
 # Where a resumed upgrade starts, in order.
 STAGES = ("block", "upgrade", "verify", "unblock")
@@ -26,7 +26,7 @@ def resume_stage(kinds: list[str]) -> str | None:
     unblock are safe to repeat; the upgrade is re-run only if it never completed; a node that
     went down for its reboot is verified, which waits for it to answer.
     """
-    states = [kind for kind in kinds if kind in journals.OUT_OF_SERVICE | journals.SETTLED]
+    states = [kind for kind in kinds if kind in runrecords.OUT_OF_SERVICE | runrecords.SETTLED]
     last = states[-1] if states else None
     if "upgraded" in states and last in ("unblocked", "left-blocked"):
         return None
@@ -65,7 +65,7 @@ def latest_resumable(state_dir: str) -> RunRecord | None:
     """The newest run that ``resume`` can carry on: not a dry run, with a node left unfinished
     (an interrupted run has ended, exit 5, yet its nodes wait for `resume`), or never ended
     (its controller died after its last node finished: `resume` closes it)."""
-    for run in journals.runs(state_dir):
+    for run in runrecords.runs(state_dir):
         inputs = run.start.get("data", {}) if run.start else {}
         if not inputs or inputs.get("dry_run") or not isinstance(inputs.get("nodes"), list):
             continue

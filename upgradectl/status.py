@@ -7,16 +7,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from upgradectl import journal
+from upgradectl import runrecords
 from upgradectl.closing import close_finished_run
 from upgradectl.connections import Connections
 from upgradectl.errors import StepFailed, UpgradectlError
 from upgradectl.events import Events
-from upgradectl.journal import RunRecord
 from upgradectl.loader import load_playbooks
 from upgradectl.nodelock import NodeLock
 from upgradectl.plan import NodePlan, PlanOptions, build_plan, select_nodes
 from upgradectl.probe import MAX_PROBE_THREADS
+from upgradectl.runrecords import RunRecord
 from upgradectl.settings import Settings
 from upgradectl.steps import Steps
 
@@ -51,10 +51,10 @@ def status_report(settings: Settings, names: Sequence[str], options: PlanOptions
         connections.close()
     unfinished = [
         run
-        for run in journal.runs(settings.state_dir)
+        for run in runrecords.runs(settings.state_dir)
         if run.unfinished and not _closed(settings, run)
     ]
-    return StatusReport(rows, journal.left_out_of_service(settings.state_dir), unfinished)
+    return StatusReport(rows, runrecords.left_out_of_service(settings.state_dir), unfinished)
 
 
 def _closed(settings: Settings, run: RunRecord) -> bool:
@@ -71,6 +71,7 @@ def _closed(settings: Settings, run: RunRecord) -> bool:
 def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any]:
     steps = Steps(node_plan, connections.get, Events(), reconnect_for=5.0, pause=lambda s: False)
     row: dict[str, Any] = {"node": node_plan.name}
+    steps.along("active", "node_active", "version")  # every reading in one round trip, as the probe
     try:
         row["blocked"] = steps.is_blocked()
         row["active"] = steps.count() if steps.has("active") else None

@@ -66,7 +66,6 @@ class Renderer:
     MAX_PASSES = 5
 
     def __init__(self, variables: Variables) -> None:
-        self.source = variables
         # What templates see: the environment's globals under the node's variables, made once
         # per node (Jinja would otherwise merge them into a new dict at every render).
         self._scope = self._resolved(variables)

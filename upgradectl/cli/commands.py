@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from upgradectl.cli import question, views
 from upgradectl.cli.globalopts import hoist
 from upgradectl.cli.options import (
     acting_options,
@@ -27,6 +26,7 @@ from upgradectl.cli.options import (
     plan_options,
     selection_options,
     unattended_options,
+    yes_option,
 )
 from upgradectl.errors import ExitCode, UpgradectlError, exit_code_for
 
@@ -118,7 +118,7 @@ def cli(
 
 
 @cli.command(
-    epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice\n"
+    epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice --version 2.4.1\n"
     "  upgradectl plan erl-1 --for patch --version 2"
 )
 @selection_options
@@ -315,11 +315,12 @@ def unblock(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 
 @cli.command(epilog="\b\nExamples:\n  upgradectl resume\n  upgradectl resume 20261125T020000-3fa1")
 @click.argument("run_id", required=False)
-@click.option("--yes", "-y", is_flag=True, help="Act without asking (needed without a terminal).")
+@yes_option
 @click.pass_obj
 def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
     """Carry on an interrupted run from its journal."""
     from upgradectl import app  # noqa: PLC0415
+    from upgradectl.cli import question  # noqa: PLC0415
     from upgradectl.closing import close_finished_run  # noqa: PLC0415
 
     settings = obj.settings()
@@ -349,6 +350,7 @@ def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
 
 def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) -> int:
     from upgradectl import app  # noqa: PLC0415
+    from upgradectl.cli import question  # noqa: PLC0415
     from upgradectl.journal import new_run_id  # noqa: PLC0415
     from upgradectl.unattended import parse_unattended  # noqa: PLC0415
 
@@ -357,6 +359,7 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
         break_lock=options.pop("break_lock"),
         max_unavailable=options.pop("max_unavailable", None),
         max_failures=options.pop("max_failures", None),
+        allow_downgrade=options.pop("allow_downgrade", False),
         unattended=parse_unattended(
             *(
                 options.pop(key, None)
@@ -364,7 +367,6 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
             )
         ),
     )
-    run.allow_downgrade = options.pop("allow_downgrade", False)
     made = app.make_plan(
         obj.settings(), command, selection, _plan_options(options), new_run_id(_now())
     )
@@ -376,6 +378,7 @@ def _execute(
     obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | None, *, ask: bool
 ) -> int:
     from upgradectl import app  # noqa: PLC0415
+    from upgradectl.cli import question, views  # noqa: PLC0415
     from upgradectl.context import Stop  # noqa: PLC0415
     from upgradectl.events import Events  # noqa: PLC0415
 
@@ -391,6 +394,7 @@ def _execute(
 @contextmanager
 def _signals_stop(stop: Stop) -> Iterator[None]:
     """Ctrl-C or SIGTERM asks the run to stop at its next safe point; a second Ctrl-C exits at once."""
+    from upgradectl.cli import views  # noqa: PLC0415 - here, not in the handler: no import there
 
     def handler(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name

@@ -76,13 +76,15 @@ drain_options = _stack(
     ),
 )
 
+yes_option = click.option(
+    "--yes", "-y", is_flag=True, help="Act without asking (needed without a terminal)."
+)
+
 acting_options = _stack(
     click.option(
         "--dry-run", is_flag=True, help="Run only read-only steps and say what would happen."
     ),
-    click.option(
-        "--yes", "-y", is_flag=True, help="Act without asking (needed without a terminal)."
-    ),
+    yes_option,
     click.option(
         "--break-lock", is_flag=True, help="Take over a node lock left by a dead run (journalled)."
     ),

@@ -14,8 +14,8 @@ from upgradectl.policy import describe
 from upgradectl.wording import session_in_words
 
 if TYPE_CHECKING:
-    from upgradectl.journal import RunRecord
     from upgradectl.plan import NodePlan, Plan
+    from upgradectl.runrecords import RunRecord
     from upgradectl.status import StatusReport
 
 
