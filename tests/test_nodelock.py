@@ -34,7 +34,7 @@ def connect(lab: Lab) -> Iterator[Callable[[], Shell]]:
     node = lab.node("node-1")
     endpoint = Endpoint(
         alias="node-1", hostname=node.ssh.host, port=node.ssh.port, user=lab.user,
-        identity_files=(str(lab.identity_file),), known_hosts=str(lab.known_hosts_path),
+        identity_files=(str(lab.identity_file),), known_hosts=(str(lab.known_hosts_path),),
         proxy_jump=(),
     )  # fmt: skip
 

@@ -27,7 +27,7 @@ from upgradectl.errors import (
 from upgradectl.transport.base import CommandResult
 from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
 from upgradectl.transport.identities import Identities
-from upgradectl.transport.known_hosts import KnownHosts
+from upgradectl.transport.known_hosts import HostId, KnownHosts
 from upgradectl.transport.paramiko_lean import paramiko
 from upgradectl.transport.sshconfig import Endpoint
 
@@ -55,7 +55,9 @@ class SshTransport:
         known_hosts: KnownHosts | None = None,
     ) -> None:
         self.name = endpoint.alias
-        self.known_hosts = known_hosts or KnownHosts(endpoint.known_hosts)
+        self.known_hosts = known_hosts or KnownHosts(
+            endpoint.known_hosts, endpoint.global_known_hosts
+        )
         self.endpoint = endpoint
         self.accept_new_host_keys = accept_new_host_keys
         self.warn = warn
@@ -84,9 +86,11 @@ class SshTransport:
         self._drop()
         wait = _within(CONNECT_TIMEOUT, deadline)
         client = paramiko.SSHClient()
-        host, port = self.endpoint.hostname, self.endpoint.port
+        known_as = HostId.of(
+            self.endpoint.hostname, self.endpoint.port, self.endpoint.host_key_alias
+        )
         client.set_missing_host_key_policy(
-            self.known_hosts.policy(self.name, host, port, self.accept_new_host_keys, self.warn)
+            self.known_hosts.policy(self.name, known_as, self.accept_new_host_keys, self.warn)
         )
         keys = self.identities.offered()  # AuthenticationRefused for a missing identity file
         try:
@@ -101,7 +105,7 @@ class SshTransport:
                 banner_timeout=wait,
                 auth_timeout=wait,
                 sock=self._tunnel(wait),
-                transport_factory=self.known_hosts.transport_factory(host, port),
+                transport_factory=self.known_hosts.transport_factory(known_as),
             )
         except HostKeyRefused:
             client.close()
