@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from clihelp import LabCli, run_cli
 from conftest import LabFactory, wait_for
 
 from upgradectl.lab import Lab, SshHome
-from upgradectl.transport.ssh import MAX_CHANNELS, SshTransport
+from upgradectl.transport.ssh import IDLE_WAKE_SECONDS, MAX_CHANNELS, SshTransport
 from upgradectl.transport.sshconfig import Hop, resolve
 
 
@@ -37,6 +38,26 @@ def test_more_commands_at_once_than_sshd_allows_sessions_queue_and_all_succeed(
     assert [r.stdout.strip() for r in results] == [str(n) for n in range(30)]
     assert transport.connections_opened == 1  # never dropped for a refused channel
     assert MAX_CHANNELS < 10  # OpenSSH's default MaxSessions, which the lab's sshd keeps
+
+
+def test_an_idle_connection_wakes_once_per_keepalive_and_closes_at_once(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)
+    try:
+        assert transport.run("echo up", 10).stdout == "up\n"
+        client = transport._client
+        assert client is not None
+        paramiko_transport = client.get_transport()
+        assert paramiko_transport is not None
+        assert paramiko_transport.sock.gettimeout() == IDLE_WAKE_SECONDS  # not 0.1 s
+    finally:
+        started = time.monotonic()
+        transport.close()
+        took = time.monotonic() - started
+    assert not paramiko_transport.is_alive()  # its thread ended with the close
+    assert took < IDLE_WAKE_SECONDS / 2, took  # not waiting out a read's timeout
 
 
 @contextmanager
