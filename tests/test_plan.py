@@ -123,6 +123,22 @@ def test_help_does_not_import_paramiko_rich_jinja_or_plotext() -> None:
     assert done.stdout.strip().endswith("[]")
 
 
+def test_help_loads_the_command_line_only_not_the_run() -> None:
+    probe = (
+        "import sys; from upgradectl.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n"
+        "    print(sorted(m for m in sys.modules if m.startswith('upgradectl.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = done.stdout.strip().splitlines()[-1]
+    assert loaded == str(
+        [
+            "upgradectl.cli", "upgradectl.cli.commands", "upgradectl.cli.completion",
+            "upgradectl.cli.globalopts", "upgradectl.cli.options", "upgradectl.errors",
+        ]
+    )  # fmt: skip
+
+
 def test_all_means_the_grouped_nodes_not_the_balancer(inventory_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "upgradectl", "-i", str(inventory_path), "plan", "--all", "--version", "1"],

@@ -169,3 +169,13 @@ def test_shell_completion_offers_nodes_groups_and_playbooks(local_site: Path) ->
     assert completions(local_site, f"{prefix} upgrade node-") == ["node-a", "node-b"]
     assert completions(local_site, f"{prefix} upgrade --group v") == ["voice"]
     assert completions(local_site, f"{prefix} plan node-a --playbook ha") == ["haproxy"]
+
+
+def test_a_percentage_over_100_is_refused_before_anything_is_touched(local_site: Path) -> None:
+    ran = run_cli(
+        *site_args(local_site), "upgrade", "node-a", "--version", "2", "--yes",
+        "--max-unavailable", "150%",
+    )  # fmt: skip
+    assert ran.code == 2
+    assert "--max-unavailable: a percentage must be from 1% to 100%, got '150%'" in ran.stderr
+    assert not (local_site / "work" / "version").exists()

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from upgradectl.cli import question, views
 from upgradectl.cli.globalopts import hoist
 from upgradectl.cli.options import (
     acting_options,
@@ -119,7 +118,7 @@ def cli(
 
 
 @cli.command(
-    epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice\n"
+    epilog="\b\nExamples:\n  upgradectl plan node-a --version 2.4.1\n  upgradectl --json plan --group voice --version 2.4.1\n"
     "  upgradectl plan erl-1 --for patch --version 2"
 )
 @selection_options
@@ -321,6 +320,7 @@ def unblock(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
 def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
     """Carry on an interrupted run from its journal."""
     from upgradectl import app  # noqa: PLC0415
+    from upgradectl.cli import question  # noqa: PLC0415
     from upgradectl.closing import close_finished_run  # noqa: PLC0415
 
     settings = obj.settings()
@@ -350,6 +350,7 @@ def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
 
 def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) -> int:
     from upgradectl import app  # noqa: PLC0415
+    from upgradectl.cli import question  # noqa: PLC0415
     from upgradectl.journal import new_run_id  # noqa: PLC0415
     from upgradectl.unattended import parse_unattended  # noqa: PLC0415
 
@@ -377,6 +378,7 @@ def _execute(
     obj: Cli, made: Plan, run: RunOptions, start_at: dict[str, str] | None, *, ask: bool
 ) -> int:
     from upgradectl import app  # noqa: PLC0415
+    from upgradectl.cli import question, views  # noqa: PLC0415
     from upgradectl.context import Stop  # noqa: PLC0415
     from upgradectl.events import Events  # noqa: PLC0415
 
@@ -392,6 +394,7 @@ def _execute(
 @contextmanager
 def _signals_stop(stop: Stop) -> Iterator[None]:
     """Ctrl-C or SIGTERM asks the run to stop at its next safe point; a second Ctrl-C exits at once."""
+    from upgradectl.cli import views  # noqa: PLC0415 - here, not in the handler: no import there
 
     def handler(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name

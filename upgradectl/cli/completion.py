@@ -7,12 +7,15 @@ cannot be read completes to nothing.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 from click.shell_completion import CompletionItem
 
 from upgradectl.errors import UpgradectlError
-from upgradectl.model import Inventory
+
+if TYPE_CHECKING:
+    from upgradectl.model import Inventory
 
 
 def _inventory(ctx: click.Context) -> Inventory | None:

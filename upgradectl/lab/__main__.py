@@ -106,8 +106,8 @@ def calls(address: str, rate: float, length: str) -> None:
         host or "127.0.0.1", int(port), rate, duration=(float(low), float(high or low))
     )
     generator.start()
-    click.echo("placing calls; Ctrl-C stops placing them and waits for the live ones to end")
-    try:
+    try:  # a Ctrl-C right after the line below must still count the calls' fates
+        click.echo("placing calls; Ctrl-C stops placing them and waits for the live ones to end")
         while True:
             signal.pause()
     except KeyboardInterrupt:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-import paramiko
 import tenacity
 
 from upgradectl.errors import (
@@ -29,6 +28,7 @@ from upgradectl.transport.base import CommandResult
 from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
 from upgradectl.transport.identities import Identities
 from upgradectl.transport.known_hosts import KnownHosts
+from upgradectl.transport.paramiko_lean import paramiko
 from upgradectl.transport.sshconfig import Endpoint
 
 CONNECT_TIMEOUT = 10.0
