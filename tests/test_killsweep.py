@@ -144,6 +144,7 @@ def check_the_end(site: Site, kill_after: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a controller run per record: 30 to 110 s beside other tests on 2 cores
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_a_controller_killed_at_every_record_is_carried_to_the_same_end(
     tmp_path: Path, name: str
