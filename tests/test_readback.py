@@ -42,9 +42,7 @@ def test_an_unblock_that_does_not_take_leaves_the_node_for_a_person(tmp_path: Pa
     fleet = FakeFleet(tmp_path, size=1, scripts={"node-1": [("^unblock$", Reply())]})
     result = fleet.run()["node-1"]
     assert (result.result, result.exit_code) == ("attention", ExitCode.ATTENTION)
-    assert "the unblock did not take: is_blocked says the node is still blocked" in (
-        result.message
-    )
+    assert "the unblock did not take: is_blocked says the node is still blocked" in (result.message)
     assert not result.in_service
     assert not _messages(fleet, "unblocked")  # "back in service" is never said
     assert any("did not take" in m for m in _messages(fleet, "left-blocked"))  # journalled
@@ -80,3 +78,19 @@ def test_without_is_blocked_a_block_and_unblock_claim_only_that_their_step_ran(
         "blocked": "block step done at node-1 (no is_blocked step to read it back)",
         "unblocked": "unblock step done at node-1 (no is_blocked step to read it back)",
     }
+
+
+def test_a_dry_run_without_is_blocked_says_it_would_not_read_back_and_acts_on_nothing(
+    tmp_path: Path,
+) -> None:
+    steps = {name: step for name, step in STEPS.items() if name != "is_blocked"}
+    node = FakeNode(
+        tmp_path, [("^count$", Reply("0 active\n")), ("^sessions$", Reply(""))], steps=steps
+    )
+    ctx = node.context()
+    ctx.dry_run = True
+    result = NodeRun(node.plan(), ctx).run()
+    assert (result.result, result.exit_code) == ("dry-run", ExitCode.OK)
+    [would] = [e.message for e in node.events if e.kind == "would"]
+    assert "no is_blocked step: the block and unblock would not be read back" in would
+    assert node.transport.commands and not node.transport.ran("^(block|unblock|upgrade)$")

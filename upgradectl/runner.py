@@ -352,6 +352,8 @@ class NodeRun:
             )
             return
         self.log.record("blocking", f"blocking at {target}")
+        if not self.steps.has("is_blocked"):
+            self._note("no is_blocked step: the block and unblock would not be read back")
         self.steps.along("is_blocked")  # read back in the block's round trip when it can be
         self._act("block", f"block at {target}")
         if self._read_back("block", blocked=True):
