@@ -12,7 +12,7 @@ from fakenode import STEPS, FakeNode
 
 from upgradectl.errors import ExitCode
 from upgradectl.runner import NodeRun
-from upgradectl.testing import Reply
+from upgradectl.testing import Reply, Rule
 
 
 def _messages(fleet: FakeFleet, kind: str) -> list[str]:
@@ -64,7 +64,7 @@ def test_without_is_blocked_a_block_and_unblock_claim_only_that_their_step_ran(
     tmp_path: Path,
 ) -> None:
     steps = {name: step for name, step in STEPS.items() if name != "is_blocked"}
-    script = [
+    script: list[Rule] = [
         (r"^(block|unblock|upgrade|verify)$", Reply()),
         ("^count$", Reply("0 active\n")),
         ("^sessions$", Reply("")),

@@ -354,7 +354,7 @@ class NodeRun:
         self.log.record("blocking", f"blocking at {target}")
         if not self.steps.has("is_blocked"):
             self._note("no is_blocked step: the block and unblock would not be read back")
-        self.steps.along("is_blocked")  # read back in the block's round trip when it can be
+        self._read_back_along()
         self._act("block", f"block at {target}")
         if self._read_back("block", blocked=True):
             self.log.record("blocked", f"blocked at {target}; no new sessions (is_blocked says so)")
@@ -481,8 +481,7 @@ class NodeRun:
         target = self.steps.target("unblock")
         # Written ahead: a run that dies now leaves `resume` the question to ask the node.
         self._record_unblocking()
-        if not self.steps.ready("is_blocked"):  # else it came with the verify's round trip
-            self.steps.along("is_blocked")
+        self._read_back_along()
         self._act("unblock", f"unblock at {target}", joint)
         witnessed = self._read_back("unblock", blocked=False)
         self.custody.released()
@@ -491,6 +490,12 @@ class NodeRun:
             return f"unblock step done ({_NO_WITNESS})"
         self.log.record("unblocked", f"unblocked at {target}; back in service (is_blocked says so)")
         return "back in service"
+
+    def _read_back_along(self) -> None:
+        """Send ``is_blocked`` with the acting step that comes next, to read its effect back in
+        the same round trip where they share a host (unless the verify's round trip brought it)."""
+        if self.rehearsal is None and not self.steps.ready("is_blocked"):
+            self.steps.along("is_blocked")
 
     def _read_back(self, step: str, *, blocked: bool) -> bool:
         """Read ``is_blocked`` after ``step`` acted: True when it says what the step meant to do,
