@@ -424,6 +424,22 @@ def run_floor(fleet: BenchFleet, scenario: Scenario) -> Figures:
     )
 
 
+def status_seconds(fleet: BenchFleet, scenario: Scenario, runs: int) -> float:
+    """The median wall time of `upgradectl status` on the whole fleet (after the runs)."""
+    inventory = fleet.write_inventory(scenario, PLAYBOOK)
+    argv = [
+        sys.executable, "-m", "upgradectl", "-i", str(inventory),
+        "--state-dir", str(fleet.workdir / "state-1"), "--json", "status",
+    ]  # fmt: skip
+    walls = []
+    for _ in range(runs):
+        ran = measure(argv, fleet.home.env)
+        if ran.exit_code != 0:
+            raise RuntimeError(f"status exited {ran.exit_code}:\n{ran.stderr[-3000:]}")
+        walls.append(ran.wall)
+    return float(statistics.median(walls))
+
+
 def help_seconds(runs: int) -> float:
     """The median wall time of `upgradectl --help` (the console script beside this Python)."""
     script = Path(sys.executable).with_name("upgradectl")
@@ -572,6 +588,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.floor == "yes" and not args.wrap:
                 floors.append(run_floor(fleet, scenario))
                 print(report(floors[-1]))
+        status = status_seconds(fleet, scenario, args.help_runs)
+        print(
+            f"upgradectl status on {args.nodes} nodes: {status:.2f} s (median of {args.help_runs})"
+        )
         ansible = None
         if args.ansible == "auto" and shutil.which("ansible-playbook"):
             ansible = run_ansible(fleet, scenario)
@@ -595,6 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scenario": asdict(scenario),
             "machine": machine(),
             "help_seconds": help_time,
+            "status_seconds": status,
             "upgradectl": [figures.as_dict() for figures in runs],
             "ansible": ansible.as_dict() if ansible else None,
             "floor": [figures.as_dict() for figures in floors],

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +21,7 @@ from clihelp import LabCli
 from upgradectl.lab import KeyPair, Lab, SshHome, lab_account, wait_for
 
 # What test modules import from here (wait_for is the lab's, re-exported).
-__all__ = ["LabFactory", "LabKeys", "start_sessions", "wait_for"]
+__all__ = ["LabFactory", "LabKeys", "sessions_until_blocked", "start_sessions", "wait_for"]
 
 
 @dataclass(frozen=True)
@@ -150,3 +152,26 @@ def start_sessions(site: Path, lengths: dict[str, float]) -> None:
     now = time.time()
     for name, lasts in lengths.items():
         (site / "work" / "sessions" / name).write_text(str(int(now + lasts)))
+
+
+@contextmanager
+def sessions_until_blocked(site: Path, lengths: dict[str, float]) -> Iterator[None]:
+    """Sessions on a local site that last until the node is blocked, then each ``lengths[name]``
+    seconds more: what the controller sees does not hang on how long it took to start (seconds,
+    on a busy machine)."""
+    start_sessions(site, dict.fromkeys(lengths, 3600.0))
+    done = threading.Event()
+    blocked = site / "work" / "blocked"
+
+    def end_after_the_block() -> None:
+        wait_for(lambda: blocked.exists() or done.is_set(), timeout=300, interval=0.01)
+        if not done.is_set():
+            start_sessions(site, lengths)
+
+    watcher = threading.Thread(target=end_after_the_block)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()

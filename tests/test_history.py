@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from clihelp import Ran, run_cli
-from conftest import start_sessions
+from conftest import sessions_until_blocked, start_sessions
 
 from upgradectl.cli.htmlpage import BOTTOM, HEIGHT, LEFT, TOP
 
@@ -40,9 +40,11 @@ def drained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         f"defaults: {{transport: local, playbook: ./files.yaml, vars: {{dir: {site / 'work'}}}}}\n"
         "nodes:\n  node-a: {}\n"
     )
-    start_sessions(site, {"first": 2.0, "second": 4.0, "long-1": 600.0})
-    ran = cli(site, "--json", "upgrade", "node-a", "--version", "2", "--yes", "--timeout", "6s",
-              "--stragglers", "force", "--max-stragglers", "1")  # fmt: skip
+    start_sessions(site, {"long-1": 600.0})
+    # Two sessions end 2 s and 4 s into the drain, however long the controller took to start.
+    with sessions_until_blocked(site, {"first": 2.0, "second": 4.0}):
+        ran = cli(site, "--json", "upgrade", "node-a", "--version", "2", "--yes", "--timeout", "6s",
+                  "--stragglers", "force", "--max-stragglers", "1")  # fmt: skip
     assert ran.code == 0, ran.stderr
     assert cli(site, "upgrade", "node-a", "--version", "3", "--dry-run").code == 0
     return site, ran.summary["run_id"]

@@ -120,6 +120,7 @@ def closed(client: pika.BlockingConnection) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # two broker restarts: 50 to 75 s beside other tests on 2 cores
 def test_upgrade_drains_the_broker_in_maintenance_mode_and_revives_it(broker: Broker) -> None:
     clients = [broker.rabbit.client() for _ in range(3)]
     status = broker.cli("status", "rmq-1")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from clihelp import Ran, run_cli
-from conftest import start_sessions
+from conftest import sessions_until_blocked, start_sessions
 
 import upgradectl
 from upgradectl.cli.question import describe
@@ -52,9 +52,9 @@ def test_without_a_terminal_and_without_yes_it_refuses_and_touches_nothing(
 def test_piped_through_tee_at_a_terminal_it_still_asks_showing_sessions_and_the_most_cut(
     local_site: Path,
 ) -> None:
-    start_sessions(local_site, {"call-1": 2.0, "call-2": 2.0})
     args = ["upgrade", "node-a", "--version", "2", "--stragglers", "force", "--max-stragglers", "3"]
-    ran = with_stdin_a_terminal(local_site, args, b"y\n")
+    with sessions_until_blocked(local_site, {"call-1": 0.0, "call-2": 0.0}):
+        ran = with_stdin_a_terminal(local_site, args, b"y\n")
     assert ran.code == 0, ran.stdout + ran.stderr
     assert "upgrade to version 2, 1 node(s), in this order:" in ran.stderr
     assert "node-a" in ran.stderr and "2 active" in ran.stderr and "at most 3 cut" in ran.stderr

@@ -31,11 +31,17 @@ def test_each_command_of_a_batch_keeps_its_exit_code_and_its_own_output() -> Non
     said = run_batch(
         [
             batch.Part("printf 'no newline'; echo oops >&2; exit 3", 5),
-            batch.Part("printf 'two\\n\\nlines\\n'", 5),
+            batch.Part("printf 'two\\n\\nlines\\n'; exit 0", 5, bounded=False),  # a reading
+            batch.Part("exit 4", 5, bounded=False),  # ends its own subshell, not the batch
             batch.Part("true", 5),
         ]
     )
-    assert said == [(3, "no newline", "oops\n"), (0, "two\n\nlines\n", ""), (0, "", "")]
+    assert said == [
+        (3, "no newline", "oops\n"),
+        (0, "two\n\nlines\n", ""),
+        (4, "", ""),
+        (0, "", ""),
+    ]
 
 
 def test_after_a_failed_gate_nothing_more_runs() -> None:

@@ -27,7 +27,6 @@ from upgradectl.intent import Intent, intent_of
 from upgradectl.journal import Journal
 from upgradectl.journal_records import start_problem
 from upgradectl.loader import load_inventory, load_playbooks
-from upgradectl.notify import Notifications
 from upgradectl.outputs import write_outputs
 from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
 from upgradectl.preflight import preflight
@@ -144,7 +143,12 @@ def _execute(
     run: RunOptions,
     start_at: dict[str, str] | None,
 ) -> RunSummary:
-    notifications = Notifications(run.unattended.notify) if run.unattended.notify else None
+    notifications = None
+    if run.unattended.notify:
+        # http.client and urllib are imported only by a run that posts to a webhook.
+        from upgradectl.notify import Notifications  # noqa: PLC0415
+
+        notifications = Notifications(run.unattended.notify)
     if notifications is not None:
         events.sinks.append(notifications)
     journal = Journal(settings.state_dir, plan.run_id, new=not start_at)

@@ -10,7 +10,10 @@ script there, so what depended on it never runs. Each part's text is sent once, 
 the bounded command evaluates (a comment before it says its deadline and whether it gates), so
 a scripted node (``upgradectl.testing``) can answer each part as it would answer it alone.
 
-The controller waits for a batch as long as its parts may take one after another.
+The controller waits for a batch as long as its parts may take one after another, and the host
+stops the whole batch then. A read-only part (a reading: the block, a count, the version) runs
+under that deadline only, in a subshell: a process of its own under ``timeout`` for each reading
+doubled what a round trip cost the node's CPU.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ _PART = re.compile(r"^# part (\S+) (gate|next)\n", re.MULTILINE)
 
 @dataclass(frozen=True)
 class Part:
-    """One command of a batch; after a failed ``gate`` nothing more runs."""
+    """One command of a batch; after a failed ``gate`` nothing more runs; ``bounded``: stopped
+    on the host at its own ``timeout`` (else at the batch's)."""
 
     text: str
     timeout: float
     gate: bool = False
+    bounded: bool = True
 
 
 def compose(parts: Sequence[Part]) -> str:
@@ -46,7 +51,7 @@ def compose(parts: Sequence[Part]) -> str:
         lines += [
             f"# part {part.timeout!r} {'gate' if part.gate else 'next'}",
             f"u_part={shlex.quote(part.text)}{_EXPORT}",
-            bounded('eval "$u_part"', part.timeout),
+            bounded('eval "$u_part"', part.timeout) if part.bounded else '( eval "$u_part" )',
             f"u_rc=$?; printf '\\n%s %s\\n' {marker} \"$u_rc\"; printf '\\n%s\\n' {marker} >&2",
         ]
         if part.gate:

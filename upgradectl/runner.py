@@ -42,6 +42,7 @@ from upgradectl.rehearsal import Rehearsal
 from upgradectl.results import NodeResult, concluded
 from upgradectl.resume import STAGES
 from upgradectl.steps import Steps
+from upgradectl.witness import Counts, look
 
 # Said of a block or unblock whose effect the playbook cannot read back.
 _NO_WITNESS = "no is_blocked step to read it back"
@@ -132,7 +133,7 @@ class NodeRun:
         intention = self.ctx.intentions.get(self.name, {})
         kind = intention.get("kind")
         if kind == "forcing":
-            self._reconcile_force(intention.get("data", {}).get("sessions") or [])
+            self._reconcile_force(intention.get("data", {}))
         # Recorded before a verify sent with the unblock too: an unblock that worked passed it.
         unblocked = (
             kind == "unblocking"
@@ -146,26 +147,45 @@ class NodeRun:
             return self.result(done, ExitCode.OK, "done; back in service")
         return body()
 
-    def _reconcile_force(self, listed: list[dict[str, Any]]) -> None:
-        """The force may have run before the controller died: the sessions it named that are
-        gone now are written down as cut, not confirmed (they may have ended by themselves)."""
-        if not listed or not self.steps.has("sessions"):
+    def _reconcile_force(self, forcing: dict[str, Any]) -> None:
+        """The force may have run before the controller died: ask the node. The sessions it
+        named that are gone now, and the unnamed ones the counts show gone, are written down as
+        cut, not confirmed (they may have ended by themselves); unnamed ones the counts cannot
+        tell about now are written down as perhaps cut."""
+        listed = [s for s in forcing.get("sessions") or [] if isinstance(s, dict) and "id" in s]
+        active = forcing.get("active")
+        before = Counts(active if isinstance(active, int) else 0)  # the count the force was for
+        unlisted = max(before.live - len(listed), 0)
+        if not unlisted and not (listed and self.steps.has("sessions")):
             return
-        live = {session.id for session in self.steps.sessions(self.ctx.wall())}
+        proof = look(self.steps, self.ctx, listed)
         gone = [
             {**session, "node": self.name, "run": self.ctx.run_id, "cut_at": self.ctx.wall(),
              "cut": f"{NOT_CONFIRMED}; gone when resume looked"}
-            for session in listed
-            if isinstance(session, dict) and session.get("id") not in live
+            for session in proof.gone
         ]  # fmt: skip
-        if gone:
+        said = [str(s["id"]) for s in gone]
+        unnamed, seen = 0, {}
+        if unlisted:
+            after = proof.counts.live if proof.counts is not None else None
+            unnamed = unlisted if after is None else proof.unnamed_cut(before)
+            seen = {"active_before": before.live, "active_after": after}
+        if unnamed:
+            said.append(
+                f"{unnamed} unnamed: the count could not be read when resume looked"
+                if seen["active_after"] is None
+                else f"{unnamed} unnamed: count went from {before.live} to {seen['active_after']}"
+                " when resume looked"
+            )
+        if gone or unnamed:
             self.log.record(
                 "forced",
-                f"gone when resume looked, after the controller died around the force (cut then,"
-                f" or ended by themselves): {', '.join(str(s['id']) for s in gone)}",
+                f"{NOT_CONFIRMED} around the force; cut then, or ended by themselves: "
+                + "; ".join(said),
                 sessions=gone,
-                count=len(gone),
+                count=len(gone) + unnamed,
                 confirmed=False,
+                **seen,
             )
 
     def _release(self, lock: NodeLock) -> None:

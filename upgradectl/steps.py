@@ -22,7 +22,7 @@ from upgradectl.errors import (
     UnreadableCount,
 )
 from upgradectl.events import Events
-from upgradectl.model import REPEATABLE_STEPS
+from upgradectl.model import READ_ONLY_STEPS, REPEATABLE_STEPS
 from upgradectl.parsing import Session, check, extract, parse_sessions
 from upgradectl.plan import Command, NodePlan
 from upgradectl.sudo import wrap_sudo
@@ -31,6 +31,12 @@ from upgradectl.transport.deadline import stopped_at_deadline
 
 # What the tool runs of its own (the node lock) is safe to repeat, like the repeatable steps.
 _REPEATABLE = REPEATABLE_STEPS | {"lock"}
+
+
+def _acts(command: Command) -> bool:
+    """Whether ``command`` changes something (then, sent with others, it keeps its own deadline
+    on the host; a reading shares theirs)."""
+    return command.step not in READ_ONLY_STEPS | {"lock"}  # the lock: the tool's own, quick
 
 
 class Steps:
@@ -153,10 +159,10 @@ class Steps:
             if other.target == command.target and self._text(other) != text
         ]
         self._along = []
-        parts = [batch.Part(text, command.timeout, gate=self._gated and bool(along))]
+        parts = [batch.Part(text, command.timeout, self._gated and bool(along), _acts(command))]
         for number, other in enumerate(along, 1):
             gate = self._gated and number < len(along)
-            parts.append(batch.Part(self._text(other), other.timeout, gate))
+            parts.append(batch.Part(self._text(other), other.timeout, gate, _acts(other)))
         if repeatable is None:
             repeatable = command.step in _REPEATABLE
         repeatable = repeatable and all(other.step in _REPEATABLE for other in along)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from upgradectl.errors import UsageError
-from upgradectl.notify import check_url
 from upgradectl.window import Window, parse_window
 
 
@@ -31,6 +30,9 @@ def parse_unattended(
         raise UsageError("--tz goes with --window")
     try:
         parsed = parse_window(window, tz) if window else None
+        # http.client and urllib are imported only by a run that posts to a webhook.
+        from upgradectl.notify import check_url  # noqa: PLC0415
+
         url = check_url(notify) if notify else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None

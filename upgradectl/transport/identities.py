@@ -11,9 +11,8 @@ from __future__ import annotations
 import functools
 import os
 
-import paramiko
-
 from upgradectl.errors import AuthenticationRefused
+from upgradectl.transport.paramiko_lean import paramiko
 from upgradectl.transport.sshconfig import DEFAULT_IDENTITIES, Endpoint
 
 

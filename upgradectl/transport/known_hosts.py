@@ -32,9 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import paramiko
-
 from upgradectl.errors import HostKeyRefused
+from upgradectl.transport.paramiko_lean import paramiko
 
 CERT_SUFFIX = "-cert-v01@openssh.com"
 _RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-import paramiko
 import tenacity
 
 from upgradectl.errors import (
@@ -29,10 +28,13 @@ from upgradectl.transport.base import CommandResult
 from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
 from upgradectl.transport.identities import Identities
 from upgradectl.transport.known_hosts import KnownHosts
+from upgradectl.transport.paramiko_lean import paramiko
 from upgradectl.transport.sshconfig import Endpoint
 
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5
+# How often paramiko's thread of an idle connection wakes (it sends the keepalives then).
+IDLE_WAKE_SECONDS = float(KEEPALIVE_SECONDS)
 # OpenSSH refuses an eleventh session on one connection (MaxSessions defaults to 10). A fleet's
 # steps on one balancer, or a wide probe, share that connection: they queue here instead.
 MAX_CHANNELS = 8
@@ -124,6 +126,11 @@ class SshTransport:
             # Each command ends with small packets (EOF, close) and the next begins with one
             # (open): under Nagle that one waits for the server's delayed ACK, 40 ms a command.
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # paramiko's thread wakes at each timeout of its socket, 0.1 s by default: ten
+            # times a second per connection for as long as the run lasts (the CPU that grew
+            # faster than the fleet). Once per keepalive will do; closing shuts the socket down
+            # first, so the thread still ends at once (_drop).
+            transport.sock.settimeout(IDLE_WAKE_SECONDS)
         self._client = client
         self.connections_opened += 1
         return transport
@@ -157,6 +164,11 @@ class SshTransport:
 
     def _drop(self) -> None:
         if self._client is not None:
+            transport = self._client.get_transport()
+            if transport is not None and isinstance(transport.sock, socket.socket):
+                # Wakes paramiko's thread out of its read now, not at the socket's timeout.
+                with contextlib.suppress(OSError):
+                    transport.sock.shutdown(socket.SHUT_RDWR)
             self._client.close()
             self._client = None
 
