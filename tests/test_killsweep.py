@@ -374,7 +374,8 @@ def test_a_block_that_worked_as_the_controller_died_is_asked_about_not_repeated(
     tmp_path: Path,
 ) -> None:
     site = Site(tmp_path / "site", Scenario())
-    replace_step(site, "block", "touch {{ dir }}/blocked; kill -9 $PPID")
+    # The block's read-back goes with it in one round trip: its $PPID is not the controller.
+    replace_step(site, "block", f"touch {{{{ dir }}}}/blocked; {KILL_THE_CONTROLLER}")
     assert site.start(0).code == -9  # between the block and its `blocked` record
     replace_step(site, "block", "echo must not run again; exit 1")
     resumed = site("resume", "--yes")
