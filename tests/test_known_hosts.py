@@ -20,6 +20,7 @@ from conftest import LabKeys
 from upgradectl.errors import HostKeyRefused
 from upgradectl.lab import KeyPair, lab_account
 from upgradectl.lab.sshd import SshServer
+from upgradectl.transport import known_hosts
 from upgradectl.transport.known_hosts import parse
 from upgradectl.transport.ssh import SshTransport
 from upgradectl.transport.sshconfig import Endpoint, resolve
@@ -299,3 +300,32 @@ def test_every_known_hosts_file_and_the_alias_as_openssh(
         assert (ours_ / name).read_text() == (theirs / name).read_text(), (
             f"{case}: {name} differs from what ssh left"
         )
+
+
+def test_a_host_is_found_among_a_fleets_lines_without_matching_every_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = base64.b64encode(b"a key").decode()
+    lines = [f"[10.0.{n // 256}.{n % 256}]:2222 ssh-ed25519 {blob}" for n in range(2000)]
+    lines.insert(7, f"[10.0.0.5]:2222,[OTHER]:22 ssh-rsa {blob}")  # a second line for it
+    lines.append(f"[10.0.0.?]:2222 ecdsa-sha2-nistp256 {blob}")  # a wildcard: matched
+    lines.append(f"!*.example,* ssh-dss {blob}")  # a negation: matched
+    path = tmp_path / "known_hosts"
+    path.write_text("\n".join(lines) + "\n")
+    hosts = known_hosts.KnownHosts((str(path),))
+    matched: list[str] = []
+    real = known_hosts._pattern_matches
+
+    def counting(pattern: str, name: str) -> bool:
+        matched.append(pattern)
+        return real(pattern, name)
+
+    monkeypatch.setattr(known_hosts, "_pattern_matches", counting)
+    found = hosts.for_host(known_hosts.HostId.of("10.0.0.5", 2222))
+    assert [(entry.line, entry.key_type) for entry in found] == [
+        (6, "ssh-ed25519"),
+        (8, "ssh-rsa"),
+        (2002, "ecdsa-sha2-nistp256"),
+        (2003, "ssh-dss"),
+    ]  # in the file's order
+    assert len(matched) <= 3  # only the lines that are not plain names, not 2,000 more
