@@ -64,7 +64,10 @@ def upgrade(node: dict[str, Any], defaults: dict[str, Any], known_hosts: str) ->
         key_filename=defaults["identity_file"],
         look_for_keys=False,
         allow_agent=False,
-        timeout=30,
+        # A thousand handshakes at once on two cores: paramiko's 15 s banner wait is too short.
+        timeout=120,
+        banner_timeout=120,
+        auth_timeout=120,
     )
     transport = client.get_transport()
     assert transport is not None and isinstance(transport.sock, socket.socket)

@@ -55,7 +55,7 @@ def ssh_to(lab: Lab, tmp_path: Path, port: int | None = None) -> SshTransport:
         port=port or ssh.port,
         user=ssh.user,
         identity_files=(str(lab.identity_file),),
-        known_hosts=str(tmp_path / "known_hosts"),  # trusted on first use: a test's own file
+        known_hosts=(str(tmp_path / "known_hosts"),),  # trusted on first use: a test's own file
     )
     return SshTransport(endpoint, accept_new_host_keys=True)
 

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from upgradectl.journal import Journal
+from upgradectl.lab import wait_for
 from upgradectl.runrecords import find_run, left_out_of_service, read_run
 
 
@@ -210,3 +212,35 @@ def test_an_unfinished_dry_run_is_never_the_run_resume_picks(tmp_path: Path) -> 
     found = find_run(str(tmp_path), None)
 
     assert found is not None and found.run_id == "20261125T010000-real"
+
+
+def test_records_appended_together_share_one_fsync_and_each_is_on_disk_when_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(str(tmp_path), "20261130T090000-sync")
+    syncs: list[int] = []  # how many writes each fsync covered
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        # A disk slower than the writers: the first fsync waits until every writer has written.
+        if not syncs:
+            wait_for(lambda: journal._writes == 8, 10, interval=0.001, what="every write")
+        syncs.append(journal._writes)
+        real_fsync(fd)
+
+    monkeypatch.setattr("upgradectl.journal.os.fsync", slow_fsync)
+    returned: list[int] = []
+
+    def append(number: int) -> None:
+        journal.append("blocked", f"node-{number}")
+        returned.append(syncs[-1])  # what was on disk when this append returned
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    journal.close()
+    assert len(syncs) <= 2 and syncs[-1] == 8  # not one fsync per record
+    assert all(covered == 8 for covered in returned)
+    assert len(read_run(journal.path).records) == 8

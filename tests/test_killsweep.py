@@ -48,6 +48,7 @@ class Scenario:
     sessions: dict[str, float] | None = None
     hand_blocked: tuple[str, ...] = ()
     command: tuple[str, ...] = ("upgrade", "--version", "2.0", "--yes")
+    named: bool = True  # False: the playbook has no `sessions` step, only counts
 
     @property
     def upgrades(self) -> bool:
@@ -62,7 +63,11 @@ class Site:
         self.root = root
         self.scenario = scenario
         root.mkdir()
-        (root / "files.yaml").write_text(PLAYBOOK)
+        (root / "files.yaml").write_text(
+            PLAYBOOK
+            if scenario.named
+            else "".join(line for line in PLAYBOOK.splitlines(True) if "  sessions:" not in line)
+        )
         nodes = "".join(
             f"  {name}: {{groups: [voice], vars: {{dir: {root / name}}}}}\n"
             for name in scenario.nodes
@@ -80,11 +85,11 @@ class Site:
             if name in scenario.hand_blocked:
                 (root / name / "blocked").touch()
 
-    def __call__(self, *args: str, kill_after: int = 0) -> Ran:
+    def __call__(self, *args: str, kill_after: int = 0, as_json: bool = True) -> Ran:
         env = {"UPGRADECTL_TEST_KILL_AFTER_RECORD": str(kill_after)}
         return run_cli(
             "-i", str(self.root / "inventory.yaml"), "--state-dir", str(self.root / "state"),
-            "--json", *args, env=env,
+            *(["--json"] if as_json else []), *args, env=env,
         )  # fmt: skip
 
     def start(self, kill_after: int) -> Ran:
@@ -101,6 +106,7 @@ SCENARIOS = {
     "hand-blocked node": Scenario(hand_blocked=("node-a",)),
     "two-node fleet": Scenario(nodes=("node-a", "node-b")),
     "forced drain command": Scenario(sessions={"call-1": 600}, command=("drain", "--yes")),
+    "unnamed forced drain": Scenario(sessions={"call-1": 600, "call-2": 600}, named=False),
 }
 
 
@@ -130,8 +136,11 @@ def check_the_end(site: Site, kill_after: int) -> None:
             assert not site.file(node, "upgrades").exists(), f"{where}: a drain upgraded"
         assert not site.file(node, "lock").exists(), f"{where}: {node}'s lock left"
     forced = site("history", "--forced").stdout
-    if site.scenario.sessions:
+    if site.scenario.sessions and site.scenario.named:
         assert "call-1" in forced, f"{where}: the cut is missing from the helpdesk report"
+    elif site.scenario.sessions:  # a count, never a name made up
+        text = site("history", "--forced", as_json=False).stdout
+        assert "2 unnamed sessions" in text and "call-" not in text, f"{where}: {text}"
 
 
 @pytest.mark.slow
@@ -266,6 +275,63 @@ def test_a_cut_the_controller_died_during_is_reported_not_confirmed_then_reconci
     assert site.file("node-a", "upgrades").read_text().splitlines() == ["2.0"]
 
 
+def unnamed_cut_killed(tmp_path: Path) -> Site:
+    """Two sessions the playbook cannot name, cut by a force that kills its controller."""
+    site = Site(tmp_path / "site", Scenario(sessions={"call-1": 600, "call-2": 600}, named=False))
+    replace_step(site, "force", "rm -f {{ dir }}/sessions/*; kill -9 $PPID")
+    assert site.start(0).code == -9  # between the force and its `forced` record
+    before = site("history", "--forced", as_json=False).stdout
+    assert "2 unnamed sessions" in before and "cut (not confirmed: controller died)" in before
+    return site
+
+
+def test_an_unnamed_cut_the_controller_died_during_is_counted_by_resume(tmp_path: Path) -> None:
+    site = unnamed_cut_killed(tmp_path)
+    resumed = site("resume", "--yes")
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    (forced,) = [e for e in resumed.events if e["event"] == "forced"]
+    assert (forced["count"], forced["confirmed"], forced["sessions"]) == (2, False, [])
+    assert "2 unnamed: count went from 2 to 0 when resume looked" in forced["message"]
+    (line,) = [json.loads(line) for line in site("history", "--forced").stdout.splitlines()]
+    assert "id" not in line and line["unnamed"] == 2
+    assert (
+        line["cut"] == "not confirmed: controller died; count went from 2 to 0 when resume looked"
+    )
+    assert site.file("node-a", "upgrades").read_text().splitlines() == ["2.0"]
+
+
+def test_an_unnamed_cut_resume_cannot_count_stays_not_confirmed(tmp_path: Path) -> None:
+    site = unnamed_cut_killed(tmp_path)
+    playbook = site.root / "files.yaml"
+    (count,) = [line for line in playbook.read_text().splitlines() if line.startswith("    run: ")]
+    playbook.write_text(playbook.read_text().replace(count, "    run: echo not-a-count"))
+    site("resume", "--yes")  # the drain cannot count either: whatever it ends with, the cut stays
+    (line,) = [json.loads(line) for line in site("history", "--forced").stdout.splitlines()]
+    assert (line["unnamed"], line["cut"]) == (2, "not confirmed: controller died")
+
+
+def test_an_unnamed_cut_resume_could_not_count_is_journalled_not_confirmed(
+    tmp_path: Path,
+) -> None:
+    site = unnamed_cut_killed(tmp_path)
+    # The count is unreadable once, on its second read: the probe's is fine, resume's is not.
+    flaky = site.file("node-a", "flaky")
+    flaky.write_text("2")
+    playbook = site.root / "files.yaml"
+    once = (
+        f"if [ -e {flaky} ]; then n=$(cat {flaky}); echo $((n-1)) > {flaky};"
+        f" if [ $n -eq 1 ]; then rm {flaky}; echo unreadable; exit 0; fi; fi; "
+    )
+    playbook.write_text(playbook.read_text().replace('    run: "', f'    run: "{once}', 1))
+    resumed = site("resume", "--yes")
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    assert not flaky.exists()
+    (forced,) = [e for e in resumed.events if e["event"] == "forced"]
+    assert (forced["count"], forced["active_before"], forced["active_after"]) == (2, 2, None)
+    (line,) = [json.loads(line) for line in site("history", "--forced").stdout.splitlines()]
+    assert (line["unnamed"], line["cut"]) == (2, "not confirmed: controller died")
+
+
 def test_a_cut_seen_gone_is_reported_confirmed(tmp_path: Path) -> None:
     site = Site(tmp_path / "site", Scenario(sessions={"call-1": 600}))
     assert site.start(0).code == 0
@@ -308,7 +374,8 @@ def test_a_block_that_worked_as_the_controller_died_is_asked_about_not_repeated(
     tmp_path: Path,
 ) -> None:
     site = Site(tmp_path / "site", Scenario())
-    replace_step(site, "block", "touch {{ dir }}/blocked; kill -9 $PPID")
+    # The block's read-back goes with it in one round trip: its $PPID is not the controller.
+    replace_step(site, "block", f"touch {{{{ dir }}}}/blocked; {KILL_THE_CONTROLLER}")
     assert site.start(0).code == -9  # between the block and its `blocked` record
     replace_step(site, "block", "echo must not run again; exit 1")
     resumed = site("resume", "--yes")

@@ -20,9 +20,9 @@ from conftest import LabKeys
 from upgradectl.errors import HostKeyRefused
 from upgradectl.lab import KeyPair, lab_account
 from upgradectl.lab.sshd import SshServer
-from upgradectl.transport.known_hosts import KnownHosts, parse
+from upgradectl.transport.known_hosts import parse
 from upgradectl.transport.ssh import SshTransport
-from upgradectl.transport.sshconfig import Endpoint
+from upgradectl.transport.sshconfig import Endpoint, resolve
 
 
 def keygen(path: Path, kind: str) -> Path:
@@ -55,6 +55,7 @@ class Keys:
     stranger: Path
     cert: Path  # ed25519 signed by `ca` for 127.0.0.1
     wrong_cert: Path  # ecdsa signed by `other_ca`
+    alias_cert: Path  # ed25519 (a copy) signed by `ca` for node-alias
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,10 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
              ("stranger", "ed25519")]}  # fmt: skip
     cert = sign_host_key(made["ca"], made["ed25519"], "127.0.0.1", "node-1")
     wrong = sign_host_key(made["other_ca"], made["ecdsa"], "127.0.0.1", "node-1")
-    return Keys(**made, cert=cert, wrong_cert=wrong)
+    for suffix in ("", ".pub"):  # one key file has one certificate file: sign a copy
+        shutil.copy(f"{made['ed25519']}{suffix}", folder / f"aliased{suffix}")
+    alias_cert = sign_host_key(made["ca"], folder / "aliased", "node-alias", "node-1")
+    return Keys(**made, cert=cert, wrong_cert=wrong, alias_cert=alias_cert)
 
 
 class HostKeysServer(SshServer):
@@ -127,10 +131,12 @@ def real_ssh(server: HostKeysServer, known_hosts: Path, client: Path, accept_new
 def ours(server: HostKeysServer, known_hosts: Path, client: Path, accept_new: bool) -> bool:
     """Whether our transport connects, given the same file."""
     endpoint = Endpoint(alias="node-1", hostname=server.host, port=server.port, user=server.user,
-                        identity_files=(str(client),), known_hosts=str(known_hosts), proxy_jump=())  # fmt: skip
-    transport = SshTransport(
-        endpoint, accept_new_host_keys=accept_new, known_hosts=KnownHosts(str(known_hosts))
-    )
+                        identity_files=(str(client),), known_hosts=(str(known_hosts),), proxy_jump=())  # fmt: skip
+    return connects(SshTransport(endpoint, accept_new_host_keys=accept_new))
+
+
+def connects(transport: SshTransport) -> bool:
+    """Whether ``transport`` connects (False: its host key was refused)."""
     try:
         transport.connect()
     except HostKeyRefused:
@@ -208,3 +214,88 @@ def test_our_verdict_is_opensshs(
     added = {e.blob for e in parse(theirs_file.read_text())} - {e.blob for e in parse(text)}
     we_added = {e.blob for e in parse(ours_file.read_text())} - {e.blob for e in parse(text)}
     assert we_added == added, f"{case}: ssh added {len(added)} key(s), we added {len(we_added)}"
+
+
+# The known_hosts files an ssh config names: two UserKnownHostsFile, one GlobalKnownHostsFile
+# (a temporary file: the machine's /etc/ssh is never read or written), with or without a
+# HostKeyAlias. Each case: the alias (or None), the certificate the server offers with its
+# ed25519 key, then the lines of user-1, user-2 and global.
+FILES = ("user-1", "user-2", "global")
+CONFIG_CASES: dict[str, tuple[str | None, str, list[str], list[str], list[str]]] = {
+    "unknown everywhere: written to the first user file": (None, "cert", [], [], []),
+    "known only in the global file": (None, "cert", [], [], ["HOST ED25519"]),
+    "changed in the global file": (None, "cert", [], [], ["HOST STRANGER"]),
+    "known only in the second user file": (None, "cert", [], ["HOST ED25519"], []),
+    "changed in the second user file": (None, "cert", [], ["HOST STRANGER"], []),
+    "new key type in the global file": (None, "cert", [], [], ["HOST ECDSA"]),
+    "known in one file, another key in another": (None, "cert", ["HOST STRANGER"], [], ["HOST ED25519"]),
+    "revoked in the global file": (None, "cert", ["HOST ED25519"], [], ["@revoked * ED25519"]),
+    "CA only in the global file": (None, "cert", [], [], ["@cert-authority HOST CA"]),
+    "alias known": ("Node-Alias", "cert", ["node-alias ED25519"], [], []),
+    "alias known in the global file": ("node-alias", "cert", [], [], ["node-alias ED25519"]),
+    "alias changed": ("node-alias", "cert", ["node-alias STRANGER"], [], []),
+    "alias unknown, host:port known": ("node-alias", "cert", ["HOST ED25519"], [], []),
+    "alias unknown: written under the alias": ("node-alias", "cert", [], [], []),
+    "alias hashed": ("node-alias", "cert", [], [], ["ALIASHASHED ED25519"]),
+    "alias with a port is not the alias": ("node-alias", "cert", ["[node-alias]:PORT ED25519"], [], []),
+    "alias, certificate naming the host": ("node-alias", "cert", ["@cert-authority * CA"], [], []),
+    "alias, certificate naming the alias": ("node-alias", "alias_cert", ["@cert-authority node-alias CA"], [], []),
+    "no alias, certificate naming another": (None, "alias_cert", ["@cert-authority * CA"], [], []),
+}  # fmt: skip
+
+
+def write_config(folder: Path, server: HostKeysServer, client: Path, alias: str | None) -> Path:
+    """An ssh config naming the case's known_hosts files in ``folder``, as `.ssh/config`."""
+    user_files = " ".join(str(folder / name) for name in FILES[:2])
+    config = folder / "home" / ".ssh" / "config"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        f"Host node-1\n  HostName {server.host}\n  Port {server.port}\n  User {server.user}\n"
+        f"  IdentityFile {client}\n  IdentitiesOnly yes\n  UserKnownHostsFile {user_files}\n"
+        f"  GlobalKnownHostsFile {folder / 'global'}\n"
+        + (f"  HostKeyAlias {alias}\n" if alias else "")
+    )
+    return config
+
+
+@pytest.mark.parametrize("accept_new", [True, False], ids=["accept-new", "strict"])
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_every_known_hosts_file_and_the_alias_as_openssh(
+    case: str,
+    accept_new: bool,
+    keys: Keys,
+    serve: Callable[..., HostKeysServer],
+    lab_keys: LabKeys,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alias, cert, *contents = CONFIG_CASES[case]
+    server = serve([keys.ed25519], [getattr(keys, cert)])
+    texts = [known_hosts_text(lines, keys, server.port).replace(
+        "ALIASHASHED", hashed("node-alias")) for lines in contents]  # fmt: skip
+    client = lab_keys.client.private_key
+    theirs, ours_ = tmp_path / "theirs", tmp_path / "ours"
+    for folder in (theirs, ours_):
+        folder.mkdir()
+        for name, text in zip(FILES, texts, strict=True):
+            (folder / name).write_text(text)
+    done = subprocess.run(
+        ["ssh", "-F", str(write_config(theirs, server, client, alias)), "-o", "BatchMode=yes",
+         "-o", f"StrictHostKeyChecking={'accept-new' if accept_new else 'yes'}", "node-1", "true"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 or "Host key verification failed" in done.stderr, done.stderr
+    write_config(ours_, server, client, alias)
+    monkeypatch.setenv("HOME", str(ours_ / "home"))  # resolve() reads its .ssh/config with -F
+    endpoint = resolve("node-1", None, None, None, None)
+    assert endpoint.known_hosts == (str(ours_ / "user-1"), str(ours_ / "user-2"))
+    assert endpoint.global_known_hosts == (str(ours_ / "global"),)
+    we_connect = connects(SshTransport(endpoint, accept_new_host_keys=accept_new))
+    ssh_connects = done.returncode == 0
+    assert we_connect == ssh_connects, (
+        f"{case}: ssh {'connects' if ssh_connects else 'refuses'}, we do not"
+    )
+    for name in FILES:
+        assert (ours_ / name).read_text() == (theirs / name).read_text(), (
+            f"{case}: {name} differs from what ssh left"
+        )

@@ -196,7 +196,10 @@ def test_check_accepts_a_good_inventory_and_says_what_each_node_can_do(
     )
     assert code == 0, output
     assert "node-a: playbook tiny" in output and "drain, upgrade" in output
-    assert "counts sessions with active on node-a\n" in output
+    assert (
+        "counts sessions with active on node-a; no is_blocked step: the block and unblock are not read back\n"
+        in output
+    )
 
 
 def test_check_names_both_witnesses_and_an_empty_command_turns_the_second_off(
@@ -208,8 +211,22 @@ def test_check_names_both_witnesses_and_an_empty_command_turns_the_second_off(
     with_it = inventory(site, text.replace("{dir:", "{calls: 'echo 0 calls', dir:"))
     code, output = run(capsys, "-i", with_it, "check")
     assert code == 0, output
-    assert "counts sessions with active on node-a and node_active on lb" in output
+    assert "counts sessions with active on node-a and node_active on lb;" in output
     without = inventory(site, text.replace("{dir:", "{calls: '', dir:"))
     code, output = run(capsys, "-i", without, "check")
     assert code == 0, output
-    assert "counts sessions with active on node-a\n" in output
+    assert (
+        "counts sessions with active on node-a; no is_blocked step: the block and unblock are not read back\n"
+        in output
+    )
+
+
+def test_check_says_where_the_block_is_read_back(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    read_back = '  is_blocked: {run: "test -e {{ dir }}/blocked", on: lb}\n'
+    write(site, "tiny.yaml", PLAYBOOK + read_back)
+    text = GOOD.replace("WORK", str(site / "work")) + "  lb: {}\n"
+    code, output = run(capsys, "-i", inventory(site, text), "check")
+    assert code == 0, output
+    assert "; reads the block back with is_blocked on lb\n" in output

@@ -34,7 +34,7 @@ def connect(lab: Lab) -> Iterator[Callable[[], Shell]]:
     node = lab.node("node-1")
     endpoint = Endpoint(
         alias="node-1", hostname=node.ssh.host, port=node.ssh.port, user=lab.user,
-        identity_files=(str(lab.identity_file),), known_hosts=str(lab.known_hosts_path),
+        identity_files=(str(lab.identity_file),), known_hosts=(str(lab.known_hosts_path),),
         proxy_jump=(),
     )  # fmt: skip
 
@@ -95,6 +95,17 @@ def test_the_same_run_takes_its_own_lock_back_when_it_resumes(
     resumed.acquire(break_lock=False, on_break=never_broken)
     resumed.release()
     assert not path.exists()
+
+
+def test_a_lock_left_by_a_dead_controller_is_released_only_if_the_node_says_it_was_there(
+    connect: Callable[[], Shell], path: Path
+) -> None:
+    lock(connect(), path, "run-a").acquire(break_lock=False, on_break=never_broken)
+    assert not lock(connect(), path, "run-b").release_left()  # not its lock: kept
+    assert path.exists()
+    assert lock(connect(), path, "run-a").release_left()
+    assert not path.exists()
+    assert not lock(connect(), path, "run-a").release_left()  # none left to release
 
 
 def test_break_lock_takes_over_reports_the_old_holder_and_the_old_run_cannot_release_it(

@@ -109,6 +109,26 @@ def test_an_unknown_host_key_is_exit_2_at_once(cli: LabCli) -> None:
     assert "step" not in ran.kinds()
 
 
+def test_a_changed_host_key_is_exit_2_at_once_even_accepting_new_keys(
+    cli: LabCli, tmp_path: Path
+) -> None:
+    stranger = KeyPair.generate(tmp_path / "stranger", "not node-1")
+    node_1 = cli.lab.node("node-1").ssh
+    lines = cli.home.known_hosts.read_text().replace(
+        node_1.known_hosts_line(), f"[{node_1.host}]:{node_1.port} {stranger.public_line()}"
+    )
+    cli.home.known_hosts.write_text(lines)
+    started = time.monotonic()
+    ran = cli("-v", "--accept-new-host-keys", "drain", "node-1", "node-2", "--timeout", "5s",
+              "--yes")  # fmt: skip
+    assert ran.code == 2, ran.stdout + ran.stderr
+    assert time.monotonic() - started < 10
+    assert "host key of" in node_1_said(ran) and "CHANGED" in node_1_said(ran)
+    assert f"{cli.home.known_hosts}:" in node_1_said(ran)  # file:line of the listed key
+    assert cli.home.known_hosts.read_text() == lines  # nothing added, nothing removed
+    assert_untouched(cli, ran)
+
+
 def test_a_closed_port_fails_in_about_a_second_as_a_failure_not_attention(cli: LabCli) -> None:
     (closed,) = free_ports(1)
     ran, took = drain(cli, with_node_1(cli, port=closed))

@@ -16,9 +16,19 @@ def test_the_first_nodes_upgrade_while_the_last_is_still_being_probed(tmp_path: 
     first_done = threading.Event()
     seen: list[bool] = []
 
+    blocked = [False]  # node-1's block, as its is_blocked reads it back
+
+    def block(command: str) -> Reply:
+        blocked[0] = True
+        return Reply()
+
     def unblock(command: str) -> Reply:
+        blocked[0] = False
         first_done.set()
         return Reply()
+
+    def is_blocked(command: str) -> Reply:
+        return Reply("blocked\n" if blocked[0] else "")
 
     def slow_version(command: str) -> Reply:
         # Answers once a node is back in service upgraded; behind a barrier that never happens.
@@ -29,7 +39,7 @@ def test_the_first_nodes_upgrade_while_the_last_is_still_being_probed(tmp_path: 
         tmp_path,
         size=4,
         scripts={
-            "node-1": [("^unblock$", unblock)],
+            "node-1": [("^block$", block), ("^unblock$", unblock), ("^is_blocked$", is_blocked)],
             "node-4": [("^version$", slow_version)],
         },
     )

@@ -66,10 +66,10 @@ def test_a_plain_upgrade_takes_six_round_trips_a_node(tmp_path: Path) -> None:
         assert steps == [
             "is_blocked", "count", "version",  # the probe
             "is_blocked",  # with the lock
-            "block",
+            "block", "is_blocked",  # the block read back with it
             "count", "is_blocked",  # the drain's zero, and the block seen with it
             "upgrade",
-            "verify", "unblock",  # with the lock's release
+            "verify", "unblock", "is_blocked",  # with the lock's release; the unblock read back
         ]  # fmt: skip
 
 
@@ -89,8 +89,10 @@ def test_a_failed_verify_sends_no_unblock_and_the_node_stays_blocked(tmp_path: P
 def test_a_block_seen_lost_with_the_last_count_is_put_back_and_the_node_counted_again(
     tmp_path: Path,
 ) -> None:
-    # The probe and the lock's round trip: not blocked; with the zero: lost; then back.
-    replies = [Reply(""), Reply(""), Reply(""), Reply("blocked\n")]
+    # The probe and the lock's round trip: not blocked; read back after the block: blocked;
+    # with the zero: lost; then back (put back, then with the zero again); the unblock's: not.
+    blocked, free = Reply("blocked\n"), Reply("")
+    replies = [free, free, blocked, free, blocked, blocked, free]
     fleet = FakeFleet(tmp_path, size=1, scripts={"node-1": [("^is_blocked$", replies)]})
     result = fleet.run()["node-1"]
     assert result.result == "upgraded"

@@ -15,7 +15,7 @@ from clihelp import LabCli, run_cli
 from conftest import LabFactory, wait_for
 
 from upgradectl.lab import Lab, SshHome
-from upgradectl.transport.ssh import MAX_CHANNELS, SshTransport
+from upgradectl.transport.ssh import IDLE_WAKE_SECONDS, MAX_CHANNELS, SshTransport
 from upgradectl.transport.sshconfig import Hop, resolve
 
 
@@ -37,6 +37,28 @@ def test_more_commands_at_once_than_sshd_allows_sessions_queue_and_all_succeed(
     assert [r.stdout.strip() for r in results] == [str(n) for n in range(30)]
     assert transport.connections_opened == 1  # never dropped for a refused channel
     assert MAX_CHANNELS < 10  # OpenSSH's default MaxSessions, which the lab's sshd keeps
+
+
+def test_an_idle_connection_wakes_once_per_keepalive_and_closes_at_once(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)
+    try:
+        assert transport.run("echo up", 10).stdout == "up\n"
+        client = transport._client
+        assert client is not None
+        paramiko_transport = client.get_transport()
+        assert paramiko_transport is not None
+        assert paramiko_transport.sock.gettimeout() == IDLE_WAKE_SECONDS  # not 0.1 s
+    finally:
+        transport.close()
+    # Its thread ends at once, not when a read of its socket times out.
+    wait_for(
+        lambda: not paramiko_transport.is_alive(),
+        IDLE_WAKE_SECONDS / 2,
+        what="paramiko's thread to end",
+    )
 
 
 @contextmanager

@@ -116,7 +116,7 @@ def execute(
     with _run_lock(settings, plan, run):
         if start_at:  # a resumed run: the nodes it finished before it died keep no lock of it
             finished = [node.name for node in plan.nodes if node.name not in start_at]
-            if not release_left_locks(settings, plan, finished):
+            if release_left_locks(settings, plan, finished) is None:
                 events.emit(
                     "warning", None, "could not release the locks left on " + ", ".join(finished)
                 )

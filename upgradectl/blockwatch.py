@@ -42,7 +42,7 @@ class BlockWatch:
         return self.steps.has("is_blocked")
 
     def started(self) -> None:
-        """The drain begins on a node just blocked (the block step said so)."""
+        """The drain begins on a node just blocked (read back by the runner where it can be)."""
         if self.checked_at is None:
             self.checked_at = self.ctx.monotonic()
 

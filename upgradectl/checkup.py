@@ -61,6 +61,7 @@ def check(settings: Settings, *, strict: bool = False) -> CheckReport:
         report.lines.append(
             f"  {name}: playbook {playbook.name} ({playbook.path}): {', '.join(supported) or 'nothing'}"
             + _witnesses(node_plan)
+            + _read_back(node_plan)
         )
         if not supported:
             warnings.setdefault(
@@ -100,6 +101,15 @@ def _witnesses(plan: NodePlan) -> str:
     """Where the node's sessions are counted: drained means every count says zero."""
     counts = [f"{step} on {plan.steps[step].target}" for step in COUNT_STEPS if step in plan.steps]
     return f"; counts sessions with {' and '.join(counts)}" if counts else ""
+
+
+def _read_back(plan: NodePlan) -> str:
+    """Whether a block and an unblock are read back (they are reported only as seen)."""
+    if "block" not in plan.steps:
+        return ""
+    if "is_blocked" not in plan.steps:
+        return "; no is_blocked step: the block and unblock are not read back"
+    return f"; reads the block back with is_blocked on {plan.steps['is_blocked'].target}"
 
 
 def bundled_descriptions() -> dict[str, str]:

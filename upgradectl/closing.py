@@ -27,16 +27,20 @@ from upgradectl.steps import Steps
 _RECONNECT_FOR = 5.0
 
 
-def close_finished_run(settings: Settings, found: RunRecord, plan: Plan, by: str) -> bool:
-    """Release ``found``'s node locks and write its end; False when it could not (a live run
-    holds the run lock, or a node did not answer), and then nothing is written."""
+def close_finished_run(
+    settings: Settings, found: RunRecord, plan: Plan, by: str
+) -> list[str] | None:
+    """Release ``found``'s node locks and write its end; the nodes whose lock it removed, or
+    None when it could not (a live run holds the run lock, or a node did not answer), and then
+    nothing is written."""
     with RunLock(os.path.join(settings.state_dir, "run.lock")) as lock:
         try:
             lock.acquire(found.run_id, [f"upgradectl {by}: closing run {found.run_id}"])
         except RunLockHeld:
-            return False
-        if not release_left_locks(settings, plan, [node.name for node in plan.nodes]):
-            return False
+            return None
+        released = release_left_locks(settings, plan, [node.name for node in plan.nodes])
+        if released is None:
+            return None
         codes = [
             ExitCode(record["data"]["exit_code"])
             for record in found.records
@@ -49,13 +53,14 @@ def close_finished_run(settings: Settings, found: RunRecord, plan: Plan, by: str
             "run-end", None, exit_code=int(code), result=RESULT_WORDS[code], closed_by=by
         )
         journal.close()
-    return True
+    return released
 
 
-def release_left_locks(settings: Settings, plan: Plan, names: list[str]) -> bool:
+def release_left_locks(settings: Settings, plan: Plan, names: list[str]) -> list[str] | None:
     """Remove the locks the run left on nodes ``names`` (only where they are still its own);
-    False when a node did not answer."""
+    the nodes that said they had one and it was removed, or None when a node did not answer."""
     connections = Connections(plan.inventory, accept_new_host_keys=settings.accept_new_host_keys)
+    released = []
     try:
         for node_plan in (plan.node(name) for name in names):
             steps = Steps(
@@ -63,9 +68,10 @@ def release_left_locks(settings: Settings, plan: Plan, names: list[str]) -> bool
                 pause=lambda seconds: False,
             )  # fmt: skip
             lock = NodeLock(node_plan.name, node_plan.lock_path, steps.shell, plan.run_id, "")
-            lock.release_left()
+            if lock.release_left():
+                released.append(node_plan.name)
     except UpgradectlError:
-        return False
+        return None
     finally:
         connections.close()
-    return True
+    return released

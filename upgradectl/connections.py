@@ -30,7 +30,8 @@ class Connections:
         self.warn = warn
         self._make = make or self._transport_for
         self._open: dict[str, Transport] = {}
-        self._known_hosts: dict[str, Any] = {}  # path -> KnownHosts, read once per run
+        # (user files, global files) -> KnownHosts, read once per run
+        self._known_hosts: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
         self._hops: dict[tuple[Hop, int], Transport] = {}  # jump hosts, keyed by how reached
         self._lock = threading.Lock()
 
@@ -75,9 +76,10 @@ class Connections:
             for hop in endpoint.proxy_jump:
                 jump = self._hop(hop, jump)
         with self._lock:
-            known = self._known_hosts.get(endpoint.known_hosts)
+            files = (endpoint.known_hosts, endpoint.global_known_hosts)
+            known = self._known_hosts.get(files)
             if known is None:
-                known = self._known_hosts[endpoint.known_hosts] = KnownHosts(endpoint.known_hosts)
+                known = self._known_hosts[files] = KnownHosts(*files)
         return SshTransport(
             endpoint,
             accept_new_host_keys=self.accept_new_host_keys,

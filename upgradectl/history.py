@@ -26,6 +26,10 @@ def newest_runs(state_dir: str, limit: int) -> list[RunRecord]:
 
 # A cut the controller did not live to see: it may have happened.
 NOT_CONFIRMED = "not confirmed: controller died"
+# A node's records that settle a force without its outcome: the force failed, or `resume` has
+# looked at the node and carried on. (A `result` alone does not: a resume that never reached
+# the node, its probe failed, has not looked.)
+_MOVED_ON = runrecords.OUT_OF_SERVICE | runrecords.SETTLED | {"failed"}
 
 
 def forced_sessions(runs: list[RunRecord]) -> list[dict[str, Any]]:
@@ -34,6 +38,8 @@ def forced_sessions(runs: list[RunRecord]) -> list[dict[str, Any]]:
     A ``forcing`` record names the sessions before the force runs: when the controller died
     before its outcome (``forced``, or the failure), those sessions may have been cut, and are
     listed ``not confirmed``, unless a later record of the run says what became of them.
+    Sessions the playbook could not name are one line per force, with their count
+    (``unnamed``) and no id: never a name made up.
     """
     found = []
     for run in runs:
@@ -44,17 +50,42 @@ def forced_sessions(runs: list[RunRecord]) -> list[dict[str, Any]]:
                 pending[str(node)] = record
             elif record["kind"] == "forced":
                 pending.pop(str(node), None)
-                found += [{"cut": "confirmed", **session} for session in data.get("sessions", [])]
-            elif record["kind"] in ("failed", "attention", "result") and node:
+                named = [s for s in data.get("sessions", []) if isinstance(s, dict)]
+                found += [{"cut": "confirmed", **session} for session in named]
+                found += _unnamed(run, record, data.get("count", 0) - len(named), _how_cut(data))
+            elif record["kind"] in _MOVED_ON and node:
                 pending.pop(str(node), None)
         for node, forcing in pending.items():
+            listed = [s for s in forcing.get("data", {}).get("sessions", []) if isinstance(s, dict)]
             found += [
                 {**session, "node": node, "run": run.run_id, "cut_at": forcing["time"],
                  "cut": NOT_CONFIRMED}
-                for session in forcing.get("data", {}).get("sessions", [])
-                if isinstance(session, dict)
+                for session in listed
             ]  # fmt: skip
+            unnamed = forcing.get("data", {}).get("active", 0) - len(listed)
+            found += _unnamed(run, forcing, unnamed, NOT_CONFIRMED)
     return found
+
+
+def _how_cut(forced: dict[str, Any]) -> str:
+    """How sure a ``forced`` record is of its unnamed cuts: seen gone after the force, or found
+    gone (or not readable) by ``resume`` after the controller died around it."""
+    if forced.get("confirmed", True):
+        return "confirmed"
+    before, after = forced.get("active_before"), forced.get("active_after")
+    if after is None:
+        return NOT_CONFIRMED
+    return f"{NOT_CONFIRMED}; count went from {before} to {after} when resume looked"
+
+
+def _unnamed(run: RunRecord, record: dict[str, Any], count: Any, cut: str) -> list[dict[str, Any]]:
+    """The helpdesk line of ``count`` sessions cut without names (none when there are none)."""
+    if not isinstance(count, int) or count <= 0:
+        return []
+    return [
+        {"unnamed": count, "node": record.get("node"), "run": run.run_id,
+         "cut_at": record["time"], "cut": cut}
+    ]  # fmt: skip
 
 
 def find(state_dir: str, run_id: str) -> RunRecord:

@@ -27,6 +27,7 @@ _TAKEN = "upgradectl-lock-taken"
 _HELD = "upgradectl-lock-held"
 _LINK = "upgradectl-lock-is-a-symlink"
 _ODD = "upgradectl-lock-is-not-a-file"
+_RELEASED = "released"  # printed by the release only when it removed the lock
 LOCK_TIMEOUT = 30.0
 
 
@@ -113,14 +114,15 @@ class NodeLock:
         run = shlex.quote(f'"run": "{self.run_id}"')
         path = shlex.quote(self.path)
         return (
-            f"if [ ! -L {path} ] && grep -qF {run} {path} 2>/dev/null; then rm -f {path}; fi; "
-            "echo released"
+            f"if [ ! -L {path} ] && grep -qF {run} {path} 2>/dev/null; then rm -f {path} && "
+            f"echo {_RELEASED}; else echo none of ours; fi"
         )
 
-    def release_left(self) -> None:
-        """Remove the lock this run left when its controller died (only if it is still its own)."""
-        self.held = True
-        self.release()
+    def release_left(self) -> bool:
+        """Remove the lock this run left when its controller died (only if it is still its own);
+        whether there was one to remove (the node's own word)."""
+        self.held = False
+        return _RELEASED in self._run(self.release_command()).split()
 
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lock now (None when free)."""

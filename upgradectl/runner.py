@@ -42,6 +42,10 @@ from upgradectl.rehearsal import Rehearsal
 from upgradectl.results import NodeResult, concluded
 from upgradectl.resume import STAGES
 from upgradectl.steps import Steps
+from upgradectl.witness import Counts, look
+
+# Said of a block or unblock whose effect the playbook cannot read back.
+_NO_WITNESS = "no is_blocked step to read it back"
 
 
 class NodeRun:
@@ -129,7 +133,7 @@ class NodeRun:
         intention = self.ctx.intentions.get(self.name, {})
         kind = intention.get("kind")
         if kind == "forcing":
-            self._reconcile_force(intention.get("data", {}).get("sessions") or [])
+            self._reconcile_force(intention.get("data", {}))
         # Recorded before a verify sent with the unblock too: an unblock that worked passed it.
         unblocked = (
             kind == "unblocking"
@@ -143,26 +147,45 @@ class NodeRun:
             return self.result(done, ExitCode.OK, "done; back in service")
         return body()
 
-    def _reconcile_force(self, listed: list[dict[str, Any]]) -> None:
-        """The force may have run before the controller died: the sessions it named that are
-        gone now are written down as cut, not confirmed (they may have ended by themselves)."""
-        if not listed or not self.steps.has("sessions"):
+    def _reconcile_force(self, forcing: dict[str, Any]) -> None:
+        """The force may have run before the controller died: ask the node. The sessions it
+        named that are gone now, and the unnamed ones the counts show gone, are written down as
+        cut, not confirmed (they may have ended by themselves); unnamed ones the counts cannot
+        tell about now are written down as perhaps cut."""
+        listed = [s for s in forcing.get("sessions") or [] if isinstance(s, dict) and "id" in s]
+        active = forcing.get("active")
+        before = Counts(active if isinstance(active, int) else 0)  # the count the force was for
+        unlisted = max(before.live - len(listed), 0)
+        if not unlisted and not (listed and self.steps.has("sessions")):
             return
-        live = {session.id for session in self.steps.sessions(self.ctx.wall())}
+        proof = look(self.steps, self.ctx, listed)
         gone = [
             {**session, "node": self.name, "run": self.ctx.run_id, "cut_at": self.ctx.wall(),
              "cut": f"{NOT_CONFIRMED}; gone when resume looked"}
-            for session in listed
-            if isinstance(session, dict) and session.get("id") not in live
+            for session in proof.gone
         ]  # fmt: skip
-        if gone:
+        said = [str(s["id"]) for s in gone]
+        unnamed, seen = 0, {}
+        if unlisted:
+            after = proof.counts.live if proof.counts is not None else None
+            unnamed = unlisted if after is None else proof.unnamed_cut(before)
+            seen = {"active_before": before.live, "active_after": after}
+        if unnamed:
+            said.append(
+                f"{unnamed} unnamed: the count could not be read when resume looked"
+                if seen["active_after"] is None
+                else f"{unnamed} unnamed: count went from {before.live} to {seen['active_after']}"
+                " when resume looked"
+            )
+        if gone or unnamed:
             self.log.record(
                 "forced",
-                f"gone when resume looked, after the controller died around the force (cut then,"
-                f" or ended by themselves): {', '.join(str(s['id']) for s in gone)}",
+                f"{NOT_CONFIRMED} around the force; cut then, or ended by themselves: "
+                + "; ".join(said),
                 sessions=gone,
-                count=len(gone),
+                count=len(gone) + unnamed,
                 confirmed=False,
+                **seen,
             )
 
     def _release(self, lock: NodeLock) -> None:
@@ -349,8 +372,14 @@ class NodeRun:
             )
             return
         self.log.record("blocking", f"blocking at {target}")
+        if not self.steps.has("is_blocked"):
+            self._note("no is_blocked step: the block and unblock would not be read back")
+        self._read_back_along()
         self._act("block", f"block at {target}")
-        self.log.record("blocked", f"blocked at {target}; no new sessions")
+        if self._read_back("block", blocked=True):
+            self.log.record("blocked", f"blocked at {target}; no new sessions (is_blocked says so)")
+        else:
+            self.log.record("blocked", f"block step done at {target} ({_NO_WITNESS})")
 
     def _blocked_before_the_crash(self) -> bool:
         """Whether a resumed run died between its block and the record of it, and the node
@@ -418,7 +447,8 @@ class NodeRun:
         release = Command(
             step="lock", target=self.name, run=self._lock.release_command(), timeout=LOCK_TIMEOUT
         )
-        self.steps.along(*chain[1:], release, gated=True)
+        # The block's read-back goes last: its exit code may say "blocked", which gates nothing.
+        self.steps.along(*chain[1:], release, "is_blocked", gated=True)
         # Written ahead of the round trip that may unblock: a run that dies now leaves `resume`
         # the question to ask the node (and the verify to run again if it is still blocked).
         self._record_unblocking()
@@ -464,16 +494,41 @@ class NodeRun:
             return self.result(
                 result, ExitCode.OK, "done; left blocked as found (it was blocked by hand)"
             )
-        self._lift_block(joint)
-        return self.result(result, ExitCode.OK, "done; back in service")
+        return self.result(result, ExitCode.OK, f"done; {self._lift_block(joint)}")
 
-    def _lift_block(self, joint: str = ", ") -> None:
+    def _lift_block(self, joint: str = ", ") -> str:
+        """Unblock; what is known of the node after it ("back in service" only when read back)."""
         target = self.steps.target("unblock")
         # Written ahead: a run that dies now leaves `resume` the question to ask the node.
         self._record_unblocking()
+        self._read_back_along()
         self._act("unblock", f"unblock at {target}", joint)
+        witnessed = self._read_back("unblock", blocked=False)
         self.custody.released()
-        self.log.record("unblocked", f"unblocked at {target}; back in service")
+        if not witnessed:
+            self.log.record("unblocked", f"unblock step done at {target} ({_NO_WITNESS})")
+            return f"unblock step done ({_NO_WITNESS})"
+        self.log.record("unblocked", f"unblocked at {target}; back in service (is_blocked says so)")
+        return "back in service"
+
+    def _read_back_along(self) -> None:
+        """Send ``is_blocked`` with the acting step that comes next, to read its effect back in
+        the same round trip where they share a host (unless the verify's round trip brought it)."""
+        if self.rehearsal is None and not self.steps.ready("is_blocked"):
+            self.steps.along("is_blocked")
+
+    def _read_back(self, step: str, *, blocked: bool) -> bool:
+        """Read ``is_blocked`` after ``step`` acted: True when it says what the step meant to do,
+        False when nothing can be read (no step, or a dry run, which did not act). A node that
+        says otherwise fails the step: its effect was not seen."""
+        if self.rehearsal is not None or not self.steps.has("is_blocked"):
+            return False
+        if self.steps.is_blocked() is blocked:
+            return True
+        says = "the node still takes sessions" if blocked else "the node is still blocked"
+        raise StepFailed(
+            step, self.steps.target(step), f"the {step} did not take: is_blocked says {says}"
+        )
 
     def _interrupted_after_upgrade(self) -> NodeResult:
         message = f"stopped ({self.ctx.stop.reason}) after the upgrade step; `upgradectl resume` verifies and unblocks"

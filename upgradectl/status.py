@@ -65,7 +65,7 @@ def _closed(settings: Settings, run: RunRecord) -> bool:
         plan, points, found = resume_plan(settings, run.run_id)
     except UpgradectlError:
         return False  # its inventory is gone or unreadable: leave it listed
-    return not points and close_finished_run(settings, found, plan, "status")
+    return not points and close_finished_run(settings, found, plan, "status") is not None
 
 
 def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any]:

@@ -78,13 +78,14 @@ def prove_cut(
     seconds, until every listed session is gone and every count says zero, or ``grace`` is over."""
     until = ctx.monotonic() + grace
     while True:
-        proof = _look(steps, ctx, listed)
+        proof = look(steps, ctx, listed)
         if proof.complete or ctx.monotonic() >= until:
             return proof
         ctx.stop.wait(pause)  # a stop asked for now waits for the proof: it is short
 
 
-def _look(steps: Steps, ctx: RunContext, listed: list[dict[str, Any]]) -> CutProof:
+def look(steps: Steps, ctx: RunContext, listed: list[dict[str, Any]]) -> CutProof:
+    """One look at the sessions ``listed`` before a force and at the counts (None: unreadable)."""
     try:
         counts: Counts | None = read_counts(steps)
     except UnreadableCount:

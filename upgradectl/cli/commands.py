@@ -328,18 +328,24 @@ def resume(obj: Cli, run_id: str | None, yes: bool) -> int:
     if not start_at:
         if found.finished is not None:
             click.echo(f"run {made.run_id}: every node finished; nothing to resume")
-        elif close_finished_run(settings, found, made, "resume"):
-            click.echo(
-                f"run {made.run_id}: every node had finished when its controller died; "
-                "closed it and released its node locks"
-            )
-        else:
+            return ExitCode.OK
+        released = close_finished_run(settings, found, made, "resume")
+        if released is None:
             click.echo(
                 f"run {made.run_id}: every node had finished, but it cannot be closed now "
                 "(a run holds the run lock, or a node did not answer); try again",
                 err=True,
             )
             return ExitCode.NOT_NOW
+        locks = (  # what the nodes said: a lock removed, or none of this run's left there
+            f"released the node locks it left on {', '.join(released)}"
+            if released
+            else "it had left no node lock to release"
+        )
+        click.echo(
+            f"run {made.run_id}: every node had finished when its controller died; "
+            f"closed it; {locks}"
+        )
         return ExitCode.OK
     steps = ", ".join(f"{node} from {stage}" for node, stage in start_at.items())
     which = "" if run_id else " (the newest run left unfinished)"

@@ -196,6 +196,12 @@ def forced_text(runs: list[RunRecord]) -> str:
     lines = []
     for session in forced_sessions(runs):
         lasted = format_duration(session["age"]) if session.get("age") is not None else "?"
-        lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {session_in_words(session)}  "
-                     f"lasted {lasted}  run {session.get('run')}  cut ({session.get('cut', 'confirmed')})")  # fmt: skip
+        unnamed = session.get("unnamed")
+        who = (
+            f"{unnamed} unnamed session{'s' if unnamed != 1 else ''}"
+            if unnamed
+            else f"{session_in_words(session)}  lasted {lasted}"
+        )
+        lines.append(f"{_when(session.get('cut_at'))}  {session.get('node')}  {who}  "
+                     f"run {session.get('run')}  cut ({session.get('cut', 'confirmed')})")  # fmt: skip
     return "\n".join(lines) or "no sessions were cut"

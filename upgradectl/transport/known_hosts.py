@@ -11,6 +11,11 @@ certificate is checked (signature, host type, principal, validity). As OpenSSH d
   or any other, has CHANGED: refused, even with ``--accept-new-host-keys``;
 - a host not listed at all is new: refused, or added with ``--accept-new-host-keys``.
 
+Every UserKnownHostsFile, then every GlobalKnownHostsFile, is read, as one list: a key listed
+in any is known, another key listed in any makes it changed; a new key is written to the first
+UserKnownHostsFile only. With a HostKeyAlias the host is looked up, certified and written under
+the alias (no port), not under ``[host]:port``.
+
 The client offers first the host key types listed for the host (certificates first when a CA
 is), as OpenSSH orders them, so that a host known by its ECDSA key is asked for that key.
 A line this module cannot read is skipped, as ssh skips it.
@@ -47,6 +52,7 @@ _HOST_CERT = 2
 class Entry:
     """One line of a known_hosts file."""
 
+    file: str
     line: int
     marker: str | None  # "cert-authority", "revoked" or None
     patterns: tuple[str, ...]
@@ -90,7 +96,23 @@ def host_name(hostname: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def parse(text: str) -> list[Entry]:
+@dataclass(frozen=True)
+class HostId:
+    """What known_hosts knows a server by: ``name`` on its lines, ``principal`` in its host
+    certificate. Both are the HostKeyAlias when there is one, as in OpenSSH."""
+
+    name: str
+    principal: str
+
+    @classmethod
+    def of(cls, hostname: str, port: int, alias: str | None = None) -> HostId:
+        """The identity of ``hostname:port``, or of ``alias`` (OpenSSH adds no port to it)."""
+        if alias:
+            return cls(alias.lower(), alias.lower())
+        return cls(host_name(hostname, port), hostname.lower())
+
+
+def parse(text: str, file: str = "") -> list[Entry]:
     """The entries of a known_hosts file; lines that cannot be read are skipped, as ssh does."""
     entries = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -109,7 +131,8 @@ def parse(text: str) -> list[Entry]:
             blob = base64.b64decode(fields[2], validate=True)
         except (ValueError, binascii.Error):
             continue
-        entries.append(Entry(number, marker, tuple(fields[0].split(",")), fields[1], blob))
+        patterns = tuple(fields[0].split(","))
+        entries.append(Entry(file, number, marker, patterns, fields[1], blob))
     return entries
 
 
@@ -123,30 +146,38 @@ class Verdict:
 
 
 class KnownHosts:
-    """One OpenSSH known_hosts file, read once per run and shared by all its connections.
+    """The OpenSSH known_hosts files of a configuration, read once per run and shared by all
+    its connections: the user files, then the global ones, in the configuration's order.
 
-    Reading it per connection would cost O(lines) each, and a fleet's known_hosts lists the
+    Reading them per connection would cost O(lines) each, and a fleet's known_hosts lists the
     fleet: quadratic in the number of nodes.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        text = _read(path)
-        self._entries = parse(text)
-        self._lines = len(text.splitlines())
+    def __init__(self, user_files: tuple[str, ...], global_files: tuple[str, ...] = ()) -> None:
+        self.files = user_files + global_files
+        # OpenSSH writes a new key to the first user file only; with none, nowhere.
+        self.path = user_files[0] if user_files else None
+        self._entries: list[Entry] = []
+        self._lines = 0
+        for file in self.files:
+            text = _read(file)
+            self._entries += parse(text, file)
+            if file == self.path:
+                self._lines = len(text.splitlines())
         self._lock = threading.Lock()
 
-    def for_host(self, hostname: str, port: int) -> list[Entry]:
-        """The lines that list this host."""
-        name = host_name(hostname, port)
-        with self._lock:
-            return [entry for entry in self._entries if entry.matches(name)]
+    def where(self) -> str:
+        """The files read, for a message."""
+        return ", ".join(self.files) or "no known_hosts file"
 
-    def verdict(
-        self, hostname: str, port: int, key: paramiko.PKey, now: float | None = None
-    ) -> Verdict:
+    def for_host(self, host: HostId) -> list[Entry]:
+        """The lines that list this host."""
+        with self._lock:
+            return [entry for entry in self._entries if entry.matches(host.name)]
+
+    def verdict(self, host: HostId, key: paramiko.PKey, now: float | None = None) -> Verdict:
         """Judge ``key`` (perhaps carrying a host certificate) as OpenSSH would."""
-        lines = self.for_host(hostname, port)
+        lines = self.for_host(host)
         plain = key.asbytes()
         cert = _certificate(key)
         for entry in lines:
@@ -155,7 +186,7 @@ class KnownHosts:
         if cert is not None:
             for entry in lines:
                 if entry.marker == "cert-authority" and cert.valid_for(
-                    entry.blob, hostname, time.time() if now is None else now
+                    entry.blob, host.principal, time.time() if now is None else now
                 ):
                     return Verdict("certified", entry)
         listed = [entry for entry in lines if entry.marker is None]
@@ -167,10 +198,12 @@ class KnownHosts:
             return Verdict("changed", (same_type or listed)[0])
         return Verdict("new")
 
-    def add(self, hostname: str, port: int, key: paramiko.PKey) -> None:
-        """Trust ``key`` from now on, in this run and in the file."""
-        line = f"{host_name(hostname, port)} {key.get_name()} {key.get_base64()}"
+    def add(self, host: HostId, key: paramiko.PKey) -> str:
+        """Trust ``key`` from now on, in this run and in the first user file; returns that file."""
+        line = f"{host.name} {key.get_name()} {key.get_base64()}"
         with self._lock:
+            if self.path is None:
+                raise HostKeyRefused("cannot add a host key: UserKnownHostsFile is none")
             try:
                 os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
                 with open(self.path, "a", encoding="ascii") as stream:
@@ -180,17 +213,20 @@ class KnownHosts:
                     f"cannot add a host key to {self.path}: {exc.strerror}"
                 ) from None
             self._lines += 1
-            self._entries.extend(replace(entry, line=self._lines) for entry in parse(line))
+            self._entries.extend(
+                replace(entry, line=self._lines) for entry in parse(line, self.path)
+            )
+            return self.path
 
     def policy(
-        self, alias: str, hostname: str, port: int, accept_new: bool, warn: Callable[[str], None]
+        self, alias: str, host: HostId, accept_new: bool, warn: Callable[[str], None]
     ) -> paramiko.MissingHostKeyPolicy:
         """The judge of one connection's server key (the client itself loads no known hosts)."""
-        return _Judge(self, alias, hostname, port, accept_new, warn)
+        return _Judge(self, alias, host, accept_new, warn)
 
-    def transport_factory(self, hostname: str, port: int) -> Callable[..., paramiko.Transport]:
+    def transport_factory(self, host: HostId) -> Callable[..., paramiko.Transport]:
         """Transports that offer first the host key types this host is known by."""
-        lines = self.for_host(hostname, port)
+        lines = self.for_host(host)
         known = {entry.key_type for entry in lines if entry.marker is None}
         certified = any(entry.marker == "cert-authority" for entry in lines)
 
@@ -240,22 +276,21 @@ class _OrderedTransport(paramiko.Transport):
 class _Judge(paramiko.MissingHostKeyPolicy):
     """Accepts, adds or refuses the server's key by the run's KnownHosts."""
 
-    def __init__(self, known: KnownHosts, alias: str, hostname: str, port: int,
-                 accept_new: bool, warn: Callable[[str], None]) -> None:  # fmt: skip
+    def __init__(self, known: KnownHosts, alias: str, host: HostId, accept_new: bool,
+                 warn: Callable[[str], None]) -> None:  # fmt: skip
         self.known = known
         self.alias = alias
-        self.hostname = hostname
-        self.port = port
+        self.host = host
         self.accept_new = accept_new
         self.warn = warn
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
-        found = self.known.verdict(self.hostname, self.port, key)
-        where = host_name(self.hostname, self.port)
+        found = self.known.verdict(self.host, key)
+        where = self.host.name
         offered = f"{key.get_name()} key {key.fingerprint}"
-        at = f"{self.known.path}:{found.entry.line}" if found.entry else self.known.path
+        at = f"{found.entry.file}:{found.entry.line}" if found.entry else self.known.where()
         if found.kind in ("known", "certified"):
             return
         if found.kind == "revoked":
@@ -271,11 +306,11 @@ class _Judge(paramiko.MissingHostKeyPolicy):
             )
         if not self.accept_new:
             raise HostKeyRefused(
-                f"{self.alias}: unknown host key for {where} (not in {self.known.path}); check it "
+                f"{self.alias}: unknown host key for {where} (not in {at}); check it "
                 "and add it with ssh-keygen/ssh-keyscan, or pass --accept-new-host-keys"
             )
-        self.known.add(self.hostname, self.port, key)
-        self.warn(f"added {where}'s {offered} to {self.known.path}")
+        written = self.known.add(self.host, key)
+        self.warn(f"added {where}'s {offered} to {written}")
 
 
 @dataclass(frozen=True)

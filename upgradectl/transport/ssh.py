@@ -27,12 +27,14 @@ from upgradectl.errors import (
 from upgradectl.transport.base import CommandResult
 from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
 from upgradectl.transport.identities import Identities
-from upgradectl.transport.known_hosts import KnownHosts
+from upgradectl.transport.known_hosts import HostId, KnownHosts
 from upgradectl.transport.paramiko_lean import paramiko
 from upgradectl.transport.sshconfig import Endpoint
 
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5
+# How often paramiko's thread of an idle connection wakes (it sends the keepalives then).
+IDLE_WAKE_SECONDS = float(KEEPALIVE_SECONDS)
 # OpenSSH refuses an eleventh session on one connection (MaxSessions defaults to 10). A fleet's
 # steps on one balancer, or a wide probe, share that connection: they queue here instead.
 MAX_CHANNELS = 8
@@ -55,7 +57,9 @@ class SshTransport:
         known_hosts: KnownHosts | None = None,
     ) -> None:
         self.name = endpoint.alias
-        self.known_hosts = known_hosts or KnownHosts(endpoint.known_hosts)
+        self.known_hosts = known_hosts or KnownHosts(
+            endpoint.known_hosts, endpoint.global_known_hosts
+        )
         self.endpoint = endpoint
         self.accept_new_host_keys = accept_new_host_keys
         self.warn = warn
@@ -84,9 +88,11 @@ class SshTransport:
         self._drop()
         wait = _within(CONNECT_TIMEOUT, deadline)
         client = paramiko.SSHClient()
-        host, port = self.endpoint.hostname, self.endpoint.port
+        known_as = HostId.of(
+            self.endpoint.hostname, self.endpoint.port, self.endpoint.host_key_alias
+        )
         client.set_missing_host_key_policy(
-            self.known_hosts.policy(self.name, host, port, self.accept_new_host_keys, self.warn)
+            self.known_hosts.policy(self.name, known_as, self.accept_new_host_keys, self.warn)
         )
         keys = self.identities.offered()  # AuthenticationRefused for a missing identity file
         try:
@@ -101,7 +107,7 @@ class SshTransport:
                 banner_timeout=wait,
                 auth_timeout=wait,
                 sock=self._tunnel(wait),
-                transport_factory=self.known_hosts.transport_factory(host, port),
+                transport_factory=self.known_hosts.transport_factory(known_as),
             )
         except HostKeyRefused:
             client.close()
@@ -124,6 +130,11 @@ class SshTransport:
             # Each command ends with small packets (EOF, close) and the next begins with one
             # (open): under Nagle that one waits for the server's delayed ACK, 40 ms a command.
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # paramiko's thread wakes at each timeout of its socket, 0.1 s by default: ten
+            # times a second per connection for as long as the run lasts (the CPU that grew
+            # faster than the fleet). Once per keepalive will do; closing shuts the socket down
+            # first, so the thread still ends at once (_drop).
+            transport.sock.settimeout(IDLE_WAKE_SECONDS)
         self._client = client
         self.connections_opened += 1
         return transport
@@ -157,6 +168,11 @@ class SshTransport:
 
     def _drop(self) -> None:
         if self._client is not None:
+            transport = self._client.get_transport()
+            if transport is not None and isinstance(transport.sock, socket.socket):
+                # Wakes paramiko's thread out of its read now, not at the socket's timeout.
+                with contextlib.suppress(OSError):
+                    transport.sock.shutdown(socket.SHUT_RDWR)
             self._client.close()
             self._client = None
 

@@ -5,6 +5,9 @@ re-implement them (paramiko's parser has no Include), we ask OpenSSH's own resol
 distinct host. OpenSSH reads the configuration of the account's home directory; a ``$HOME``
 pointing elsewhere (a test, a shared controller account) is honoured by naming its
 ``.ssh/config`` with ``-F`` and reading its ``known_hosts`` there.
+
+``ssh -G`` prints the known_hosts files with their tokens and ``~`` expanded, separated by
+spaces: a file name containing a space cannot be told apart, and is read as two.
 """
 
 from __future__ import annotations
@@ -60,8 +63,11 @@ class Endpoint:
     # Named by the inventory or the configuration; each must exist. Empty: OpenSSH's defaults,
     # those of them that exist, as `ssh` does with no IdentityFile.
     identity_files: tuple[str, ...]
-    known_hosts: str
+    # UserKnownHostsFile, in order: the first is where a new key is written.
+    known_hosts: tuple[str, ...]
     proxy_jump: tuple[Hop, ...] = ()
+    global_known_hosts: tuple[str, ...] = ()  # GlobalKnownHostsFile, read only
+    host_key_alias: str | None = None  # HostKeyAlias: the name the host key is known by
 
 
 def resolve(
@@ -86,10 +92,10 @@ def resolve(
         port=int(found["port"][0]),
         user=found["user"][0],
         identity_files=tuple(os.path.expanduser(path) for path in named),
-        known_hosts=_known_hosts(
-            found.get("userknownhostsfile", ["~/.ssh/known_hosts"])[0].split()[0]
-        ),
+        known_hosts=_known_hosts(found, "userknownhostsfile"),
         proxy_jump=() if jump == "none" else tuple(Hop.parse(hop) for hop in jump.split(",")),
+        global_known_hosts=_known_hosts(found, "globalknownhostsfile"),
+        host_key_alias=found.get("hostkeyalias", [None])[0],
     )
 
 
@@ -131,10 +137,16 @@ def _config_file() -> list[str]:
     return ["-F", config if os.path.exists(config) else os.devnull]
 
 
-def _known_hosts(path: str) -> str:
-    """The first UserKnownHostsFile, the account's home read as $HOME (see ``_config_file``)."""
-    path = os.path.expanduser(path)
+def _known_hosts(found: dict[str, list[str]], keyword: str) -> tuple[str, ...]:
+    """The files of UserKnownHostsFile or GlobalKnownHostsFile, in order (``none``: no file),
+    the account's home read as $HOME (see ``_config_file``)."""
     account = _account_home().rstrip("/") + "/"
-    if path.startswith(account):
-        path = os.path.join(os.path.expanduser("~"), path[len(account) :])
-    return path
+
+    def in_home(path: str) -> str:
+        path = os.path.expanduser(path)
+        if path.startswith(account):
+            return os.path.join(os.path.expanduser("~"), path[len(account) :])
+        return path
+
+    named = " ".join(found.get(keyword, ())).split()
+    return tuple(in_home(path) for path in named if path != "none")
