@@ -521,7 +521,9 @@ def test_a_force_that_ends_nothing_is_not_reported_as_cut_and_the_server_is_put_
     sip_lab: SipLab, tmp_path: Path
 ) -> None:
     cs1 = sip_lab.call_servers["cs-1"]
-    caller = sip_lab.call(calls=2, rate=10, hold=12.0)
+    # Held far longer than the drain can take on a busy machine (the lab hangs it up after): the
+    # call must still be up when the force that does nothing is tried.
+    caller = sip_lab.call(calls=2, rate=10, hold=120.0)
     wait_for(lambda: live_calls(sip_lab, {"cs-1": 1, "cs-2": 1}), 10, what="a call on each server")
 
     # The bundled playbook with a force that does nothing, as a broken kamcmd path would.
