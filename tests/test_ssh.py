@@ -14,6 +14,7 @@ import yaml
 from clihelp import LabCli, run_cli
 from conftest import LabFactory, wait_for
 
+from upgradectl.errors import CommandTimedOut
 from upgradectl.lab import Lab, SshHome
 from upgradectl.transport.ssh import IDLE_WAKE_SECONDS, MAX_CHANNELS, SshTransport
 from upgradectl.transport.sshconfig import Hop, resolve
@@ -37,6 +38,29 @@ def test_more_commands_at_once_than_sshd_allows_sessions_queue_and_all_succeed(
     assert [r.stdout.strip() for r in results] == [str(n) for n in range(30)]
     assert transport.connections_opened == 1  # never dropped for a refused channel
     assert MAX_CHANNELS < 10  # OpenSSH's default MaxSessions, which the lab's sshd keeps
+
+
+def test_a_command_waits_for_a_free_session_no_longer_than_its_timeout(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)
+    release = cli.lab.node("node-1").node_dir / "release-the-sessions"
+    hold = f"while [ ! -e {release} ]; do sleep 0.1; done; echo held"
+    try:
+        with ThreadPoolExecutor(max_workers=MAX_CHANNELS) as pool:
+            holders = [pool.submit(transport.run, hold, 30) for _ in range(MAX_CHANNELS)]
+            try:
+                with pytest.raises(CommandTimedOut) as waited:
+                    transport.run("echo late", 0.5)
+            finally:
+                release.touch()
+            assert [holder.result().stdout for holder in holders] == ["held\n"] * MAX_CHANNELS
+    finally:
+        transport.close()
+    assert not waited.value.started
+    assert "waiting for a free session" in str(waited.value)
+    assert "the command was not started" in str(waited.value)
 
 
 def test_an_idle_connection_wakes_once_per_keepalive_and_closes_at_once(

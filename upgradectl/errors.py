@@ -120,16 +120,24 @@ class CommandTimedOut(TransportError):
     (its own deadline still stops the command there, unseen).
     """
 
-    def __init__(self, host: str, command: str, timeout: float, *, stopped: bool) -> None:
+    def __init__(
+        self, host: str, command: str, timeout: float, *, stopped: bool, started: bool = True
+    ) -> None:
         self.host = host
         self.command = command
         self.timeout = timeout
         self.stopped = stopped
+        self.started = started
         super().__init__(f"{host}: {self.what}: {command}")
 
     @property
     def what(self) -> str:
         """``timed out after 3s; the command was stopped``, or what is not known."""
+        if not self.started:
+            return (
+                f"timed out after {self.timeout:g}s waiting for a free session on the"
+                " connection; the command was not started"
+            )
         known = (
             "the command was stopped"
             if self.stopped

@@ -181,7 +181,9 @@ class Steps:
                     self._lost_since.setdefault(command.target, time.monotonic())
                 if along:  # said of the step, not of the script that carried it
                     sent = f"{text} (and {len(along)} more sent with it)"
-                    raise CommandTimedOut(exc.host, sent, timeout, stopped=exc.stopped) from None
+                    raise CommandTimedOut(
+                        exc.host, sent, timeout, stopped=exc.stopped, started=exc.started
+                    ) from None
                 raise
             except ConnectionLost as exc:
                 self._lost_since.setdefault(command.target, time.monotonic())

@@ -200,8 +200,14 @@ class SshTransport:
 
     def run(self, command: str, timeout: float) -> CommandResult:
         """Run ``command`` on the node's shell over the shared connection."""
-        with self._channels:
+        # Waiting for one of the connection's sessions is a wait like any other: sessions held
+        # by hung commands must not keep a new command waiting past its own timeout.
+        if not self._channels.acquire(timeout=timeout):
+            raise CommandTimedOut(self.name, command, timeout, stopped=True, started=False)
+        try:
             return self._run(command, timeout)
+        finally:
+            self._channels.release()
 
     def _run(self, command: str, timeout: float) -> CommandResult:
         # The node stops the command at `timeout`; the controller waits a little longer for the
