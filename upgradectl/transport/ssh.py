@@ -38,6 +38,9 @@ IDLE_WAKE_SECONDS = float(KEEPALIVE_SECONDS)
 # OpenSSH refuses an eleventh session on one connection (MaxSessions defaults to 10). A fleet's
 # steps on one balancer, or a wide probe, share that connection: they queue here instead.
 MAX_CHANNELS = 8
+# How long a channel closed without an exit status waits for paramiko to mark its connection
+# dead before the command counts as one that exited -1.
+CLOSE_GRACE = 1.0
 # sshd refuses a session past MaxSessions, counting sessions still closing (slow under load).
 # A refusal says nothing about the connection: the open is retried on it, for this long at most.
 CHANNEL_RETRY_SECONDS = 10.0
@@ -312,13 +315,24 @@ class SshTransport:
             raise EOFError("the connection closed before the command finished")
         if not channel.status_event.wait(max(deadline - time.monotonic(), 0.0)):
             raise _NoAnswer
-        transport = channel.get_transport()
-        if channel.exit_status == -1 and (transport is None or transport.saved_exception):
+        if channel.exit_status == -1 and _dies(channel.get_transport(), CLOSE_GRACE):
             # No exit status, and the connection died: paramiko closes every channel of a dead
-            # connection (a reboot) before it marks the connection inactive, so this is the word
+            # connection (a reboot) before it marks the connection dead, so this is the word
             # that the command's end is unknown, not a command that exited -1.
             raise EOFError("the connection closed before the command finished")
         return stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+def _dies(transport: paramiko.Transport | None, within: float) -> bool:
+    """Whether the connection is dead, or is marked dead within ``within`` seconds: paramiko's
+    own thread marks it a moment after it closed the channels, and a reading taken in between
+    would take a reboot for a command that exited -1."""
+    until = time.monotonic() + within
+    while transport is not None and transport.is_active() and not transport.saved_exception:
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.01)  # paramiko's thread gives no event to wait on for this
+    return True
 
 
 def _close(channel: paramiko.Channel) -> None:
