@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -134,6 +135,13 @@ def run_on_a_terminal_raw(
                     chunk = os.read(controller, 65536)
                 except OSError:  # the terminal closed: the process is done writing
                     break
+                # What is already there too: a frame is seen whole, not cut where a read ended.
+                with contextlib.suppress(OSError):
+                    while select.select([controller], [], [], 0)[0]:
+                        more = os.read(controller, 65536)
+                        if not more:
+                            break
+                        chunk += more
                 output += chunk
                 watch(chunk)
                 if answer is not None and b"[y/N]" in output:
@@ -280,7 +288,9 @@ class Screens:
             starts: list[int] = []
             for name in COLUMNS:  # in order: "deadline" is also the end of "at the deadline"
                 after = starts[-1] + 1 if starts else 0
-                starts.append(lines[head].index(name, after))
+                starts.append(lines[head].find(name, after))
+            if -1 in starts:  # a frame caught while the terminal was still drawing it
+                continue
             rows = {}
             for line in lines[head + 1 :]:
                 if not line.startswith("node-"):
