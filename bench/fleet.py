@@ -278,6 +278,20 @@ class FleetRun:
     spawned: float  # epoch seconds
     intrinsic: float  # from the spawn to the last session's end: no tool can beat it
 
+    def figures(self, tool: str, **reported: Any) -> Figures:
+        """What this run cost, as ``tool``'s figures (with what the tool itself reported)."""
+        return Figures(
+            tool=tool,
+            wall=self.measured.wall,
+            intrinsic=self.intrinsic,
+            cpu=self.measured.cpu,
+            peak_rss_mb=self.measured.peak_rss_mb,
+            node_cpu=self.node_cpu,
+            accepted_per_node=self.accepted_per_node,
+            commands_per_node=self.commands_per_node,
+            **reported,
+        )
+
 
 def run_on_fleet(
     fleet: BenchFleet, scenario: Scenario, argv: Sequence[str], env: dict[str, str], tool: str
@@ -346,15 +360,8 @@ def run_upgradectl(
     ran = run_on_fleet(fleet, scenario, argv, fleet.home.env, "upgradectl")
     events = [json.loads(line) for line in ran.measured.stdout.splitlines() if line.startswith("{")]
     summary = next(event for event in events if event["event"] == "summary")
-    return Figures(
-        tool="upgradectl",
-        wall=ran.measured.wall,
-        intrinsic=ran.intrinsic,
-        cpu=ran.measured.cpu,
-        peak_rss_mb=ran.measured.peak_rss_mb,
-        node_cpu=ran.node_cpu,
-        accepted_per_node=ran.accepted_per_node,
-        commands_per_node=ran.commands_per_node,
+    return ran.figures(
+        "upgradectl",
         reported_per_node=[summary["connections"].get(n.name, 0) for n in fleet.lab.nodes],
         phases=phases(events, ran.spawned, ran.spawned + ran.measured.wall),
     )
@@ -393,16 +400,7 @@ def run_ansible(fleet: BenchFleet, scenario: Scenario) -> Figures:
     ]  # fmt: skip
     env = {**fleet.home.env, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
     ran = run_on_fleet(fleet, scenario, argv, env, "ansible-playbook")
-    return Figures(
-        tool=f"ansible-playbook (raw, forks {scenario.nodes})",
-        wall=ran.measured.wall,
-        intrinsic=ran.intrinsic,
-        cpu=ran.measured.cpu,
-        peak_rss_mb=ran.measured.peak_rss_mb,
-        node_cpu=ran.node_cpu,
-        accepted_per_node=ran.accepted_per_node,
-        commands_per_node=ran.commands_per_node,
-    )
+    return ran.figures(f"ansible-playbook (raw, forks {scenario.nodes})")
 
 
 def run_floor(fleet: BenchFleet, scenario: Scenario) -> Figures:
@@ -412,16 +410,7 @@ def run_floor(fleet: BenchFleet, scenario: Scenario) -> Figures:
     if scenario.mode == "sequential":
         argv.append("--sequential")
     ran = run_on_fleet(fleet, scenario, argv, fleet.home.env, "floor")
-    return Figures(
-        tool="floor (bare paramiko, 6 commands)",
-        wall=ran.measured.wall,
-        intrinsic=ran.intrinsic,
-        cpu=ran.measured.cpu,
-        peak_rss_mb=ran.measured.peak_rss_mb,
-        node_cpu=ran.node_cpu,
-        accepted_per_node=ran.accepted_per_node,
-        commands_per_node=ran.commands_per_node,
-    )
+    return ran.figures("floor (bare paramiko, 6 commands)")
 
 
 def status_seconds(fleet: BenchFleet, scenario: Scenario, runs: int) -> float:
