@@ -26,21 +26,21 @@ from upgradectl.cli.board import COLUMNS, RESULTS, STATES
 from upgradectl.cli.views import JsonView, PlainView
 from upgradectl.errors import ExitCode
 from upgradectl.events import Events
+from upgradectl.results import NodeResult, RunSummary
 
-SUMMARY = {
-    "run_id": "R1",
-    "command": "upgrade",
-    "exit_code": 0,
-    "result": "ok",
-    "nodes": {
-        "node-a": {
-            "result": "upgraded",
-            "message": "done",
-            "forced": [{"id": "call-7", "age": 3725.0}],
-        },
-        "node-b": {"result": "current", "message": "already at version 2.0", "forced": []},
-    },
-}
+SUMMARY = RunSummary(
+    "R1",
+    "upgrade",
+    0.0,
+    1.0,
+    (
+        NodeResult(
+            "node-a", "upgraded", ExitCode.OK, "done", forced=[{"id": "call-7", "age": 3725.0}]
+        ),
+        NodeResult("node-b", "current", ExitCode.OK, "already at version 2.0"),
+    ),
+    {},
+).event_data()
 
 
 def stream(*sinks: object) -> Events:

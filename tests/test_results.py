@@ -7,6 +7,7 @@ from pathlib import Path
 from fakenode import FakeNode
 
 from upgradectl.errors import ExitCode
+from upgradectl.events import Events
 from upgradectl.results import NodeResult, RunSummary, concluded
 from upgradectl.runrecords import read_run
 
@@ -56,3 +57,16 @@ def test_the_summary_takes_the_most_serious_exit_code_and_keeps_its_json_names()
     }  # fmt: skip
     assert data["exit_code"] == int(ExitCode.GAVE_UP) and data["forced"] == [{"id": "x"}]
     assert list(data["nodes"]) == ["a", "b", "c"] and data["nodes"]["b"]["result"] == "aborted"
+
+
+def test_a_summary_read_back_from_its_event_is_the_summary_the_run_built() -> None:
+    forced = [{"id": "call-1", "age": 30.0, "details": {"client": "10.0.0.21:40312"}}]
+    results = (
+        NodeResult("a", "upgraded", ExitCode.OK, "done", 12.345, forced, 2, in_service=True),
+        NodeResult("b", "attention", ExitCode.ATTENTION, "left blocked", in_service=False),
+    )
+    summary = RunSummary("run-1", "upgrade", 100.0, 160.0, results, {"a": 1, "b": 2})
+    event = Events().emit("summary", None, "", **summary.event_data())
+
+    assert RunSummary.from_event(event) == summary
+    assert event.as_dict() | {"time": summary.as_dict()["time"]} == summary.as_dict()

@@ -187,10 +187,7 @@ def _execute(
     journal.append("run-end", None, exit_code=int(summary.exit_code), result=summary.result)
     journal.close()
     write_outputs(run.unattended, summary)
-    data = summary.as_dict()
-    # The event's own envelope (kind, schema version, time) is the event stream's to add.
-    envelope = ("event", "schema_version", "time")
-    events.emit("summary", None, "", **{k: v for k, v in data.items() if k not in envelope})
+    events.emit("summary", None, "", **summary.event_data())
     if notifications is not None and (error := notifications.close()):
         events.emit("warning", None, f"--notify {run.unattended.notify}: {error}")
     if journal.failure is not None:  # the summary is out: now the reason, on stderr

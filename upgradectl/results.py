@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from upgradectl.context import RunContext
 from upgradectl.errors import ExitCode, most_serious
-from upgradectl.events import SCHEMA_VERSION
+from upgradectl.events import SCHEMA_VERSION, Event
+
+if TYPE_CHECKING:  # the views read summaries without importing what a run needs
+    from upgradectl.context import RunContext
 
 # The summary's word for each exit code.
 RESULT_WORDS = {
@@ -46,6 +49,21 @@ class NodeResult:
             "forced_count": self.forced_count,
         }
 
+    @classmethod
+    def from_dict(cls, node: str, data: Mapping[str, Any]) -> NodeResult:
+        """The node's result read back from :meth:`as_dict`'s form (a ``node-done`` event's data
+        has no ``message``: the event's own message says it)."""
+        return cls(
+            node,
+            data["result"],
+            ExitCode(data["exit_code"]),
+            data.get("message", ""),
+            data.get("drain_seconds"),
+            list(data.get("forced", [])),
+            data.get("forced_count", 0),
+            data.get("in_service", True),
+        )
+
 
 def concluded(ctx: RunContext, outcome: NodeResult) -> NodeResult:
     """Journal and announce how a node ended; every node's result passes here exactly once."""
@@ -83,11 +101,18 @@ class RunSummary:
         return [session for result in self.results for session in result.forced]
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON summary (``--json``, ``--report``, the webhook, the metrics file)."""
+        """The JSON summary (``--report``, the metrics file): the ``summary`` event's data in the
+        envelope ``--json`` and the webhook show it in."""
         return {
             "event": "summary",
             "schema_version": SCHEMA_VERSION,
             "time": round(self.finished, 3),
+            **self.event_data(),
+        }
+
+    def event_data(self) -> dict[str, Any]:
+        """The ``summary`` event's data (the event stream adds its own envelope)."""
+        return {
             "run_id": self.run_id,
             "command": self.command,
             "started": self.started,
@@ -98,3 +123,16 @@ class RunSummary:
             "forced": self.forced,
             "connections": self.connections,
         }
+
+    @classmethod
+    def from_event(cls, event: Event) -> RunSummary:
+        """The summary a ``summary`` event carries: the one place its data is read back."""
+        data = event.data
+        return cls(
+            data["run_id"],
+            data["command"],
+            data["started"],
+            data["finished"],
+            tuple(NodeResult.from_dict(name, node) for name, node in data["nodes"].items()),
+            dict(data.get("connections", {})),
+        )

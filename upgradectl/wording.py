@@ -9,31 +9,29 @@ from typing import Any
 from upgradectl.duration import format_duration
 from upgradectl.events import Event
 from upgradectl.journal import controller
+from upgradectl.results import NodeResult, RunSummary
 
 
-def render_summary(summary: Mapping[str, Any]) -> str:
+def render_summary(summary: RunSummary) -> str:
     """The closing summary, readable at a glance in a cron mail."""
-    nodes: dict[str, dict[str, Any]] = summary.get("nodes", {})
     tally: dict[str, int] = {}
-    for result in nodes.values():
-        tally[result["result"]] = tally.get(result["result"], 0) + 1
-    forced = sum(len(result.get("forced", [])) for result in nodes.values())
+    for node in summary.results:
+        tally[node.result] = tally.get(node.result, 0) + 1
+    forced = len(summary.forced)
     counts = ", ".join(f"{count} {result}" for result, count in tally.items()) or "no nodes"
     lines = [
-        f"upgradectl {summary.get('command', '')} {summary.get('run_id', '')}: {counts}; "
-        f"{forced} session{'s' if forced != 1 else ''} forced; exit {summary.get('exit_code')}"
-        f" ({summary.get('result', '')})"
+        f"upgradectl {summary.command} {summary.run_id}: {counts}; "
+        f"{forced} session{'s' if forced != 1 else ''} forced; exit {int(summary.exit_code)}"
+        f" ({summary.result})"
     ]
-    width = max((len(name) for name in nodes), default=0)
-    for name, result in nodes.items():
-        lines.append(
-            f"  {name:<{width}}  {result['result']:<10} {result.get('message', '')}".rstrip()
-        )
+    width = max((len(node.node) for node in summary.results), default=0)
+    for node in summary.results:
+        lines.append(f"  {node.node:<{width}}  {node.result:<10} {node.message}".rstrip())
         lines.extend(
             f"      cut: {session_in_words(session)} (lasted {format_duration(session['age'])})"
             if session.get("age") is not None
             else f"      cut: {session_in_words(session)}"
-            for session in result.get("forced", [])
+            for session in node.forced
         )
     return "\n".join(lines)
 
@@ -48,11 +46,12 @@ def session_in_words(session: Mapping[str, Any]) -> str:
 def chat_text(event: Event) -> str:
     """What a chat channel shows for a notified event (run start, a node's result, the summary)."""
     if event.kind == "summary":
-        return render_summary(event.data)
+        return render_summary(RunSummary.from_event(event))
     if event.kind == "run-start":
         who = controller()
         dry = "a dry run of " if event.data.get("dry_run") else ""
         return f"upgradectl: {who['user']}@{who['host']} started {dry}{event.message}"
-    cut = [session_in_words(session) for session in event.data.get("forced", ())]
+    ended = NodeResult.from_dict(str(event.node), event.data)  # a node's result: `node-done`
+    cut = [session_in_words(session) for session in ended.forced]
     cuts = f" (sessions cut: {', '.join(cut)})" if cut else ""
     return f"upgradectl: {event.node}: {event.message}{cuts}"

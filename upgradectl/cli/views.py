@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from upgradectl.cli.board import COLUMNS, Board
 from upgradectl.events import Event
+from upgradectl.results import RunSummary
 from upgradectl.wording import render_summary
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class PlainView(View):
         if not self._worth_showing(event):
             return
         if event.kind == "summary":
-            self.stream.write(render_summary(event.as_dict()) + "\n")
+            self.stream.write(render_summary(RunSummary.from_event(event)) + "\n")
         else:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
             node = f" {event.node}" if event.node else ""
@@ -170,7 +171,9 @@ class LiveView(View):
         self.board(event)
         if event.kind == "summary":
             self.live.stop()
-            self.console.print(render_summary(event.as_dict()), markup=False, highlight=False)
+            self.console.print(
+                render_summary(RunSummary.from_event(event)), markup=False, highlight=False
+            )
             return
         if event.kind != "poll" and _wants(event, self.verbosity):
             self.console.print(self._line(event), highlight=False)
