@@ -20,6 +20,12 @@ from clihelp import LabCli
 
 from upgradectl.lab import KeyPair, Lab, SshHome, lab_account, wait_for
 
+# The suite starts `python -m upgradectl` some 500 times. An environment that sets
+# PYTHONDONTWRITEBYTECODE (some CI images and sandboxes do) makes every one of them compile the
+# package from source again, about 70 ms of CPU each; a user's `pip install` has its .pyc files.
+# The children may write them (into __pycache__, which git ignores).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 # What test modules import from here (wait_for is the lab's, re-exported).
 __all__ = ["LabFactory", "LabKeys", "sessions_until_blocked", "start_sessions", "wait_for"]
 

@@ -18,8 +18,8 @@ doubled what a round trip cost the node's CPU.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +45,7 @@ class Part:
 
 def compose(parts: Sequence[Part]) -> str:
     """The one script that runs ``parts`` in order."""
-    marker = "upgradectl-" + secrets.token_hex(8)
+    marker = "upgradectl-" + os.urandom(8).hex()  # as secrets.token_hex, without its imports
     lines = [f"{_HEADER}{marker}"]
     for part in parts:
         lines += [

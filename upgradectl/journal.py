@@ -21,9 +21,7 @@ import errno
 import getpass
 import json
 import os
-import secrets
 import signal
-import socket
 import stat
 import threading
 import time
@@ -50,12 +48,14 @@ def default_state_dir() -> str:
 
 def new_run_id(now: float) -> str:
     """A sortable, unique run id: ``20261125T023000-3fa1``."""
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(2)
+    # os.urandom is what `secrets` reads too; importing secrets (hmac, hashlib) cost 5 ms.
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + os.urandom(2).hex()
 
 
 def controller() -> dict[str, str]:
     """Who is acting, for every record: the controller's host and user."""
-    return {"host": socket.gethostname(), "user": getpass.getuser()}
+    # The node name gethostname() returns, without importing socket (3 ms of every start).
+    return {"host": os.uname().nodename, "user": getpass.getuser()}
 
 
 class Journal:

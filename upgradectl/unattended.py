@@ -30,10 +30,12 @@ def parse_unattended(
         raise UsageError("--tz goes with --window")
     try:
         parsed = parse_window(window, tz) if window else None
-        # http.client and urllib are imported only by a run that posts to a webhook.
-        from upgradectl.notify import check_url  # noqa: PLC0415
+        url = None
+        if notify:
+            # http.client and urllib (20 ms of start-up) only for a run that posts to a webhook.
+            from upgradectl.notify import check_url  # noqa: PLC0415
 
-        url = check_url(notify) if notify else None
+            url = check_url(notify)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return Unattended(parsed, report, metrics_file, url)

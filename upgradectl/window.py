@@ -25,12 +25,13 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from upgradectl.duration import format_duration
 from upgradectl.errors import NotNow
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from upgradectl.plan import NodePlan
 
 _WINDOW_PATTERN = re.compile(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})")
@@ -138,6 +139,9 @@ def _parse_bounds(text: str) -> tuple[time, time] | None:
 
 def _parse_zone(name: str) -> ZoneInfo:
     """The IANA time zone ``name``, or a ValueError that names it."""
+    # Only --tz reads the time zone database: every acting run imports this module.
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

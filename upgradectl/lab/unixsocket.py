@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 
 
@@ -19,3 +20,7 @@ def ask(socket_path: Path, command: str, timeout: float = 5.0) -> str:
         while chunk := channel.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks).decode()
+
+
+if __name__ == "__main__":  # `python unixsocket.py SOCKET`: the demo's client, without the lab
+    sys.stdout.write(ask(Path(sys.argv[1]), sys.stdin.read().strip()))

@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-import tenacity
-
 from upgradectl.errors import (
     CommandTimedOut,
     ConnectionLost,
@@ -24,6 +22,7 @@ from upgradectl.errors import (
     HostKeyRefused,
     Unreachable,
 )
+from upgradectl.transport.backoff import retry
 from upgradectl.transport.base import CommandResult
 from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
 from upgradectl.transport.identities import Identities
@@ -181,16 +180,16 @@ class SshTransport:
 
     def reconnect(self, deadline: float) -> None:
         """Open the connection again, with exponential backoff, until ``deadline`` (monotonic)."""
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(ConnectionLost),
-            wait=tenacity.wait_exponential(multiplier=0.2, max=5),
-            stop=tenacity.stop_before_delay(max(deadline - time.monotonic(), 0.0)),
-            reraise=True,
-        )
+
+        def connect() -> None:
+            with self._lock:
+                self._connect(deadline)
+
+        def lost(exc: Exception) -> bool:
+            return isinstance(exc, ConnectionLost)
+
         try:
-            for attempt in retrying:
-                with attempt, self._lock:
-                    self._connect(deadline)
+            retry(connect, again=lost, first=0.2, most=5.0, until=deadline)
         except ConnectionLost as exc:
             raise Unreachable(f"{self.name}: unreachable: {exc}") from None
 
@@ -269,16 +268,18 @@ class SshTransport:
         outlast ``CHANNEL_RETRY_SECONDS`` raise ConnectionLost and leave it open.
         """
         transport = self._connected(deadline)
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(
-                lambda exc: isinstance(exc, paramiko.SSHException) and transport.is_active()
-            ),
-            wait=tenacity.wait_exponential(multiplier=0.01, max=0.25),
-            stop=tenacity.stop_after_delay(CHANNEL_RETRY_SECONDS),
-            reraise=True,
-        )
+
+        def refused(exc: Exception) -> bool:
+            return isinstance(exc, paramiko.SSHException) and transport.is_active()
+
         try:
-            return retrying(transport.open_session, timeout=_within(CONNECT_TIMEOUT, deadline))
+            return retry(
+                lambda: transport.open_session(timeout=_within(CONNECT_TIMEOUT, deadline)),
+                again=refused,
+                first=0.01,
+                most=0.25,
+                until=time.monotonic() + CHANNEL_RETRY_SECONDS,
+            )
         except paramiko.SSHException as exc:
             if not transport.is_active():
                 raise
