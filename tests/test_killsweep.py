@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from clihelp import Ran, run_cli
+from clihelp import Ran, run_cli, run_cli_here
 from conftest import wait_for
 
 # A service of files on this machine: blocked is a flag; sessions are files holding their end
@@ -87,10 +87,16 @@ class Site:
 
     def __call__(self, *args: str, kill_after: int = 0, as_json: bool = True) -> Ran:
         env = {"UPGRADECTL_TEST_KILL_AFTER_RECORD": str(kill_after)}
-        return run_cli(
-            "-i", str(self.root / "inventory.yaml"), "--state-dir", str(self.root / "state"),
-            *(["--json"] if as_json else []), *args, env=env,
-        )  # fmt: skip
+        return run_cli(*self._site_args(as_json), *args, env=env)
+
+    def here(self, *args: str, as_json: bool = True) -> Ran:
+        """A command run in this process (``run_cli_here``): the sweep runs four after each of
+        its hundred kills, and a fresh interpreter for each was most of the sweep's CPU."""
+        return run_cli_here(*self._site_args(as_json), *args)
+
+    def _site_args(self, as_json: bool) -> list[str]:
+        state = ["--state-dir", str(self.root / "state")]
+        return ["-i", str(self.root / "inventory.yaml"), *state, *(["--json"] if as_json else [])]
 
     def start(self, kill_after: int) -> Ran:
         command, *options = self.scenario.command
@@ -113,12 +119,12 @@ SCENARIOS = {
 def check_the_end(site: Site, kill_after: int) -> None:
     """status + resume after the kill, then the end every kill point must reach."""
     where = f"killed after record {kill_after}"
-    status = site("status")
+    status = site.here("status")
     assert status.code == 0, f"{where}: {status.stdout}{status.stderr}"
     if status.events[0]["unfinished_runs"]:  # (status closes a run whose nodes all finished)
-        resumed = site("resume", "--yes")
+        resumed = site.here("resume", "--yes")
         assert resumed.code == 0, f"{where}: {resumed.stdout}{resumed.stderr}"
-    again = site("status").events[0]
+    again = site.here("status").events[0]
     assert again["unfinished_runs"] == [], where
     upgrades = site.scenario.upgrades
     # A drain leaves its nodes blocked, by this tool, on purpose: that is what status says.
@@ -135,11 +141,11 @@ def check_the_end(site: Site, kill_after: int) -> None:
         else:
             assert not site.file(node, "upgrades").exists(), f"{where}: a drain upgraded"
         assert not site.file(node, "lock").exists(), f"{where}: {node}'s lock left"
-    forced = site("history", "--forced").stdout
+    forced = site.here("history", "--forced").stdout
     if site.scenario.sessions and site.scenario.named:
         assert "call-1" in forced, f"{where}: the cut is missing from the helpdesk report"
     elif site.scenario.sessions:  # a count, never a name made up
-        text = site("history", "--forced", as_json=False).stdout
+        text = site.here("history", "--forced", as_json=False).stdout
         assert "2 unnamed sessions" in text and "call-" not in text, f"{where}: {text}"
 
 
