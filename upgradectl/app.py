@@ -28,7 +28,7 @@ from upgradectl.journal import Journal
 from upgradectl.journal_records import start_problem
 from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.outputs import write_outputs
-from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan
 from upgradectl.preflight import preflight
 from upgradectl.probe import MAX_PROBE_THREADS, Probe, ask, not_started, probe, probe_plans
 from upgradectl.results import NodeResult, RunSummary, concluded
@@ -44,7 +44,7 @@ from upgradectl.rollout import (
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeRun
 from upgradectl.runrecords import RunRecord
-from upgradectl.settings import Selection, Settings
+from upgradectl.settings import Settings
 from upgradectl.statedir import check_output, check_state_dir, ensure_private
 from upgradectl.unattended import Unattended
 from upgradectl.window import deferral, require_open, within_window
@@ -63,34 +63,6 @@ class RunOptions:
     # Asked after the probe, before the first block; None: the operator said --yes already.
     confirm: Callable[[Intent], bool] | None = None
     allow_downgrade: bool = False
-
-
-def make_plan(
-    settings: Settings,
-    command: str | None,
-    selection: Selection,
-    options: PlanOptions,
-    run_id: str = "plan",
-) -> Plan:
-    """Validate everything and render the plan; raises UsageError before any host is touched.
-
-    Without a ``command`` (``upgradectl plan``), an upgrade, or a patch when every chosen node's
-    playbook can patch but not upgrade.
-    """
-    inventory = settings.load()
-    playbooks = load_playbooks(inventory, options.playbook)
-    names = select_nodes(inventory, selection.names, selection.group, selection.everything)
-    if command is None:
-        chosen = [
-            playbooks.get(reference)
-            for name in names
-            if (reference := options.playbook or inventory.nodes[name].playbook)
-        ]
-        patch_only = chosen and all(
-            p.supports("patch") and not p.supports("upgrade") for p in chosen
-        )
-        command = "patch" if patch_only else "upgrade"
-    return build_plan(inventory, names, command, options, run_id, playbooks)
 
 
 def execute(
