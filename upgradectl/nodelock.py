@@ -126,8 +126,12 @@ class NodeLock:
 
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lock now (None when free)."""
-        output = self._run(_read(shlex.quote(self.path)))
+        output = self._run(self.holder_command())
         return _holder(output) if output.strip() else None
+
+    def holder_command(self) -> str:
+        """The shell :meth:`holder` runs (a caller may send it ahead with other commands)."""
+        return _read(shlex.quote(self.path))
 
     def _run(self, command: str) -> str:
         return self.shell(command, LOCK_TIMEOUT)

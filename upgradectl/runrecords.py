@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,8 +128,13 @@ def find_run(state_dir: str, run_id: str | None) -> RunRecord | None:
 
 def left_out_of_service(state_dir: str) -> dict[str, dict[str, Any]]:
     """Nodes whose latest record, across all runs, says this tool left them out of service."""
+    return left_out_by(runs(state_dir))
+
+
+def left_out_by(found: Iterable[RunRecord]) -> dict[str, dict[str, Any]]:
+    """:func:`left_out_of_service`, of runs read already."""
     latest: dict[str, dict[str, Any]] = {}
-    for run in sorted(runs(state_dir), key=lambda r: r.run_id):
+    for run in sorted(found, key=lambda r: r.run_id):
         for node, record in run.node_states().items():
             latest[node] = record
     return {node: record for node, record in latest.items() if _out_of_service(record)}
