@@ -8,6 +8,7 @@ kindly (`stop_kindly`), and the upgrade command starts it again.
 from __future__ import annotations
 
 import base64
+import os
 import pwd
 import shutil
 import socket
@@ -121,6 +122,11 @@ class Ejabberd(Reachable, LabServer):
             client.close()
         self.erl_call("init:stop().")
         wait_for(lambda: self.erl_call("node().").returncode != 0, 60, what="ejabberd to stop")
+        # As `ejabberdctl stopped` ends: the epmd on our port is killed. The upgrade's
+        # `stopped` killed ours (no node left in it), and its `start` ran a daemon in its place.
+        subprocess.run(
+            ["epmd", "-kill"], env={**os.environ, **self.env}, capture_output=True, check=False
+        )
 
     def login(self, user: str, resource: str) -> socket.socket:
         """An XMPP client session of ``user`` (SASL PLAIN, then a bound resource)."""
