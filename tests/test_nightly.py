@@ -153,8 +153,11 @@ def test_a_webhook_that_refuses_connections_does_not_fail_the_run(
 
 
 def test_two_overlapping_runs_the_second_gets_75_naming_the_first(local_site: Path) -> None:
-    end = int(datetime.now(UTC).timestamp()) + 4
-    (local_site / "work" / "sessions" / "call-1").write_text(str(end))
+    # The first run holds the run lock until its drain ends: the call lasts until the second run
+    # was refused, then hangs up. (A call of a fixed 4 s could end, and the first run finish,
+    # before the second one, slow to start on a busy machine, reached the lock.)
+    call = local_site / "work" / "sessions" / "call-1"
+    call.write_text(str(int(datetime.now(UTC).timestamp()) + 3600))
     first = subprocess.Popen(
         [sys.executable, "-m", "upgradectl", "-i", str(local_site / "inventory.yaml"), "--state-dir", str(local_site / "state"),
          "upgrade", "node-a", "--version", "2.0", "--yes"],
@@ -167,6 +170,7 @@ def test_two_overlapping_runs_the_second_gets_75_naming_the_first(local_site: Pa
         assert "held by" in second.stderr or "run " in second.stderr
         assert f"pid {first.pid}" in second.stderr or str(first.pid) in second.stderr
     finally:
+        call.unlink()
         out, err = first.communicate(timeout=60)
     assert first.returncode == 0, out + err
     assert (

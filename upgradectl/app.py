@@ -28,7 +28,7 @@ from upgradectl.journal import Journal
 from upgradectl.journal_records import start_problem
 from upgradectl.loader import load_inventory, load_playbooks
 from upgradectl.outputs import write_outputs
-from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan, select_nodes
+from upgradectl.plan import NodePlan, Plan, PlanOptions, build_plan
 from upgradectl.preflight import preflight
 from upgradectl.probe import MAX_PROBE_THREADS, Probe, ask, not_started, probe, probe_plans
 from upgradectl.results import NodeResult, RunSummary, concluded
@@ -44,7 +44,7 @@ from upgradectl.rollout import (
 from upgradectl.runlock import RunLock
 from upgradectl.runner import NodeRun
 from upgradectl.runrecords import RunRecord
-from upgradectl.settings import Selection, Settings
+from upgradectl.settings import Settings
 from upgradectl.statedir import check_output, check_state_dir, ensure_private
 from upgradectl.unattended import Unattended
 from upgradectl.window import deferral, require_open, within_window
@@ -63,34 +63,6 @@ class RunOptions:
     # Asked after the probe, before the first block; None: the operator said --yes already.
     confirm: Callable[[Intent], bool] | None = None
     allow_downgrade: bool = False
-
-
-def make_plan(
-    settings: Settings,
-    command: str | None,
-    selection: Selection,
-    options: PlanOptions,
-    run_id: str = "plan",
-) -> Plan:
-    """Validate everything and render the plan; raises UsageError before any host is touched.
-
-    Without a ``command`` (``upgradectl plan``), an upgrade, or a patch when every chosen node's
-    playbook can patch but not upgrade.
-    """
-    inventory = settings.load()
-    playbooks = load_playbooks(inventory, options.playbook)
-    names = select_nodes(inventory, selection.names, selection.group, selection.everything)
-    if command is None:
-        chosen = [
-            playbooks.get(reference)
-            for name in names
-            if (reference := options.playbook or inventory.nodes[name].playbook)
-        ]
-        patch_only = chosen and all(
-            p.supports("patch") and not p.supports("upgrade") for p in chosen
-        )
-        command = "patch" if patch_only else "upgrade"
-    return build_plan(inventory, names, command, options, run_id, playbooks)
 
 
 def execute(
@@ -236,90 +208,131 @@ def run_nodes(
 ) -> list[NodeResult]:
     """Each node's run: in the fleet's order and limits, or one after another where limits mean nothing."""
     names = [node.name for node in plan.nodes if start_at is None or node.name in start_at]
-    window = run.unattended.window
-    resuming = plan.run_id if start_at else None
-
-    def run_node(name: str) -> NodeResult:
-        now = _now_utc()
-        reason = deferral(window, plan.node(name), now)
-        if reason is not None:
-            return unstarted(name, "deferred", ExitCode.NOT_NOW, reason)
-        node_plan = within_window(window, plan.node(name), now)
-        try:
-            return NodeRun(node_plan, ctx).run((start_at or {}).get(name, "block"))
-        except Exception as exc:  # past the node's own recovery: never the whole run's end
-            message = f"{UnexpectedError(exc)}; its state is unknown: a person must look"
-            outcome = NodeResult(name, "attention", ExitCode.ATTENTION, message, in_service=False)
-            return concluded(ctx, outcome)
-
-    def unstarted(name: str, result: str, code: ExitCode, reason: str) -> NodeResult:
-        return concluded(ctx, NodeResult(name, result, code, reason))
-
-    def skip(name: str, reason: str) -> NodeResult:
-        code = ExitCode.INTERRUPTED if ctx.stop.requested else ExitCode.NOT_NOW
-        return unstarted(name, "skipped", code, reason)
-
+    nodes = _Nodes(plan, ctx, run, start_at)
     refusals = preflight(plan, names, ctx.connections.get, ctx.events)
     if refusals:  # before anything is touched: the whole run ends here
         return [
-            unstarted(name, refusals.result(name), refusals.exit_code, refusals.reason(name))
+            nodes.unstarted(name, refusals.result(name), refusals.exit_code, refusals.reason(name))
             for name in names
         ]
     if plan.command == "unblock":
-        # Nothing goes out of service: no limits to respect, so no probing either. A dry run
-        # takes the real path from here on: probe, `current`, fleet order and limits.
-        refused = _refused(intent_of(plan, names, {}, resuming), run)
-        if refused is not None:
-            return [unstarted(name, "skipped", *refused) for name in names]
-        return [
-            skip(name, "not started: stopped") if ctx.stop.requested else run_node(name)
-            for name in names
-        ]
+        return _unblock_each(nodes, names)
     if run.confirm is None:  # nobody is asked: each node starts once its own probe is in
-        return _roll_as_probed(plan, ctx, run, names, run_node, unstarted, skip)
-    # A person answers after the probe, with the whole fleet's state in front of them.
+        return _roll_as_probed(nodes, names)
+    return _roll_once_asked(nodes, names)
+
+
+class _Nodes:
+    """How each node of a run starts, or ends without starting; every end is made final."""
+
+    def __init__(
+        self, plan: Plan, ctx: RunContext, run: RunOptions, start_at: dict[str, str] | None
+    ) -> None:
+        self.plan = plan
+        self.ctx = ctx
+        self.options = run
+        self.start_at = start_at or {}
+        self.resuming = plan.run_id if start_at else None
+
+    def start(self, name: str) -> NodeResult:
+        """Run node ``name`` (within the window, which may defer it)."""
+        window, now = self.options.unattended.window, _now_utc()
+        reason = deferral(window, self.plan.node(name), now)
+        if reason is not None:
+            return self.unstarted(name, "deferred", ExitCode.NOT_NOW, reason)
+        node_plan = within_window(window, self.plan.node(name), now)
+        try:
+            return NodeRun(node_plan, self.ctx).run(self.start_at.get(name, "block"))
+        except Exception as exc:  # past the node's own recovery: never the whole run's end
+            message = f"{UnexpectedError(exc)}; its state is unknown: a person must look"
+            outcome = NodeResult(name, "attention", ExitCode.ATTENTION, message, in_service=False)
+            return concluded(self.ctx, outcome)
+
+    def unstarted(self, name: str, result: str, code: ExitCode, reason: str) -> NodeResult:
+        """Node ``name`` ends without starting."""
+        return concluded(self.ctx, NodeResult(name, result, code, reason))
+
+    def skip(self, name: str, reason: str) -> NodeResult:
+        """Node ``name`` is not started: the run stops, or the fleet will not let it."""
+        code = ExitCode.INTERRUPTED if self.ctx.stop.requested else ExitCode.NOT_NOW
+        return self.unstarted(name, "skipped", code, reason)
+
+    def current(self, name: str) -> NodeResult:
+        """Node ``name`` is in service on the version already (a nightly run over the whole
+        group): it stays so, and whatever an earlier record of ours left pending is settled."""
+        if not self.options.dry_run:
+            message = "in service, on the version"
+            self.ctx.journal.append("in-service", name, message=message, blocked=False)
+        return self.unstarted(
+            name, "current", ExitCode.OK, f"already at version {self.plan.version}"
+        )
+
+    def fleet(
+        self,
+        names: list[str],
+        *,
+        out_of_service: set[str] | None = None,
+        unknown: set[str] | None = None,
+        failures: int = 0,
+    ) -> Fleet:
+        """The rollout's limits and pairs over ``names``, with what is known of the fleet."""
+        return Fleet(
+            self.plan.inventory,
+            names,
+            pairs={name: self.plan.node(name).pair for name in names},
+            override=self.options.max_unavailable,
+            max_failures=self.options.max_failures,
+            out_of_service=out_of_service or set(),
+            unknown=unknown or set(),
+            failures=failures,
+        )
+
+    def say_order(self, order: list[str]) -> None:
+        """The order nodes start in, when there is one to say."""
+        if len(order) > 1:
+            said = f"order (fewest active first): {', '.join(order)}"
+            self.ctx.events.emit("order", None, said, order=order)
+
+
+def _unblock_each(nodes: _Nodes, names: list[str]) -> list[NodeResult]:
+    """Nothing goes out of service: no limits to respect, so no probing either.
+
+    A dry run takes the real path from here on: probe, `current`, fleet order and limits.
+    """
+    refused = _refused(intent_of(nodes.plan, names, {}, nodes.resuming), nodes.options)
+    if refused is not None:
+        return [nodes.unstarted(name, "skipped", *refused) for name in names]
+    stopping = nodes.ctx.stop
+    return [
+        nodes.skip(name, "not started: stopped") if stopping.requested else nodes.start(name)
+        for name in names
+    ]
+
+
+def _roll_once_asked(nodes: _Nodes, names: list[str]) -> list[NodeResult]:
+    """The rollout once a person has answered, with the whole fleet's probe in front of them."""
+    plan, ctx = nodes.plan, nodes.ctx
     probes = probe(plan, ctx, names)
     failed = [not_started(ctx, name, probes[name]) for name in names if probes[name].error]
-    # A nightly run goes over the whole group again: nodes already on the version stay in service.
-    current = [name for name in names if _already_current(plan, probes[name])]
-    for name in current if not run.dry_run else ():
-        _in_service(ctx, name)
-    done = [
-        unstarted(n, "current", ExitCode.OK, f"already at version {plan.version}") for n in current
-    ]
-    names = [name for name in names if name not in current]
-    fleet = Fleet(
-        plan.inventory,
+    done = [nodes.current(name) for name in names if _already_current(plan, probes[name])]
+    names = [name for name in names if not _already_current(plan, probes[name])]
+    fleet = nodes.fleet(
         names,
-        pairs={name: plan.node(name).pair for name in names},
-        override=run.max_unavailable,
-        max_failures=run.max_failures,
         out_of_service={name for name, found in probes.items() if not found.in_service},
         failures=sum(result.exit_code in FAILURES for result in failed),
     )
     order = fewest_active_first({n: probes[n].active for n in names if not probes[n].error})
-    if len(order) > 1:
-        ctx.events.emit(
-            "order", None, f"order (fewest active first): {', '.join(order)}", order=order
-        )
-    intent = intent_of(plan, order, probes, resuming)
-    refused = _refused(intent, run)
+    nodes.say_order(order)
+    intent = intent_of(plan, order, probes, nodes.resuming)
+    refused = _refused(intent, nodes.options)
     if refused is not None:
-        return failed + done + [unstarted(name, "skipped", *refused) for name in order]
+        return failed + done + [nodes.unstarted(name, "skipped", *refused) for name in order]
     for name, running in intent.downgrades.items():
         ctx.events.emit("warning", name, f"downgrade: {running} -> {plan.version}")
-    return failed + done + roll(fleet, order, run_node, skip, lambda: ctx.stop.requested)
+    return failed + done + roll(fleet, order, nodes.start, nodes.skip, lambda: ctx.stop.requested)
 
 
-def _roll_as_probed(
-    plan: Plan,
-    ctx: RunContext,
-    run: RunOptions,
-    names: list[str],
-    run_node: Callable[[str], NodeResult],
-    unstarted: Callable[[str, str, ExitCode, str], NodeResult],
-    skip: Callable[[str, str], NodeResult],
-) -> list[NodeResult]:
+def _roll_as_probed(nodes: _Nodes, names: list[str]) -> list[NodeResult]:
     """The rollout fed by the probe as it answers, with no wait for the whole fleet's answers.
 
     A node not probed yet counts as out of service for the limits, and a node waits for its
@@ -328,15 +341,9 @@ def _roll_as_probed(
     earlier (the price of not waiting). A downgrade that is not allowed leaves its node not
     started (exit 2) and halts the rollout: no node starts after it.
     """
+    plan, ctx = nodes.plan, nodes.ctx
     plans = probe_plans(plan, ctx, names)
-    fleet = Fleet(
-        plan.inventory,
-        names,
-        pairs={name: plan.node(name).pair for name in names},
-        override=run.max_unavailable,
-        max_failures=run.max_failures,
-        unknown={node_plan.name for node_plan in plans},
-    )
+    fleet = nodes.fleet(names, unknown={node_plan.name for node_plan in plans})
     selected = set(names)
     active: dict[str, int | None] = {}
     answered: list[str] = []
@@ -346,11 +353,8 @@ def _roll_as_probed(
         fleet.known(name, found.in_service)
         answered.append(name)
         judged = judge(name, found)
-        if len(answered) == len(plans) and len(active) > 1:  # the ranking, once complete
-            order = fewest_active_first({n: active[n] for n in names if n in active})
-            ctx.events.emit(
-                "order", None, f"order (fewest active first): {', '.join(order)}", order=order
-            )
+        if len(answered) == len(plans):  # the ranking, once complete
+            nodes.say_order(fewest_active_first({n: active[n] for n in names if n in active}))
         return judged
 
     def judge(name: str, found: Probe) -> tuple[list[str], list[NodeResult]]:
@@ -360,16 +364,13 @@ def _roll_as_probed(
         if found.error:
             return [], [not_started(ctx, name, found)]
         if _already_current(plan, found):
-            if not run.dry_run:
-                _in_service(ctx, name)
-            return [], [
-                unstarted(name, "current", ExitCode.OK, f"already at version {plan.version}")
-            ]
-        downgrade = intent_of(plan, [name], {name: found}).downgrades
-        if downgrade and not (run.allow_downgrade or run.dry_run):
+            return [], [nodes.current(name)]
+        intent = intent_of(plan, [name], {name: found})
+        refused = _refused(intent, nodes.options)  # nobody is asked: only a downgrade is
+        if refused is not None:
             fleet.halted = f"{name} runs {found.version}, newer than {plan.version}"
-            return [], [unstarted(name, "skipped", *_refused_downgrade(plan, name, found.version))]
-        if downgrade:
+            return [], [nodes.unstarted(name, "skipped", *refused)]
+        if intent.downgrades:
             ctx.events.emit("warning", name, f"downgrade: {found.version} -> {plan.version}")
         active[name] = found.active
         return [name], []
@@ -385,20 +386,7 @@ def _roll_as_probed(
     with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plans) or 1)) as pool:
         for node_plan in plans:
             pool.submit(answer, node_plan)
-        return roll(fleet, [], run_node, skip, lambda: ctx.stop.requested, arrivals)
-
-
-def _in_service(ctx: RunContext, name: str) -> None:
-    """Seen in service on the version: whatever an earlier record of ours left pending (a
-    resumed run's `unblocking`, say), the node's state is settled now."""
-    ctx.journal.append("in-service", name, message="in service, on the version", blocked=False)
-
-
-def _refused_downgrade(plan: Plan, name: str, running: str | None) -> tuple[ExitCode, str]:
-    return ExitCode.USAGE, (
-        f"not started: {name} runs {running}, newer than {plan.version}: a downgrade needs "
-        "--allow-downgrade (or a yes at the terminal)"
-    )
+        return roll(fleet, [], nodes.start, nodes.skip, lambda: ctx.stop.requested, arrivals)
 
 
 def _refused(intent: Intent, run: RunOptions) -> tuple[ExitCode, str] | None:

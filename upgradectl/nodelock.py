@@ -22,13 +22,13 @@ from typing import Any
 from upgradectl.errors import LockHeld
 from upgradectl.journal import controller
 from upgradectl.lockholder import alive_elsewhere
+from upgradectl.plan import TOOL_TIMEOUT
 
 _TAKEN = "upgradectl-lock-taken"
 _HELD = "upgradectl-lock-held"
 _LINK = "upgradectl-lock-is-a-symlink"
 _ODD = "upgradectl-lock-is-not-a-file"
 _RELEASED = "released"  # printed by the release only when it removed the lock
-LOCK_TIMEOUT = 30.0
 
 
 class NodeLock:
@@ -126,11 +126,15 @@ class NodeLock:
 
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lock now (None when free)."""
-        output = self._run(_read(shlex.quote(self.path)))
+        output = self._run(self.holder_command())
         return _holder(output) if output.strip() else None
 
+    def holder_command(self) -> str:
+        """The shell :meth:`holder` runs (a caller may send it ahead with other commands)."""
+        return _read(shlex.quote(self.path))
+
     def _run(self, command: str) -> str:
-        return self.shell(command, LOCK_TIMEOUT)
+        return self.shell(command, TOOL_TIMEOUT)
 
 
 def _link(path: str) -> str:

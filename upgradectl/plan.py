@@ -1,4 +1,7 @@
-"""Build a Plan from the inventory, the playbooks and the options: pure, connects to nothing.
+"""Build a Plan from the inventory, the playbooks and the options: connects to nothing.
+
+``make_plan`` reads the files and renders; what the run does with a plan is ``app``'s (``plan``
+imports none of the run: it starts in the time ``check`` does).
 
 Every template is rendered here, so a missing variable or an unknown ``on:`` node is a usage
 error before the first remote command.
@@ -10,10 +13,10 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from upgradectl.errors import UsageError
-from upgradectl.loader import pair_of
+from upgradectl.loader import load_playbooks, pair_of
 from upgradectl.model import (
     COMMAND_NEEDS,
     STEP_NAMES,
@@ -28,6 +31,9 @@ from upgradectl.model import (
     frozen_mapping,
 )
 from upgradectl.variables import Renderer, Variables, layered
+
+if TYPE_CHECKING:
+    from upgradectl.settings import Selection, Settings
 
 # Which steps each command renders and runs, in order (what it cannot do without is the
 # model's COMMAND_NEEDS).
@@ -45,6 +51,9 @@ COMMAND_STEPS: Mapping[str, tuple[str, ...]] = {
 # A command without its own timeout gets one by what it does: polls are quick, upgrades are not.
 DEFAULT_TIMEOUTS = {"upgrade": 600.0, "rollback": 600.0, "patch": 300.0}
 DEFAULT_TIMEOUT = 60.0
+# The tool's own commands on a node (its lock, the boot id, sudo's check) are quick: a host that
+# takes longer than this is not well.
+TOOL_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,34 @@ def select_nodes(
                 f"{inventory.path}: unknown node {name!r}; nodes: {', '.join(inventory.nodes)}"
             )
     return list(dict.fromkeys(names))
+
+
+def make_plan(
+    settings: Settings,
+    command: str | None,
+    selection: Selection,
+    options: PlanOptions,
+    run_id: str = "plan",
+) -> Plan:
+    """Validate everything and render the plan; raises UsageError before any host is touched.
+
+    Without a ``command`` (``upgradectl plan``), an upgrade, or a patch when every chosen node's
+    playbook can patch but not upgrade.
+    """
+    inventory = settings.load()
+    playbooks = load_playbooks(inventory, options.playbook)
+    names = select_nodes(inventory, selection.names, selection.group, selection.everything)
+    if command is None:
+        chosen = [
+            playbooks.get(reference)
+            for name in names
+            if (reference := options.playbook or inventory.nodes[name].playbook)
+        ]
+        patch_only = chosen and all(
+            p.supports("patch") and not p.supports("upgrade") for p in chosen
+        )
+        command = "patch" if patch_only else "upgrade"
+    return build_plan(inventory, names, command, options, run_id, playbooks)
 
 
 def build_plan(

@@ -8,8 +8,15 @@ at most 5 stragglers (...); then upgrade (apt-get ...), verify, unblock at lb-1`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from upgradectl.errors import ExitCode
+
+if TYPE_CHECKING:
+    from upgradectl.nodelog import NodeLog
+    from upgradectl.results import NodeResult
+    from upgradectl.steps import Steps
 
 
 @dataclass
@@ -42,3 +49,35 @@ class Rehearsal:
         )
         head = f"{self.active} active; " if self.active is not None else ""
         return "; ".join([head + (said or "would change nothing"), *self.notes])
+
+    def told(self, outcome: NodeResult, log: NodeLog) -> NodeResult:
+        """A dry run that got through says what the run would have done; one that failed (a
+        precheck, an unreachable node) fails as the run would have."""
+        if outcome.exit_code != ExitCode.OK:
+            return outcome
+        log.say("would", self.sentence(), **self.data)
+        # `in_service` stays what the run would leave: the fleet's limits decide as they would.
+        return replace(outcome, result="dry-run", message="nothing was changed")
+
+
+class Acting:
+    """One node's acting steps: run on the node, or in a dry run described in its rehearsal.
+
+    The one place a dry run's path parts from the real one: everything around an act runs alike.
+    """
+
+    def __init__(self, steps: Steps, rehearsal: Rehearsal | None) -> None:
+        self.steps = steps
+        self.rehearsal = rehearsal
+
+    def act(self, step: str, description: str, joint: str = ", ") -> None:
+        """Run the acting ``step``; a dry run says ``description`` instead."""
+        if self.rehearsal is not None:
+            self.rehearsal.would(description, joint)
+        else:
+            self.steps.run(step)
+
+    def note(self, text: str) -> None:
+        """What a dry run found on the way (a real run has its events for that)."""
+        if self.rehearsal is not None:
+            self.rehearsal.note(text)

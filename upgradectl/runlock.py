@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import pwd
-import socket
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -115,7 +114,7 @@ class RunLock:
         holder = {
             "pid": os.getpid(),
             "user": _user_name(),
-            "host": socket.gethostname(),
+            "host": os.uname().nodename,  # gethostname(), without importing socket
             "run_id": run_id,
             "started": self._clock(),
             "argv": list(argv),

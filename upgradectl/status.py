@@ -1,8 +1,13 @@
-"""``status``: ask every node how it is, and read what the journal says this tool left undone."""
+"""``status``: ask every node how it is, and read what the journal says this tool left undone.
+
+A node is asked in one round trip (one per host, where a playbook reads the block on a
+balancer): every reading, the lock's holder included, goes with the first (:mod:`upgradectl.batch`).
+The journals are read once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +19,7 @@ from upgradectl.errors import StepFailed, UpgradectlError
 from upgradectl.events import Events
 from upgradectl.loader import load_playbooks
 from upgradectl.nodelock import NodeLock
-from upgradectl.plan import NodePlan, PlanOptions, build_plan, select_nodes
+from upgradectl.plan import TOOL_TIMEOUT, Command, NodePlan, PlanOptions, build_plan, select_nodes
 from upgradectl.probe import MAX_PROBE_THREADS
 from upgradectl.runrecords import RunRecord
 from upgradectl.settings import Settings
@@ -49,12 +54,10 @@ def status_report(settings: Settings, names: Sequence[str], options: PlanOptions
             )
     finally:
         connections.close()
-    unfinished = [
-        run
-        for run in runrecords.runs(settings.state_dir)
-        if run.unfinished and not _closed(settings, run)
-    ]
-    return StatusReport(rows, runrecords.left_out_of_service(settings.state_dir), unfinished)
+    found = list(runrecords.runs(settings.state_dir))
+    # Closing a run writes its end, no node's state: what the runs left out stays as read.
+    unfinished = [run for run in found if run.unfinished and not _closed(settings, run)]
+    return StatusReport(rows, runrecords.left_out_by(found), unfinished)
 
 
 def _closed(settings: Settings, run: RunRecord) -> bool:
@@ -70,19 +73,33 @@ def _closed(settings: Settings, run: RunRecord) -> bool:
 
 def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any]:
     steps = Steps(node_plan, connections.get, Events(), reconnect_for=5.0, pause=lambda s: False)
-    row: dict[str, Any] = {"node": node_plan.name}
-    steps.along("active", "node_active", "version")  # every reading in one round trip, as the probe
+    lock = NodeLock(node_plan.name, node_plan.lock_path, steps.shell, "status", "status")
+    # (command, the row's key, what reads it), in the row's order; node_active is the second
+    # witness (the node's own count), shown only where the playbook has it.
+    reads: list[tuple[Command | None, str, Callable[[], Any]]] = [
+        (node_plan.steps.get("is_blocked"), "blocked", steps.is_blocked),
+        (node_plan.steps.get("active"), "active", steps.count),
+        (node_plan.steps.get("node_active"), "node_active", lambda: steps.count("node_active")),
+        (node_plan.steps.get("version"), "version", steps.version),
+        (Command("lock", node_plan.name, lock.holder_command(), TOOL_TIMEOUT), "lock", lock.holder),
+    ]
+    asked = [(command, key, read) for command, key, read in reads if command is not None]
+    found: dict[str, Any] = {}
+    failure: dict[str, str] = {}
     try:
-        row["blocked"] = steps.is_blocked()
-        row["active"] = steps.count() if steps.has("active") else None
-        if steps.has("node_active"):  # the second witness: the node's own count
-            row["node_active"] = steps.count("node_active")
-        row["version"] = steps.version()
-        row["lock"] = NodeLock(
-            node_plan.name, node_plan.lock_path, steps.shell, "status", "status"
-        ).holder()
+        for host in dict.fromkeys(command.target for command, _, _ in asked):
+            on_host = [
+                (command, key, read) for command, key, read in asked if command.target == host
+            ]
+            steps.along(*(command for command, _, _ in on_host))  # sent with the first of them
+            for _, key, read in on_host:
+                found[key] = read()
     except StepFailed as exc:
-        row["failed"] = str(exc)  # reached, but a step's output says no
+        failure["failed"] = str(exc)  # reached, but a step's output says no
     except UpgradectlError as exc:
-        row["error"] = str(exc)
-    return row
+        failure["error"] = str(exc)
+    else:  # what the playbook cannot tell is said as unknown
+        found = {"blocked": None, "active": None, "version": None, **found}
+    row = {"node": node_plan.name}
+    row.update((key, found[key]) for _, key, _ in reads if key in found)
+    return {**row, **failure}

@@ -140,11 +140,11 @@ def plan(
     **options: Any,
 ) -> int:
     """Show the rendered plan of a command (an upgrade by default); connects to nothing."""
-    from upgradectl import app  # noqa: PLC0415
     from upgradectl.cli import render  # noqa: PLC0415
+    from upgradectl.plan import make_plan  # noqa: PLC0415
 
     selection = _selection(nodes, group, everything)
-    made = app.make_plan(obj.settings(), command, selection, _plan_options(options))
+    made = make_plan(obj.settings(), command, selection, _plan_options(options))
     click.echo(render.plan_json(made) if obj.as_json else render.plan_text(made))
     return ExitCode.OK
 
@@ -358,6 +358,7 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
     from upgradectl import app  # noqa: PLC0415
     from upgradectl.cli import question  # noqa: PLC0415
     from upgradectl.journal import new_run_id  # noqa: PLC0415
+    from upgradectl.plan import make_plan  # noqa: PLC0415
     from upgradectl.unattended import parse_unattended  # noqa: PLC0415
 
     run = app.RunOptions(
@@ -373,9 +374,7 @@ def _act(obj: Cli, command: str, selection: Selection, options: dict[str, Any]) 
             )
         ),
     )
-    made = app.make_plan(
-        obj.settings(), command, selection, _plan_options(options), new_run_id(_now())
-    )
+    made = make_plan(obj.settings(), command, selection, _plan_options(options), new_run_id(_now()))
     ask = question.must_ask(command, yes=options.pop("yes"), dry_run=run.dry_run)
     return _execute(obj, made, run, None, ask=ask)
 
