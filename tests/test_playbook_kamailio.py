@@ -322,11 +322,12 @@ def sip_lab(tmp_path: Path) -> Iterator[SipLab]:
 
 
 def drain(lab: SipLab, tmp_path: Path, node: str, *options: str) -> Ran:
-    """``upgradectl drain NODE --yes`` against the lab, through the bundled kamailio playbook."""
+    """``upgradectl -v drain NODE --yes`` against the lab, through the bundled kamailio playbook
+    (``-v``: what the steps printed is in the events, for ``Ran.outcome()``)."""
     inventory = str(lab.write_inventory(tmp_path / "inventory.yaml"))
     state_dir = str(tmp_path / "state")
     return run_cli(
-        "-i", inventory, "--state-dir", state_dir, "--json", "drain", node, "--yes", *options
+        "-i", inventory, "--state-dir", state_dir, "--json", "-v", "drain", node, "--yes", *options
     )
 
 
@@ -352,7 +353,7 @@ def test_a_drain_sends_new_calls_elsewhere_and_lets_live_calls_finish(
     ran = drain(sip_lab, tmp_path, "cs-1")
     totals = caller.wait(timeout=30)
 
-    assert ran.code == 0, ran.stderr
+    assert ran.code == 0, ran.outcome()
     summary = ran.summary["nodes"]["cs-1"]
     assert (summary["result"], summary["forced"]) == ("drained", [])
     polls = [e for e in ran.events if e["event"] == "poll"]
@@ -379,8 +380,16 @@ def test_stragglers_past_the_deadline_are_cut_and_named(sip_lab: SipLab, tmp_pat
     ran = drain(sip_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S)
     totals = caller.wait(timeout=30)
 
-    assert ran.code == 0, ran.stderr
     summary = ran.summary["nodes"]["cs-1"]
+    if sip_lab.proxy.dropped_byes():
+        # Kamailio's own race (see Proxy.dropped_byes): a call server never got its BYE, and
+        # the drain must not call it drained. Its witness says so; cs-1 is put back.
+        assert ran.code == 1, ran.outcome()
+        assert "on cs-1 (node_active) still counted" in summary["message"], ran.outcome()
+        assert sip_lab.proxy.flags()[cs1.uri].startswith("A")
+        assert cs1.live(), "Kamailio said it dropped a BYE, yet cs-1 holds no call"
+        return
+    assert ran.code == 0, ran.outcome()
     assert summary["result"] == "drained"
     forced = {session["id"] for session in summary["forced"]}
     assert len(forced) == 2
@@ -415,7 +424,7 @@ def test_more_stragglers_than_allowed_abort_and_put_the_server_back(
 
     ran = drain(sip_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S)
 
-    assert ran.code == 3, ran.stderr
+    assert ran.code == 3, ran.outcome()
     summary = ran.summary["nodes"]["cs-1"]
     assert (summary["result"], summary["forced"]) == ("aborted", [])
     assert sip_lab.proxy.flags()[cs1.uri].startswith("A")
@@ -448,7 +457,7 @@ def test_a_ringing_straggler_is_cancelled_at_the_call_server_and_at_the_caller(
 
     ran = drain(ringing_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S)
 
-    assert ran.code == 0, ran.stderr
+    assert ran.code == 0, ran.outcome()
     ringing = cs1.calls()
     assert len(ringing) == 1
     assert {session["id"] for session in ran.summary["forced"]} == ringing
@@ -472,7 +481,7 @@ def test_the_call_of_a_caller_that_died_is_ended_at_the_call_server(
 
     ran = drain(sip_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S)
 
-    assert ran.code == 0, ran.stderr
+    assert ran.code == 0, ran.outcome()
     assert {session["id"] for session in ran.summary["forced"]} == cs1.calls()
     wait_for(lambda: cs1.ended() == cs1.calls(), 10, what="cs-1's trace to show the BYE")
     assert cs1.live() == set()
@@ -500,7 +509,7 @@ def test_a_dispatcher_reload_mid_drain_loses_the_block_which_is_put_back_and_its
     ran = drain(sip_lab, tmp_path, "cs-1")
     colleague.join()
 
-    assert ran.code == 0, ran.stderr
+    assert ran.code == 0, ran.outcome()
     ((reloaded_at, second),) = late
     second.wait(timeout=30)
     let_in = {call for call, sent in second.invites().items() if sent > reloaded_at} & cs1.calls()
@@ -538,7 +547,7 @@ def test_a_force_that_ends_nothing_is_not_reported_as_cut_and_the_server_is_put_
 
     ran = drain(sip_lab, tmp_path, "cs-1", *FORCE_AT_MOST_TWO_AFTER_1S, "--playbook", str(broken))
 
-    assert ran.code == 1, ran.stderr
+    assert ran.code == 1, ran.outcome()
     summary = ran.summary["nodes"]["cs-1"]
     assert summary["result"] == "failed" and summary["forced"] == []
     assert "force did not end them" in summary["message"]

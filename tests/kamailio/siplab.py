@@ -35,6 +35,8 @@ DIALOG_PROFILE = "calls"
 # SIPp quits by itself after this long, so none outlives a test runner that was killed.
 SIPP_LIFETIME = "180s"
 RPC_TIMEOUT = 10.0
+# What Kamailio logs when `dlg.end_dlg` found the dialog deleted before its second BYE (5.6, 5.7+).
+DROPPED_BYE_LINES = ("terminating non-confirmed dialogs not supported", "BYE not sent")
 
 
 def missing_programs() -> list[str]:
@@ -292,6 +294,14 @@ class Proxy(LabServer):
             elif key == "FLAGS":
                 found[uri] = value
         return found
+
+    def dropped_byes(self) -> int:
+        """How often Kamailio said it sent a BYE to one leg of a dialog it was ending, but not to
+        the other: its dialog module's race (kamailio#4268, #4169). The reply to the first BYE,
+        handled by another process, deletes the dialog before the second BYE is sent; a busy
+        machine widens that window."""
+        log = self.process.log_path.read_text(errors="replace")
+        return sum(log.count(line) for line in DROPPED_BYE_LINES)
 
     def active(self, uri: str) -> int:
         """How many calls the dialog profile holds for destination ``uri``."""
