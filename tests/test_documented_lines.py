@@ -445,6 +445,7 @@ def _seed_interrupted(context: Context) -> None:
 LOCAL_DOCUMENTS = [path for path in DOCUMENTS if path.name not in ("lab.md", "ansible.md")]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", LOCAL_DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
 def test_every_line_of_a_document_runs(path: Path, tmp_path: Path, webhook: str) -> None:
@@ -455,6 +456,7 @@ def test_every_line_of_a_document_runs(path: Path, tmp_path: Path, webhook: str)
         run_line(line, context)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_help_epilog_line_runs(tmp_path: Path, webhook: str, lab_factory: LabFactory) -> None:
     context = local_site(tmp_path, webhook)
@@ -486,6 +488,7 @@ def _lab_context(lab: Lab, directory: Path, webhook_url: str) -> Context:
     return context
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_line_of_the_lab_page_runs_against_a_lab(
     tmp_path: Path, webhook: str, lab_factory: LabFactory

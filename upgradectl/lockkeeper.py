@@ -8,9 +8,9 @@ from typing import Any
 
 from upgradectl.context import RunContext
 from upgradectl.lockholder import dead_run_of_ours
-from upgradectl.nodelock import LOCK_TIMEOUT, NodeLock, describe_holder
+from upgradectl.nodelock import NodeLock, describe_holder
 from upgradectl.nodelog import NodeLog
-from upgradectl.plan import Command, NodePlan
+from upgradectl.plan import TOOL_TIMEOUT, Command, NodePlan
 from upgradectl.steps import Steps
 
 
@@ -43,7 +43,7 @@ class LockKeeper:
     def release_step(self) -> Command:
         """The release as a step, to send along with the run's last round trip."""
         return Command(
-            step="lock", target=self.name, run=self.lock.release_command(), timeout=LOCK_TIMEOUT
+            step="lock", target=self.name, run=self.lock.release_command(), timeout=TOOL_TIMEOUT
         )
 
     def _taken_over(self, holder: dict[str, Any], why: str) -> None:

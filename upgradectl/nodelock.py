@@ -22,13 +22,13 @@ from typing import Any
 from upgradectl.errors import LockHeld
 from upgradectl.journal import controller
 from upgradectl.lockholder import alive_elsewhere
+from upgradectl.plan import TOOL_TIMEOUT
 
 _TAKEN = "upgradectl-lock-taken"
 _HELD = "upgradectl-lock-held"
 _LINK = "upgradectl-lock-is-a-symlink"
 _ODD = "upgradectl-lock-is-not-a-file"
 _RELEASED = "released"  # printed by the release only when it removed the lock
-LOCK_TIMEOUT = 30.0
 
 
 class NodeLock:
@@ -134,7 +134,7 @@ class NodeLock:
         return _read(shlex.quote(self.path))
 
     def _run(self, command: str) -> str:
-        return self.shell(command, LOCK_TIMEOUT)
+        return self.shell(command, TOOL_TIMEOUT)
 
 
 def _link(path: str) -> str:

@@ -51,6 +51,9 @@ COMMAND_STEPS: Mapping[str, tuple[str, ...]] = {
 # A command without its own timeout gets one by what it does: polls are quick, upgrades are not.
 DEFAULT_TIMEOUTS = {"upgrade": 600.0, "rollback": 600.0, "patch": 300.0}
 DEFAULT_TIMEOUT = 60.0
+# The tool's own commands on a node (its lock, the boot id, sudo's check) are quick: a host that
+# takes longer than this is not well.
+TOOL_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)

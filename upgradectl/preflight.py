@@ -21,12 +21,9 @@ from upgradectl.errors import (
     most_serious,
 )
 from upgradectl.events import Events
-from upgradectl.plan import Command, Plan
+from upgradectl.plan import TOOL_TIMEOUT, Command, Plan
 from upgradectl.sudo import sudo_check
 from upgradectl.transport.base import Transport
-
-# sudo -n -l answers at once; a host that takes longer is not well.
-TOOL_TIMEOUT = 30.0
 
 # Connecting is mostly waiting on the network: more threads than cores pays.
 MAX_THREADS = 64

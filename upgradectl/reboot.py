@@ -12,13 +12,11 @@ from upgradectl.duration import format_duration
 from upgradectl.errors import CommandTimedOut, ConnectionLost, StepFailed
 from upgradectl.nodelog import NodeLog
 from upgradectl.parsing import check
-from upgradectl.plan import Command
+from upgradectl.plan import TOOL_TIMEOUT, Command
 from upgradectl.steps import Steps
 
 # Linux's id of the current boot: it changes with every boot, and only then.
 BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
-# The tool's own commands (the boot id) are quick.
-TOOL_TIMEOUT = 30.0
 # How often a rebooting node is asked whether it is back.
 REBOOT_POLL = 1.0
 

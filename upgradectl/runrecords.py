@@ -4,15 +4,14 @@ run to carry on, and the nodes earlier runs left out of service. (Writing them i
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from upgradectl.journal_records import parse_record
-from upgradectl.statedir import NO_FOLLOW, ensure_private
+from upgradectl.regularfile import regular_text
+from upgradectl.statedir import ensure_private
 
 # Node states that mean "this tool left the node out of service".
 OUT_OF_SERVICE = frozenset(
@@ -91,14 +90,8 @@ def read_run(path: str | Path) -> RunRecord:
 def _journal_lines(path: str | Path) -> list[str]:
     """The lines of a journal file; a symlink, a FIFO or anything but a file reads as one torn
     line (never followed, never waited on)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NO_FOLLOW)
-    except OSError:
-        return ["\0"]
-    with os.fdopen(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ["\0"]
-        return stream.read().decode("utf-8", errors="replace").splitlines()
+    text = regular_text(path, follow_links=False)
+    return ["\0"] if text is None else text.splitlines()
 
 
 def runs(state_dir: str) -> Iterator[RunRecord]:

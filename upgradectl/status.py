@@ -18,8 +18,8 @@ from upgradectl.connections import Connections
 from upgradectl.errors import StepFailed, UpgradectlError
 from upgradectl.events import Events
 from upgradectl.loader import load_playbooks
-from upgradectl.nodelock import LOCK_TIMEOUT, NodeLock
-from upgradectl.plan import Command, NodePlan, PlanOptions, build_plan, select_nodes
+from upgradectl.nodelock import NodeLock
+from upgradectl.plan import TOOL_TIMEOUT, Command, NodePlan, PlanOptions, build_plan, select_nodes
 from upgradectl.probe import MAX_PROBE_THREADS
 from upgradectl.runrecords import RunRecord
 from upgradectl.settings import Settings
@@ -81,7 +81,7 @@ def _node_status(node_plan: NodePlan, connections: Connections) -> dict[str, Any
         (node_plan.steps.get("active"), "active", steps.count),
         (node_plan.steps.get("node_active"), "node_active", lambda: steps.count("node_active")),
         (node_plan.steps.get("version"), "version", steps.version),
-        (Command("lock", node_plan.name, lock.holder_command(), LOCK_TIMEOUT), "lock", lock.holder),
+        (Command("lock", node_plan.name, lock.holder_command(), TOOL_TIMEOUT), "lock", lock.holder),
     ]
     asked = [(command, key, read) for command, key, read in reads if command is not None]
     found: dict[str, Any] = {}

@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import os
 import re
-import stat
 import struct
 import threading
 import time
@@ -39,6 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from upgradectl.errors import HostKeyRefused
+from upgradectl.regularfile import regular_text
 from upgradectl.transport.paramiko_lean import paramiko
 
 CERT_SUFFIX = "-cert-v01@openssh.com"
@@ -169,7 +169,9 @@ class KnownHosts:
         self._matched: list[int] = []
         self._lines = 0
         for file in self.files:
-            text = _read(file)
+            # A missing or unreadable file, or one that is not a file, lists no host, as ssh
+            # reads it.
+            text = regular_text(file) or ""
             self._index(parse(text, file))
             if file == self.path:
                 self._lines = len(text.splitlines())
@@ -254,19 +256,6 @@ class KnownHosts:
             return _OrderedTransport(known, certified, *args, **kwargs)
 
         return make
-
-
-def _read(path: str) -> str:
-    """The file's text; a missing or unreadable file, or one that is not a file (a FIFO must not
-    hang the run), lists no host, as ssh reads it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return ""
-    with os.fdopen(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return stream.read().decode("utf-8", errors="replace")
 
 
 class _OrderedTransport(paramiko.Transport):
