@@ -1,12 +1,13 @@
 """One node through one command: its phases in order, and recovery when a step fails.
 
-Phases: prepare (lock, is_blocked, precheck), drain (block, then :mod:`upgradectl.drain`),
-upgrade (:mod:`upgradectl.reboot` when it reboots), verify, unblock. A failure is handled in one
-place, :meth:`NodeRun._recover`, by what phase it happened in: before the upgrade the node is put
-back in service; after it, rollback and verify decide whether it can be. What recovery may undo
-is :mod:`upgradectl.custody`'s to say; where a resumed node starts, :mod:`upgradectl.resume`'s,
-and what became of the intention its dead run left, :mod:`upgradectl.reconcile`'s. The block is
-put on and lifted by :mod:`upgradectl.block`, a failed upgrade undone by :mod:`upgradectl.restore`.
+Phases: prepare (the lock, :mod:`upgradectl.lockkeeper`; is_blocked; precheck), drain (block,
+then :mod:`upgradectl.drain`), upgrade (:mod:`upgradectl.reboot` when it reboots), verify,
+unblock. A failure is handled in one place, :meth:`NodeRun._recover`, by what phase it happened
+in: before the upgrade the node is put back in service; after it, rollback and verify
+(:mod:`upgradectl.restore`) decide whether it can be. What recovery may undo is
+:mod:`upgradectl.custody`'s to say; the block is put on and lifted by :mod:`upgradectl.block`.
+Where a resumed node starts is :mod:`upgradectl.resume`'s to say, and what became of the
+intention its dead run left, :mod:`upgradectl.reconcile`'s.
 
 A dry run takes this same path: the read-only steps run, the acting ones (block, force, upgrade,
 rollback, verify, unblock, patch, the node lock) are described in a :mod:`upgradectl.rehearsal`
