@@ -413,20 +413,22 @@ def run_floor(fleet: BenchFleet, scenario: Scenario) -> Figures:
     return ran.figures("floor (bare paramiko, 6 commands)")
 
 
-def status_seconds(fleet: BenchFleet, scenario: Scenario, runs: int) -> float:
-    """The median wall time of `upgradectl status` on the whole fleet (after the runs)."""
+def status_seconds(fleet: BenchFleet, scenario: Scenario, runs: int) -> tuple[float, float]:
+    """The median wall time of `upgradectl status` on the whole fleet (after the runs), and the
+    median of its CPU time (the controller's: the nodes' sshd work is not in it)."""
     inventory = fleet.write_inventory(scenario, PLAYBOOK)
     argv = [
         sys.executable, "-m", "upgradectl", "-i", str(inventory),
         "--state-dir", str(fleet.workdir / "state-1"), "--json", "status",
     ]  # fmt: skip
-    walls = []
+    walls, cpus = [], []
     for _ in range(runs):
         ran = measure(argv, fleet.home.env)
         if ran.exit_code != 0:
             raise RuntimeError(f"status exited {ran.exit_code}:\n{ran.stderr[-3000:]}")
         walls.append(ran.wall)
-    return float(statistics.median(walls))
+        cpus.append(ran.cpu)
+    return float(statistics.median(walls)), float(statistics.median(cpus))
 
 
 def help_seconds(runs: int) -> float:
@@ -577,9 +579,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.floor == "yes" and not args.wrap:
                 floors.append(run_floor(fleet, scenario))
                 print(report(floors[-1]))
-        status = status_seconds(fleet, scenario, args.help_runs)
+        status, status_cpu = status_seconds(fleet, scenario, args.help_runs)
         print(
-            f"upgradectl status on {args.nodes} nodes: {status:.2f} s (median of {args.help_runs})"
+            f"upgradectl status on {args.nodes} nodes: {status:.2f} s, controller CPU "
+            f"{status_cpu:.2f} s (medians of {args.help_runs}; load average {os.getloadavg()[0]:.1f})"
         )
         ansible = None
         if args.ansible == "auto" and shutil.which("ansible-playbook"):
@@ -605,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": machine(),
             "help_seconds": help_time,
             "status_seconds": status,
+            "status_cpu_seconds": status_cpu,
             "upgradectl": [figures.as_dict() for figures in runs],
             "ansible": ansible.as_dict() if ansible else None,
             "floor": [figures.as_dict() for figures in floors],

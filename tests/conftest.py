@@ -181,3 +181,9 @@ def sessions_until_blocked(site: Path, lengths: dict[str, float]) -> Iterator[No
     finally:
         done.set()
         watcher.join()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (over 5 s) first: the xdist workers start on them and the quick tests fill
+    in around them, rather than a 40 s test being handed out last and running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

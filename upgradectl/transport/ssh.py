@@ -44,6 +44,12 @@ CLOSE_GRACE = 1.0
 # A refusal says nothing about the connection: the open is retried on it, for this long at most.
 CHANNEL_RETRY_SECONDS = 10.0
 _NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
+# A step that reads stdin reads its end at once, as under the local transport: the node gives it
+# an empty stdin. Not the client's EOF (shutdown_write): paramiko sends that outside the channel's
+# lock, so when the command ends at once its EOF can reach sshd after the CLOSE its own thread
+# sent for the server's CLOSE; sshd then drops the whole connection ("ieof packet referred to
+# nonexistent channel"), and every command sharing it is lost.
+NO_STDIN = "exec </dev/null; "
 
 
 class SshTransport:
@@ -223,8 +229,7 @@ class SshTransport:
             self.close()
             raise ConnectionLost(f"{self.name}: connection lost: {exc}") from None
         try:
-            self._exec(channel, bounded(command, timeout), deadline)
-            channel.shutdown_write()  # a step that reads stdin reads its end at once
+            self._exec(channel, NO_STDIN + bounded(command, timeout), deadline)
             stdout, stderr = self._collect(channel, deadline)
             code = channel.recv_exit_status()
         except _NoAnswer:
