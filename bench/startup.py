@@ -15,6 +15,8 @@ one run of each before measuring.
   BENCHMARKS.md gives for "the upgrade path imports". The modules are those a real upgrade of
   the local node had imported by its end, and the SSH transport's.
 - **imports: upgrade, local nodes**: the same without the SSH transport.
+- **imports: its libraries alone**: click, PyYAML, Jinja2 and paramiko (as the SSH transport
+  imports it): what no change to upgradectl's own modules can take off the first figure.
 - the commands themselves (`--help`, `check`, `plan`, `history`, `status`, `upgrade --dry-run`),
   whole, on a one-node site of `transport: local` whose service is files: their imports and
   their own work. Each is one of the processes the test suite starts by the hundred.
@@ -38,6 +40,8 @@ LOADED = (
     "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
     "    print('LOADED', *sorted(name for name in sys.modules if name.startswith('upgradectl')))\n"
 )
+# What the upgrade path over SSH imports of others' code: the floor under its figure.
+LIBRARIES = ["click", "yaml", "jinja2", "upgradectl.transport.paramiko_lean"]
 # What Connections imports the first time a node is reached over SSH.
 SSH = [
     "upgradectl.transport.ssh",
@@ -86,6 +90,7 @@ def paths(inventory: Path, state: Path, upgrade: list[str]) -> dict[str, list[st
         "python -c pass": ["-c", "pass"],
         "imports: upgrade over SSH": imports(upgrade + SSH),
         "imports: upgrade, local nodes": imports(upgrade),
+        "imports: its libraries alone": imports(LIBRARIES),
         "upgradectl --help": command("--help"),
         "upgradectl check": command("check"),
         "upgradectl plan": command("plan", "node-a", "--version", "2"),

@@ -8,11 +8,15 @@ pointed at it with ERL_EPMD_PORT. Distribution listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,14 +138,32 @@ class Reachable:
 
 
 def build(module: str, vsn: str, directory: Path, *defines: str) -> Path:
-    """``tests/erlang/MODULE.erl`` compiled as version ``vsn`` (with ``-DNAME`` ``defines``)."""
+    """``tests/erlang/MODULE.erl`` compiled as version ``vsn`` (with ``-DNAME`` ``defines``)
+    into ``directory``: compiled once a test session, then copied (each erlc boots an Erlang
+    VM, and the tests build the same few versions again and again)."""
     directory.mkdir(parents=True, exist_ok=True)
+    beam = directory / f"{module}.beam"
+    shutil.copyfile(_compiled(module, vsn, defines), beam)
+    return beam
+
+
+@functools.cache
+def _compiled(module: str, vsn: str, defines: tuple[str, ...]) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix=f"{module}-{vsn}-", dir=_compiled_dir()))
     flags = [f"-D{define}" for define in defines]
     source = SOURCES / f"{module}.erl"
     subprocess.run(
         ["erlc", "-o", str(directory), f'-DVSN="{vsn}"', *flags, str(source)], check=True
     )
     return directory / f"{module}.beam"
+
+
+@functools.cache
+def _compiled_dir() -> Path:
+    """Where the session's compiled test modules live; removed when the session ends."""
+    directory = Path(tempfile.mkdtemp(prefix="upgradectl-otplab-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
 
 
 def private_lock_copy(playbook: str, directory: Path) -> str:

@@ -23,6 +23,7 @@ def test_the_startup_bench_measures_each_path_against_a_bare_interpreter(tmp_pat
     figures = found["ms"]
     assert list(figures) == [
         "python -c pass", "imports: upgrade over SSH", "imports: upgrade, local nodes",
+        "imports: its libraries alone",
         "upgradectl --help", "upgradectl check", "upgradectl plan", "upgradectl history",
         "upgradectl status", "upgradectl upgrade --dry-run",
     ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The bundled ejabberd playbook against Debian's real ejabberd, started by the test in a
+"""The bundled ejabberd playbook against Debian's real ejabberd, started once for the module in a
 temporary directory (owned by the ejabberd user, whom ejabberdctl runs as) on loopback ports
 with an epmd of its own (otplab). XMPP clients log in over a plain socket; a module changed on
 disk is loaded hot by `ejabberdctl update`; `upgrade` kicks the users left and stops ejabberd
@@ -8,6 +8,7 @@ kindly (`stop_kindly`), and the upgrade command starts it again.
 from __future__ import annotations
 
 import base64
+import os
 import pwd
 import shutil
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from clihelp import Ran
+from conftest import wait_for
 from otplab import Epmd, Reachable, accepts, erlang_env, local_cli
 
 from upgradectl.lab import LabServer, free_ports, start_servers, stop_servers
@@ -79,9 +81,12 @@ class Ejabberd(Reachable, LabServer):
         shutil.copytree(EBIN, self.ebin)
         (self.directory / "inetrc").write_text("")
         (self.directory / "ejabberd.yml").write_text(CONFIG.format(port=self.port))
+        # The interface as an erl flag: INET_DIST_INTERFACE costs every ejabberdctl run one
+        # more erl, to parse it.
         (self.directory / "ejabberdctl.cfg").write_text(
-            f"ERLANG_NODE={self.name}\nINET_DIST_INTERFACE=127.0.0.1\n"
-            f'ERL_OPTIONS="-setcookie {self.cookie} -pa {self.ebin}"\n'
+            f"ERLANG_NODE={self.name}\n"
+            f'ERL_OPTIONS="-setcookie {self.cookie} -pa {self.ebin} '
+            '-kernel inet_dist_use_interface {127,0,0,1}"\n'
             f"ERL_EPMD_PORT={self.env['ERL_EPMD_PORT']}\nexport ERL_EPMD_PORT\n"
         )
         ejabberd = pwd.getpwnam("ejabberd")
@@ -98,13 +103,30 @@ class Ejabberd(Reachable, LabServer):
         )
         return done.stdout
 
-    def stop(self) -> None:
-        """Stop the node however it runs now (the upgrade starts it again detached), and close
-        the clients' sockets."""
+    def log_out(self) -> None:
+        """Close the clients' sockets, and wait until the server has no user connected."""
         for client in self.clients:
             client.close()
-        subprocess.run([*self.ctl.split(), "stop"], capture_output=True, timeout=60, check=False)
-        subprocess.run([*self.ctl.split(), "stopped"], capture_output=True, timeout=60, check=False)
+        self.clients.clear()
+        wait_for(
+            lambda: self.eval("ejabberd_sm:connected_users_number().") == "0",
+            10,
+            what="ejabberd to have no user connected",
+        )
+
+    def stop(self) -> None:
+        """Stop the node however it runs now (the upgrade starts it again detached), and close
+        the clients' sockets: init:stop() through erl_call, then wait until the node is gone
+        (`ejabberdctl stop` and `stopped` cost an erl each, and `stopped` polls every 2 s)."""
+        for client in self.clients:
+            client.close()
+        self.erl_call("init:stop().")
+        wait_for(lambda: self.erl_call("node().").returncode != 0, 60, what="ejabberd to stop")
+        # As `ejabberdctl stopped` ends: the epmd on our port is killed. The upgrade's
+        # `stopped` killed ours (no node left in it), and its `start` ran a daemon in its place.
+        subprocess.run(
+            ["epmd", "-kill"], env={**os.environ, **self.env}, capture_output=True, check=False
+        )
 
     def login(self, user: str, resource: str) -> socket.socket:
         """An XMPP client session of ``user`` (SASL PLAIN, then a bound resource)."""
@@ -154,7 +176,7 @@ def ended(client: socket.socket) -> bool:
 
 @dataclass
 class Xmpp:
-    """The server and the CLI aimed at it."""
+    """The server and the CLI aimed at it, with the test's own inventory and state directory."""
 
     server: Ejabberd
     tmp: Path
@@ -166,23 +188,35 @@ class Xmpp:
         return local_cli(self.tmp, "ejb-1", "ejabberd", node_vars, *args, env=self.env)
 
 
-@pytest.fixture
-def xmpp(tmp_path: Path) -> Iterator[Xmpp]:
-    """epmd and an ejabberd node; both stopped after the test, however the node runs then."""
+@pytest.fixture(scope="module")
+def ejabberd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ejabberd, dict[str, str]]]:
+    """epmd and an ejabberd node for the whole module (a boot and a stop are most of what a
+    test costs); both stopped after its last test, however the node runs then."""
+    home = tmp_path_factory.mktemp("ejabberd-erlang")
     (epmd_port,) = free_ports(1)
-    env = erlang_env(tmp_path, epmd_port)
-    epmd = Epmd(tmp_path, epmd_port)
-    # Not under tmp_path: pytest keeps that to root, and ejabberd runs as its own user.
+    env = erlang_env(home, epmd_port)
+    epmd = Epmd(home, epmd_port)
+    # Not under pytest's temporary directories: pytest keeps those to root, and ejabberd runs
+    # as its own user.
     directory = Path(tempfile.mkdtemp(prefix="upgradectl-ejabberd-"))
     server = Ejabberd(directory, env)
     start_servers([epmd])
     try:
         start_servers([server])
-        yield Xmpp(server, tmp_path, env)
+        yield server, env
     finally:
         server.stop()
         stop_servers([server, epmd])
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def xmpp(ejabberd: tuple[Ejabberd, dict[str, str]], tmp_path: Path) -> Iterator[Xmpp]:
+    """The module's ejabberd as a test finds it: running, no user connected (each test's
+    clients are closed after it)."""
+    server, env = ejabberd
+    yield Xmpp(server, tmp_path, env)
+    server.log_out()
 
 
 def changed_on_disk(server: Ejabberd, module: str) -> None:

@@ -321,15 +321,21 @@ def test_a_patch_after_which_calls_die_fails_though_the_version_is_right(otp: Ot
     assert ran.code == 1, ran.outcome()
     message = ran.summary["nodes"]["erl-1"]["message"]
     # Seen dead by the patch step itself (with what killed them), or by verify when their next
-    # frame came only after the patch step looked: either way the patch fails and is undone.
+    # frame came only after the patch step looked: either way the patch fails and is undone. A
+    # leg whose frame had not come yet when the patch step looked is taken back to version 1
+    # alive, unless its frame comes first and kills it on the way: counted with the dead.
     assert re.search(
-        r"died_failed: 3 of 3 processes died after the patch \(<[\d.]+> undef in "
-        r"call_media:count/1\)|verify_failed: 3 of 3 processes of the patch died",
+        r"died_failed: [123] of 3 processes died after the patch \(<[\d.]+> undef in "
+        r"call_media:count/1\); the [012] left are back on the old code|"
+        r"verify_failed: [123] of 3 processes of the patch died",
         message,
     ), message
     assert "failed" in ran.kinds("erl-1")
     assert vsn_of(otp.node, "call_leg") == "1"
-    assert otp.node.eval(f'is_process_alive(list_to_pid("{legs[0]}")).') == "false"
+    alive = [
+        pid for pid in legs if otp.node.eval(f'is_process_alive(list_to_pid("{pid}")).') == "true"
+    ]
+    assert {otp.node.leg_state(pid)[:2] for pid in alive} <= {("1", "tuple")}
     assert otp.node.beam_version(otp.node.code_dir / "call_leg.beam") == "1"
 
 

@@ -170,14 +170,25 @@ class Release:
         return self.cli("-v", "patch", "rel-1", "--version", version, "--yes")
 
 
+@pytest.fixture(scope="module")
+def target_system(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The releases built once for the module (systools and sixteen compilations: the dearest
+    part of these tests); release 1 installed in a target system that each test runs a copy of."""
+    work = tmp_path_factory.mktemp("calls")
+    return build_releases(work, {"HOME": str(work)})
+
+
 @pytest.fixture
-def release(tmp_path: Path) -> Iterator[Release]:
-    """epmd and release 1 of `calls` running; both stopped after the test."""
-
-    def make(env: dict[str, str]) -> ReleaseNode:
-        return ReleaseNode(*build_releases(tmp_path, env), env)
-
-    with with_epmd(tmp_path, make) as (node, env):
+def release(target_system: tuple[Path, str], tmp_path: Path) -> Iterator[Release]:
+    """epmd and release 1 of `calls` running in a copy of the target system; both stopped
+    after the test."""
+    built, bindir = target_system
+    root = tmp_path / "root"
+    shutil.copytree(built, root)
+    # release_handler reads the libraries' directories from RELEASES: those of the copy.
+    releases = root / "releases" / "RELEASES"
+    releases.write_text(releases.read_text().replace(f'"{built}/', f'"{root}/'))
+    with with_epmd(tmp_path, lambda env: ReleaseNode(root, bindir, env)) as (node, env):
         yield Release(node, tmp_path, env)
 
 

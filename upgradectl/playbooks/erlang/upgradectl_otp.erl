@@ -178,7 +178,7 @@ swap(Procs, Mods, O) ->
 converted(Procs, Mods, Monitors, O) ->
     Pids = pids(Procs),
     [answers(Pid, O) || Pid <- Pids],
-    case died(Monitors) of
+    case died(Monitors, O) of
         [] ->
             [install(M) || M <- Mods],
             write_state(O, {patched, Mods, Pids}),
@@ -186,11 +186,15 @@ converted(Procs, Mods, Monitors, O) ->
             say("patched: ~s; ~s; the replaced .beam files are kept in ~s",
                 [changes(Mods), conversions(length(Pids)), run_dir(O)]);
         Dead ->
-            Alive = Pids -- [Pid || {Pid, _} <- Dead],
-            downgrade([P || {Pid, _} = P <- Procs, lists:member(Pid, Alive)], Mods, O),
+            Living = [Monitor || {_, Pid} = Monitor <- Monitors, not lists:keymember(Pid, 1, Dead)],
+            downgrade([P || {Pid, _} = P <- Procs, lists:keymember(Pid, 2, Living)], Mods, O),
+            % Until it was suspended, each of them ran the new code that killed the others: those
+            % its next message killed are counted with them.
+            AllDead = Dead ++ died(Living, O),
+            Alive = Pids -- [Pid || {Pid, _} <- AllDead],
             write_state(O, {restored, Mods, Alive}),
             fail("died", "~b of ~b processes died after the patch (~s); the ~b left are back "
-                 "on the old code", [length(Dead), length(Pids), describe_dead(Dead),
+                 "on the old code", [length(AllDead), length(Pids), describe_dead(AllDead),
                                      length(Alive)])
     end.
 
@@ -368,6 +372,18 @@ suspend(Pids, #{timeout := T}) ->
 
 resume(Pids) -> [catch sys:resume(Pid) || Pid <- Pids], ok.
 
+%% The processes suspended: a live one that did not suspend is said in a warning.
+suspend_those_that_can(Pids, #{timeout := T}) ->
+    [Pid || Pid <- Pids,
+            try sys:suspend(Pid, T) of
+                ok -> true
+            catch exit:Why ->
+                catch sys:resume(Pid),  % as release_handler: in case it gets suspended later
+                is_process_alive(Pid) andalso
+                    say("warning: ~s did not suspend (~p): left as it is", [describe_one(Pid), Why]),
+                false
+            end].
+
 %% Load every module of the patch, or put back those already loaded.
 load(Specs) ->
     lists:foldl(fun({Name, Path, Bin}, Done) ->
@@ -425,13 +441,14 @@ restore_code(Names, Specs) ->
     "old code loaded again: " ++ string:join(Results, ", ").
 
 %% Back from the new code to the old one, the OTP way: suspend, code_change down, load, resume.
+%% The way back brings back every process it can: one that does not suspend is left out, as
+%% release_handler_1 leaves it out (one on the new code may die of it before it is suspended).
 downgrade(Procs, Mods, O) ->
-    Pids = pids(Procs),
     Names = [M#mod.name || M <- Mods],
     [free_old_code(Name) || Name <- Names],  % checked first: then nothing is half done
-    suspend(Pids, O),
+    Pids = suspend_those_that_can(pids(Procs), O),
     try
-        case change(Procs, Mods, down, O) of
+        case change([P || {Pid, _} = P <- Procs, lists:member(Pid, Pids)], Mods, down, O) of
             ok -> ok;
             {error, _, Failure} -> say("warning: converting back failed: ~s", [Failure])
         end,
@@ -448,9 +465,11 @@ answers(Pid, #{timeout := T}) ->
     catch exit:_ -> is_process_alive(Pid)
     end.
 
-died(Monitors) ->
-    [{Pid, Why} || {Ref, Pid} <- Monitors,
-                   Why <- receive {'DOWN', Ref, process, Pid, R} -> [R] after 0 -> [] end].
+%% The monitored processes that are dead, each with why (the 'DOWN' of one found dead is on its
+%% way).
+died(Monitors, #{timeout := T}) ->
+    [{Pid, receive {'DOWN', Ref, process, Pid, Why} -> Why after T -> unknown end}
+     || {Ref, Pid} <- Monitors, not is_process_alive(Pid)].
 
 %% Copy next to the target, then rename over it: a reader never sees half a file.
 install(#mod{path = Path, new_bin = Bin}) -> write_atomically(Path, Bin).
