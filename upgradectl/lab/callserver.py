@@ -19,6 +19,7 @@ Python process per node would make a 200-node lab slow to start. Nodes share not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -29,7 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from upgradectl.lab.process import LabServer, ServerProcess
+from upgradectl.lab.process import LabServer, ServerProcess, descendants, kill_descendants
+from upgradectl.lab.sshd import pid_file
 from upgradectl.lab.unixsocket import ask
 
 REQUEST_TIMEOUT = 10.0
@@ -45,6 +47,7 @@ class NodeConfig:
     control: Path
     state_dir: Path
     version: str  # the version a node starts with, unless its state dir already holds one
+    sshd_config: Path | None = None  # the node's sshd, which `poweroff` takes down
 
 
 @dataclass
@@ -76,6 +79,7 @@ class CallNode:
             config.state_dir.mkdir(parents=True, exist_ok=True)
             self._version_file.write_text(config.version)
         self.version = self._version_file.read_text().strip()
+        self._sshd_config = config.sshd_config
         self._commands: dict[str, Callable[[str], str]] = {
             "count": self._count,
             "list": self._list,
@@ -85,6 +89,7 @@ class CallNode:
             "state": self._state,
             "version": self._report_version,
             "upgrade": self._upgrade,
+            "poweroff": self._poweroff,
         }
 
     def control(self, line: str) -> str:
@@ -188,6 +193,31 @@ class CallNode:
         self.version = version
         return f"upgraded to {version}\n"
 
+    def _poweroff(self, _: str) -> str:
+        # The machine going down, as `reboot` in an upgrade command does it: the node's sshd and
+        # every session (this command's own among them) die with it, from inside the command, so
+        # the connection drops before the command can end or time out. Nothing brings sshd back.
+        if self._sshd_config is None:
+            return "error: this node has no sshd to power off\n"
+        try:
+            pid = int(pid_file(self._sshd_config).read_text())
+            # Its title still names its config: a PID reused since is never this sshd.
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            return "error: sshd is not running\n"
+        if str(self._sshd_config) not in title:
+            return "error: sshd is not running\n"
+        # The network goes first: the sshd processes that carry the node's connections die at
+        # once, so no command's end (a shell reporting its killed child, 137) reaches a client.
+        # Then the rest, while the listener still reaps them (no zombie is left), then it.
+        for child in descendants(pid):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{child}/comm").read_text().strip() == "sshd":
+                    os.kill(child, signal.SIGKILL)
+        kill_descendants(pid)
+        os.kill(pid, signal.SIGKILL)
+        return "powered off\n"
+
 
 async def serve(configs: Sequence[NodeConfig]) -> None:
     """Serve every node until SIGTERM or SIGINT."""
@@ -217,6 +247,7 @@ def read_configs(path: Path) -> list[NodeConfig]:
             control=Path(entry["control"]),
             state_dir=Path(entry["state_dir"]),
             version=entry["version"],
+            sshd_config=Path(entry["sshd_config"]) if entry.get("sshd_config") else None,
         )
         for entry in entries
     ]

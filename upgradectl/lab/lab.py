@@ -247,7 +247,14 @@ class Lab(Running):
         return f"node-{partner}" if partner <= self.node_count else None
 
     def _node_config(self, node: LabNode) -> NodeConfig:
-        return NodeConfig(node.name, node.call_port, node.ctl_socket, node.state_dir, self.version)
+        return NodeConfig(
+            node.name,
+            node.call_port,
+            node.ctl_socket,
+            node.state_dir,
+            self.version,
+            sshd_config=node.ssh.config_path,
+        )
 
     def _inventory(self) -> dict[str, object]:
         balancer_vars: dict[str, object] = {}

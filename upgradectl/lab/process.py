@@ -72,6 +72,18 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
+def kill_descendants(pid: int, deadline: float = STOP_DEADLINE) -> None:
+    """SIGKILL everything `pid` forked, until nothing is left (`pid`, a subreaper, reaps them)."""
+
+    def none_left() -> bool:
+        left = descendants(pid)
+        for child in left:
+            _signal(child, signal.SIGKILL)
+        return not left
+
+    wait_for(none_left, deadline, interval=0.01, what=f"the children of {pid} to die")
+
+
 class ServerProcess:
     """One server binary run in the foreground as our child, its output appended to a log file."""
 
@@ -129,16 +141,8 @@ class ServerProcess:
 
     def kill_descendants(self, deadline: float = STOP_DEADLINE) -> None:
         """SIGKILL everything the server forked, until nothing is left (the server reaps them)."""
-        if not self.running:
-            return
-
-        def none_left() -> bool:
-            left = descendants(self.pid)
-            for pid in left:
-                _signal(pid, signal.SIGKILL)
-            return not left
-
-        wait_for(none_left, deadline, interval=0.01, what=f"the children of {self.name} to die")
+        if self.running:
+            kill_descendants(self.pid, deadline)
 
     def send(self, signum: int) -> None:
         """Send a signal to the server process itself."""

@@ -18,7 +18,7 @@ _CONFIG = """\
 Port {port}
 ListenAddress {host}
 HostKey {host_key}
-PidFile none
+PidFile {pid_file}
 UsePAM no
 StrictModes no
 PubkeyAuthentication yes
@@ -39,6 +39,11 @@ MaxSessions {max_sessions}
 Subsystem sftp internal-sftp
 LogLevel {log_level}
 """
+
+
+def pid_file(config_path: Path) -> Path:
+    """Where the sshd run with ``config_path`` writes its PID (the lab's power-off finds it)."""
+    return config_path.with_name("sshd.pid")
 
 
 class SshServer(LabServer):
@@ -101,6 +106,7 @@ class SshServer(LabServer):
                 host=self.host,
                 host_key=self.host_key.private_key,
                 authorized_keys=self.authorized_keys,
+                pid_file=pid_file(self.config_path),
                 user=self.user,
                 max_sessions=self.max_sessions,
                 log_level=self.log_level,
