@@ -40,18 +40,26 @@ class StatusReport:
         return any("error" in node for node in self.nodes)
 
 
-def status_report(settings: Settings, names: Sequence[str], options: PlanOptions) -> StatusReport:
-    """Ask every node (or those named) how it is, in parallel; read the journal for unfinished business."""
+def status_report(
+    settings: Settings,
+    names: Sequence[str],
+    options: PlanOptions,
+    on_row: Callable[[dict[str, Any]], None] = lambda row: None,
+) -> StatusReport:
+    """Ask every node (or those named) how it is, in parallel; read the journal for unfinished
+    business. ``on_row`` is given each node's row in the inventory's order as soon as it and
+    those before it have answered (a person reads the first rows while the last connect)."""
     inventory = settings.load()
     chosen = select_nodes(inventory, names, everything=not names)
     playbooks = load_playbooks(inventory, options.playbook)
     plan = build_plan(inventory, chosen, "status", options, "status", playbooks)
     connections = Connections(inventory, accept_new_host_keys=settings.accept_new_host_keys)
+    rows = []
     try:
         with ThreadPoolExecutor(max_workers=min(MAX_PROBE_THREADS, len(plan.nodes))) as pool:
-            rows = list(
-                pool.map(lambda node_plan: _node_status(node_plan, connections), plan.nodes)
-            )
+            for row in pool.map(lambda node_plan: _node_status(node_plan, connections), plan.nodes):
+                on_row(row)
+                rows.append(row)
     finally:
         connections.close()
     found = list(runrecords.runs(settings.state_dir))

@@ -187,8 +187,15 @@ def status(obj: Cli, /, nodes: tuple[str, ...], **options: Any) -> int:
     from upgradectl.cli import render  # noqa: PLC0415
     from upgradectl.status import status_report  # noqa: PLC0415
 
-    report = status_report(obj.settings(), nodes, _plan_options(options))
-    click.echo(render.status_json(report) if obj.as_json else render.status_text(report))
+    def show(row: dict[str, Any]) -> None:  # a person reads the first nodes while the rest connect
+        if not obj.as_json:
+            click.echo(render.status_row_text(row))
+
+    report = status_report(obj.settings(), nodes, _plan_options(options), on_row=show)
+    if obj.as_json:  # one document, once every node has answered
+        click.echo(render.status_json(report))
+    elif journal := render.status_journal_text(report):
+        click.echo(journal)
     # Reading touches nothing: a node that cannot be asked is a failure, never "attention".
     return ExitCode.STEP_FAILED if report.unreachable else ExitCode.OK
 

@@ -124,24 +124,25 @@ def status_json(report: StatusReport) -> str:
     )
 
 
-def status_text(report: StatusReport) -> str:
-    """Status for people."""
+def status_row_text(row: dict[str, Any]) -> str:
+    """One node's line of status, for people (printed as soon as the node has answered)."""
+    if "error" in row:
+        return f"{row['node']}: UNREACHABLE: {row['error']}"
+    if "failed" in row:
+        return f"{row['node']}: a status step FAILED: {row['failed']}"
+    blocked = {True: "blocked", False: "in service", None: "blocked: unknown"}[row["blocked"]]
+    active = "" if row["active"] is None else f", {row['active']} active"
+    if row.get("node_active") is not None:
+        active += f" ({row['node_active']} on the node itself)"
+    version = f", version {row['version']}" if row.get("version") else ""
+    lock = row.get("lock")
+    held = f", locked by run {lock.get('run')} ({lock.get('owner')})" if lock else ""
+    return f"{row['node']}: {blocked}{active}{version}{held}"
+
+
+def status_journal_text(report: StatusReport) -> str:
+    """What status says after the nodes' lines: those left out of service, the unfinished runs."""
     lines = []
-    for row in report.nodes:
-        if "error" in row:
-            lines.append(f"{row['node']}: UNREACHABLE: {row['error']}")
-            continue
-        if "failed" in row:
-            lines.append(f"{row['node']}: a status step FAILED: {row['failed']}")
-            continue
-        blocked = {True: "blocked", False: "in service", None: "blocked: unknown"}[row["blocked"]]
-        active = "" if row["active"] is None else f", {row['active']} active"
-        if row.get("node_active") is not None:
-            active += f" ({row['node_active']} on the node itself)"
-        version = f", version {row['version']}" if row.get("version") else ""
-        lock = row.get("lock")
-        held = f", locked by run {lock.get('run')} ({lock.get('owner')})" if lock else ""
-        lines.append(f"{row['node']}: {blocked}{active}{version}{held}")
     for node, record in report.left_out.items():
         after = record.get("data", {}).get("last_state")
         state = f"{record['kind']} after {after}" if after else record["kind"]
