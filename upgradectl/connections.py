@@ -11,7 +11,7 @@ from upgradectl.transport.base import Transport
 from upgradectl.transport.local import LocalTransport
 
 if TYPE_CHECKING:
-    from upgradectl.transport.sshconfig import Hop
+    from upgradectl.transport.sshconfig import Answers, Hop
 
 
 class Connections:
@@ -33,6 +33,7 @@ class Connections:
         # (user files, global files) -> KnownHosts, read once per run
         self._known_hosts: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
         self._hops: dict[tuple[Hop, int], Transport] = {}  # jump hosts, keyed by how reached
+        self._answers: Answers | None = None  # OpenSSH's, made with the first SSH transport
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Transport:
@@ -67,9 +68,11 @@ class Connections:
         # and `--help` stay fast.
         from upgradectl.transport.known_hosts import KnownHosts  # noqa: PLC0415
         from upgradectl.transport.ssh import SshTransport  # noqa: PLC0415
-        from upgradectl.transport.sshconfig import resolve  # noqa: PLC0415
+        from upgradectl.transport.sshconfig import Answers, resolve  # noqa: PLC0415
 
-        endpoint = resolve(name, host, port, user, identity_file)
+        with self._lock:
+            answers = self._answers = self._answers or Answers()
+        endpoint = resolve(name, host, port, user, identity_file, ask=answers.ask)
         jump = via
         if via is None:
             # ProxyJump a,b: reach a (as its own configuration says), through it b, through b us.
