@@ -271,9 +271,9 @@ def test_stragglers_past_the_deadline_are_forced_and_the_summary_lists_the_calls
         fleet, "haproxy-fast", **({"sessions": sessions} if listed_by == "call server" else {})
     )
     # 4 s: longer than any short call, so only the long ones are left at the deadline.
-    ran = fleet("drain", node, "--yes", "--playbook", playbook, "--timeout", "4s",
+    ran = fleet("-v", "drain", node, "--yes", "--playbook", playbook, "--timeout", "4s",
                 "--stragglers", "force", "--max-stragglers", str(held + 2))  # fmt: skip
-    assert ran.code == 0, ran.stdout
+    assert ran.code == 0, ran.outcome()  # -v: each step's output, `force` and `sessions` too
     on_node = [call.wait(10) for call in long_calls if call.record.node == node]
     assert [call.fate for call in on_node] == [Fate.DROPPED] * held
     others = [call for call in long_calls if call.record.node != node]

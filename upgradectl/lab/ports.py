@@ -1,14 +1,29 @@
-"""Free TCP ports on 127.0.0.1 for lab servers."""
+"""Free TCP ports on 127.0.0.1 for lab servers.
+
+A port found free is claimed for a while in a directory every lab on this machine shares: the
+servers bind it seconds later, and until then another lab (a parallel test worker) looking for
+ports at the same moment would find it free too. Two labs that took the same port failed to
+start ("address already in use").
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import random
 import socket
+import tempfile
+import time
+from pathlib import Path
 
 # Below Linux's ephemeral range (32768-60999): the lab's own outgoing connections (hundreds of SSH
 # sessions and calls) take ports from that range and could grab a port chosen for a server.
 _FIRST_PORT = 20000
 _LAST_PORT = 32767
+# Where ports are claimed, and for how long: far longer than a lab takes to bind what it chose.
+_CLAIMS = Path(tempfile.gettempdir()) / "upgradectl-lab-ports"
+CLAIM_SECONDS = 120.0
 
 
 def free_ports(count: int) -> list[int]:
@@ -17,7 +32,7 @@ def free_ports(count: int) -> list[int]:
     try:
         while len(held) < count:
             port = random.randint(_FIRST_PORT, _LAST_PORT)
-            if port in held:
+            if port in held or not _claim(port):
                 continue
             probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
@@ -30,6 +45,24 @@ def free_ports(count: int) -> list[int]:
     finally:
         for probe in held.values():
             probe.close()
+
+
+def _claim(port: int) -> bool:
+    """Claim ``port`` for this lab, unless another claimed it less than CLAIM_SECONDS ago."""
+    with contextlib.suppress(FileExistsError):
+        _CLAIMS.mkdir(mode=0o1777)
+        _CLAIMS.chmod(0o1777)  # labs of other users claim here too (mkdir's mode is umasked)
+    fd = os.open(_CLAIMS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # only while deciding: two labs never both claim it
+        claimed = os.fstat(fd)
+        if claimed.st_size and time.time() - claimed.st_mtime < CLAIM_SECONDS:
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # a claim is a file with content, dated
+        return True
+    finally:
+        os.close(fd)
 
 
 def ports_from(base: int, count: int) -> list[int]:

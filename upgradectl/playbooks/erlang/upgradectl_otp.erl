@@ -27,13 +27,17 @@
 main(Bin, [Action | Args]) ->
     try
         Node = list_to_atom(env("UPGRADECTL_NODE")),
-        connect(Node),
+        Wait = erlang:monotonic_time(millisecond)
+               + 1000 * list_to_integer(env("UPGRADECTL_NODE_WAIT", "0")),
+        connect(Node, Wait),
         ship(Node, Bin),
         Opts = #{run_dir => env("UPGRADECTL_RUN_DIR"),
                  extra => term(env("UPGRADECTL_EXTRA", "[]")),
                  timeout => list_to_integer(env("UPGRADECTL_SYS_TIMEOUT", "5000")),
                  expect_vsn => env("UPGRADECTL_EXPECT_VSN", ""),
-                 previous => env("UPGRADECTL_PREVIOUS", "")},
+                 previous => env("UPGRADECTL_PREVIOUS", ""),
+                 % What is left of the wait, in ms: the node's clock is not this one's.
+                 wait => max(0, Wait - erlang:monotonic_time(millisecond))},
         {Code, Lines} = case rpc:call(Node, upgradectl_otp, serve, [Action, Args, Opts], infinity) of
             {badrpc, {'EXIT', {undef, _}}} ->
                 {1, ["load_failed: upgradectl_otp did not load in " ++ atom_to_list(Node)]};
@@ -66,8 +70,9 @@ term(Text) ->
         _ -> fail("usage", "extra ~s is not an Erlang term", [Text])
     end.
 
-%% Short or long names, as the node uses: a host with a dot means -name.
-connect(Node) ->
+%% Short or long names, as the node uses: a host with a dot means -name. A node that is not
+%% there is waited for until Wait (a relup that restarts the emulator brings it back later).
+connect(Node, Wait) ->
     NameType = case string:split(atom_to_list(Node), "@") of
         [_, Host] -> case lists:member($., Host) of true -> longnames; false -> shortnames end;
         _ -> fail("usage", "node name ~s has no @host", [Node])
@@ -81,8 +86,18 @@ connect(Node) ->
         "" -> ok;
         Cookie -> erlang:set_cookie(Node, list_to_atom(Cookie))
     end,
-    pong =:= net_adm:ping(Node)
-        orelse fail("connect", "cannot reach ~s (is it running, with this cookie?)", [Node]).
+    reach(Node, Wait).
+
+reach(Node, Wait) ->
+    case net_adm:ping(Node) of
+        pong -> ok;
+        pang ->
+            erlang:monotonic_time(millisecond) < Wait
+                orelse fail("connect", "cannot reach ~s (is it running, with this cookie?)",
+                            [Node]),
+            timer:sleep(500),
+            reach(Node, Wait)
+    end.
 
 %% A helper left by an earlier run that is still at work (its step timed out) is never replaced.
 ship(Node, Bin) ->
@@ -603,6 +618,16 @@ module(M) -> M.
 modules([]) -> "no module";
 modules(Names) -> string:join([atom_to_list(N) || N <- Names], ", ").
 
+%% A node back from a restart answers before its boot has started release_handler: wait for
+%% the boot to end, until Wait.
+booted(Wait) ->
+    Started = element(1, init:get_status()) =:= started
+              andalso whereis(release_handler) =/= undefined,
+    case Started orelse erlang:monotonic_time(millisecond) >= Wait of
+        true -> handler_running();
+        false -> timer:sleep(500), booted(Wait)
+    end.
+
 handler_running() ->
     whereis(release_handler) =/= undefined
         orelse fail("release_handler", "release_handler is not running: start sasl", []).
@@ -663,8 +688,8 @@ read_release_state(O) ->
 
 %% Release Vsn (or, after a rollback, the one restored) is current, the processes the install
 %% saw are alive; then it is made permanent, so that a restart comes back into it.
-release_verify(Vsn, O) ->
-    handler_running(),
+release_verify(Vsn, #{wait := Wait} = O) ->
+    booted(erlang:monotonic_time(millisecond) + Wait),
     case read_release_state(O) of
         none -> say("verified: this run installed nothing; the node runs release ~s",
                     [current_release()]);
