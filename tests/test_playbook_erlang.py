@@ -173,6 +173,8 @@ def test_a_hot_patch_loads_the_new_version_while_the_calls_keep_running(otp: Otp
     assert {call: otp.node.ask(call) for call in calls} == dict.fromkeys(calls, "2")
     kept = otp.kept_dir / ran.summary["run_id"] / f"{MODULE}.beam"
     assert otp.node.beam_version(kept) == "1"  # what a rollback would load again
+    # The helper, compiled by the run's first step, loaded from there by the next ones.
+    assert len(list(Path(otp.env["HOME"]).glob(".cache/upgradectl/upgradectl_otp-*.beam"))) == 1
     status = otp.cli("status", "erl-1")
     assert status.code == 0, status.stdout
     assert status.events[0]["nodes"][0]["version"] == "2"
