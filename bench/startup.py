@@ -49,28 +49,19 @@ SSH = [
     "upgradectl.transport.sshconfig",
 ]
 
-PLAYBOOK = """\
-name: files
-drain: {timeout: 30s, poll: 0.2s, stragglers: abort, settle: 1}
-lock: "{{ dir }}/lock"
-steps:
-  is_blocked: "test -e {{ dir }}/blocked"
-  block: "touch {{ dir }}/blocked"
-  active: "ls {{ dir }}/sessions | wc -l"
-  upgrade: "echo {{ version | quote }} > {{ dir }}/version"
-  verify: "test -s {{ dir }}/version"
-  version: "cat {{ dir }}/version 2>/dev/null || echo 1"
-  unblock: "rm -f {{ dir }}/blocked"
-"""
+PLAYBOOK = Path(__file__).resolve().parent / "playbook.yaml"  # the fleet bench's: shell only
 
 
 def site(folder: Path) -> Path:
-    """A one-node site on this machine; returns its inventory."""
-    (folder / "work" / "sessions").mkdir(parents=True)
-    (folder / "files.yaml").write_text(PLAYBOOK)
+    """A one-node site on this machine whose service is files (bench/playbook.yaml's); returns
+    its inventory."""
+    node_dir = folder / "node"
+    node_dir.mkdir()
+    (node_dir / "sessions").write_text("")
+    (node_dir / "version").write_text("1\n")
     inventory = folder / "inventory.yaml"
     inventory.write_text(
-        f"defaults: {{transport: local, playbook: ./files.yaml, vars: {{dir: {folder / 'work'}}}}}\n"
+        f"defaults: {{transport: local, playbook: {PLAYBOOK}, vars: {{node_dir: {node_dir}}}}}\n"
         "nodes:\n  node-a: {}\n"
     )
     return inventory

@@ -194,6 +194,9 @@ def test_the_commands_on_local_nodes_never_import_paramiko_nor_what_no_start_nee
         "drain": plan_libraries,
     }  # fmt: skip
     assert {name: heavy(modules) for name, modules in found.items() if heavy(modules)} == {}
+    # Reading the journals needs no inventory: no model (its dataclasses), no loader, no plan.
+    model = {"upgradectl.model", "upgradectl.loader", "upgradectl.plan"}
+    assert found["history"] & model == set()
 
 
 def test_the_upgrade_path_over_ssh_imports_paramiko_and_nothing_heavier() -> None:

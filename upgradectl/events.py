@@ -6,9 +6,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
-
-from upgradectl.model import frozen_mapping
 
 SCHEMA_VERSION = 1
 """The version of the JSON form of events (``events.schema.json``): raised when a field
@@ -23,7 +22,7 @@ class Event:
     node: str | None
     message: str
     time: float
-    data: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form: ``{"event": kind, "schema_version": 1, "time": ..., "node": ...,
@@ -54,7 +53,9 @@ class Events:
 
     def emit(self, kind: str, node: str | None = None, message: str = "", **data: Any) -> Event:
         """Publish an event."""
-        event = Event(kind, node, message, self.clock(), frozen_mapping(data))
+        # Read-only, as model.frozen_mapping makes it; `data` is this call's own dict already.
+        # (The model is not imported here: `history` reads events and needs none of it.)
+        event = Event(kind, node, message, self.clock(), MappingProxyType(data))
         with self._lock:
             for sink in self.sinks:
                 sink(event)

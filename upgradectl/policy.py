@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from upgradectl.duration import format_duration
-from upgradectl.model import DrainPolicy
+
+if TYPE_CHECKING:
+    from upgradectl.model import DrainPolicy
 
 
 class Verdict(enum.Enum):

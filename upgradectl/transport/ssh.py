@@ -22,6 +22,7 @@ from upgradectl.errors import (
     HostKeyRefused,
     Unreachable,
 )
+from upgradectl.transport.alarm import ALARMS
 from upgradectl.transport.backoff import retry
 from upgradectl.transport.base import CommandResult
 from upgradectl.transport.deadline import ANSWER_GRACE, bounded, stopped_at_deadline
@@ -249,9 +250,7 @@ class SshTransport:
     def _exec(self, channel: paramiko.Channel, command: str, deadline: float) -> None:
         """``exec_command``, which waits for the server's reply without a timeout, bounded by
         ``deadline``: closing the channel then ends its wait."""
-        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), _close, (channel,))
-        timer.daemon = True
-        timer.start()
+        alarm = ALARMS.at(deadline, lambda: _close(channel))
         try:
             channel.exec_command(command)
         except _NETWORK_ERRORS:
@@ -262,7 +261,7 @@ class SshTransport:
                 raise _NoAnswer from None
             raise
         finally:
-            timer.cancel()
+            alarm.cancel()
 
     def _open_session(self, deadline: float) -> paramiko.Channel:
         """A new channel on the shared connection; while the connection lives, ask again.
