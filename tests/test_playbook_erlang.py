@@ -339,6 +339,32 @@ def test_a_patch_after_which_calls_die_fails_though_the_version_is_right(otp: Ot
     assert otp.node.beam_version(otp.node.code_dir / "call_leg.beam") == "1"
 
 
+@pytest.mark.slow
+def test_a_process_that_the_new_code_kills_on_the_way_back_is_counted_with_the_dead(
+    otp: Otp,
+) -> None:
+    # Two processes the patch of call_leg converts: one dies once resumed (the patch goes back),
+    # the other dies when the way back suspends it, as a call does when its next message comes
+    # first and runs the new code (a CI run saw the way back fail on it: suspend_failed).
+    build("sys_witness", "1", otp.node.code_dir)
+    first, second = (
+        otp.node.eval(f"pid_to_list(sys_witness:start({dies_at})).")
+        for dies_at in ("after_resume", "at_second_suspend")
+    )
+    patch = otp.provide_patch("2", call_leg=("SHAPE",))
+
+    ran = otp.patch_legs(patch, "2")
+
+    assert ran.code == 1, ran.outcome()
+    message = ran.summary["nodes"]["erl-1"]["message"]
+    assert (
+        f"died_failed: 2 of 2 processes died after the patch ({first} killed_by_the_new_code); "
+        "the 0 left are back on the old code" in message
+    ), message
+    assert vsn_of(otp.node, "call_leg") == "1"
+    assert otp.node.eval(f'is_process_alive(list_to_pid("{second}")).') == "false"
+
+
 # --- when a patch cannot be done hot: drain at the balancer and restart ------------------------
 
 
