@@ -50,8 +50,9 @@ class Ran:
 
     def outcome(self) -> str:
         """The nodes' results and what the steps printed, for a failed assertion (not the
-        commands)."""
-        return "\n".join([str(self.summary["nodes"]), self.step_output(), self.stderr])
+        commands); a run that ended without a summary (a crash) shows its stderr all the same."""
+        ended = [e["nodes"] for e in self.events if e["event"] == "summary"] or ["(no summary)"]
+        return "\n".join([str(ended[-1]), self.step_output(), self.stderr])
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Ran:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ import yaml
 from clihelp import LabCli, run_cli
 from conftest import LabFactory, wait_for
 
-from upgradectl.errors import CommandTimedOut
+from upgradectl.errors import CommandTimedOut, ConnectionLost
 from upgradectl.lab import Lab, SshHome
 from upgradectl.transport.ssh import IDLE_WAKE_SECONDS, MAX_CHANNELS, SshTransport
 from upgradectl.transport.sshconfig import Hop, resolve
@@ -83,6 +84,27 @@ def test_an_idle_connection_wakes_once_per_keepalive_and_closes_at_once(
         IDLE_WAKE_SECONDS / 2,
         what="paramiko's thread to end",
     )
+
+
+def test_a_command_lost_with_its_connection_leaves_the_new_connection_alone(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)
+    started = cli.lab.node("node-1").node_dir / "started"
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            lost = pool.submit(transport.run, f"touch {started}; sleep 30", 40)
+            wait_for(started.exists, 10, what="the command to start")
+            # Another command's reconnect replaces the connection the first one runs on.
+            transport.reconnect(time.monotonic() + 10)
+            with pytest.raises(ConnectionLost):
+                lost.result(timeout=10)
+        # The lost command's own failure closed only its own connection, not the new one.
+        assert transport.run("echo on", 10).stdout == "on\n"
+    finally:
+        transport.close()
+    assert transport.connections_opened == 2
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """``python -m upgradectl``."""
 
-from upgradectl.cli import main
+from upgradectl.cli import run
 
-main()
+run()

@@ -5,6 +5,6 @@
 events as they happen. Nothing outside this package imports it.
 """
 
-from upgradectl.cli.commands import main
+from upgradectl.cli.commands import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]

@@ -205,6 +205,13 @@ class SshTransport:
         with self._lock:
             self._drop()
 
+    def _forget(self, transport: paramiko.Transport | None) -> None:
+        """Close the connection a command was lost with, if it is still the node's: another
+        command may have connected again meanwhile, and the new connection carries commands."""
+        with self._lock:
+            if self._client is not None and self._client.get_transport() is transport:
+                self._drop()
+
     # -- running ---------------------------------------------------------------------------
 
     def run(self, command: str, timeout: float) -> CommandResult:
@@ -226,8 +233,7 @@ class SshTransport:
         deadline = started + timeout + ANSWER_GRACE
         try:
             channel = self._open_session(deadline)
-        except _NETWORK_ERRORS as exc:
-            self.close()
+        except _NETWORK_ERRORS as exc:  # the connection died (and was forgotten)
             raise ConnectionLost(f"{self.name}: connection lost: {exc}") from None
         try:
             self._exec(channel, NO_STDIN + bounded(command, timeout), deadline)
@@ -236,7 +242,7 @@ class SshTransport:
         except _NoAnswer:
             raise CommandTimedOut(self.name, command, timeout, stopped=False) from None
         except _NETWORK_ERRORS as exc:
-            self.close()
+            self._forget(channel.get_transport())
             raise ConnectionLost(
                 f"{self.name}: connection lost during {command!r}: {exc}"
             ) from None
@@ -257,7 +263,7 @@ class SshTransport:
             if time.monotonic() >= deadline:
                 # The server never answered a channel request: the link is dead, though TCP
                 # may not know it yet. The next command connects again.
-                self.close()
+                self._forget(channel.get_transport())
                 raise _NoAnswer from None
             raise
         finally:
@@ -268,7 +274,7 @@ class SshTransport:
 
         paramiko reports sshd's refusal as a ChannelException, or, when two opens are refused
         at once, as a bare SSHException for one of them: any failure on a live connection is
-        taken for a refusal. A dead connection raises (and the caller drops it); refusals that
+        taken for a refusal. A dead connection raises (and is forgotten); refusals that
         outlast ``CHANNEL_RETRY_SECONDS`` raise ConnectionLost and leave it open.
         """
         transport = self._connected(deadline)
@@ -284,8 +290,9 @@ class SshTransport:
                 most=0.25,
                 until=time.monotonic() + CHANNEL_RETRY_SECONDS,
             )
-        except paramiko.SSHException as exc:
-            if not transport.is_active():
+        except _NETWORK_ERRORS as exc:
+            if not refused(exc):  # the connection died: the next command connects again
+                self._forget(transport)
                 raise
             raise ConnectionLost(
                 f"{self.name}: sshd refused a new session for {CHANNEL_RETRY_SECONDS:g}s "
