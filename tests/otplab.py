@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,25 +137,43 @@ class Reachable:
         return PID.findall(legs)
 
 
+Spec = tuple[str, str, tuple[str, ...]]  # module, vsn, -D defines
+_BEAMS: dict[Spec, Path] = {}
+
+
 def build(module: str, vsn: str, directory: Path, *defines: str) -> Path:
     """``tests/erlang/MODULE.erl`` compiled as version ``vsn`` (with ``-DNAME`` ``defines``)
-    into ``directory``: compiled once a test session, then copied (each erlc boots an Erlang
-    VM, and the tests build the same few versions again and again)."""
+    into ``directory``: compiled once a test session, then copied (the tests build the same few
+    versions again and again)."""
+    spec = (module, vsn, defines)
+    compile_all([spec])
     directory.mkdir(parents=True, exist_ok=True)
     beam = directory / f"{module}.beam"
-    shutil.copyfile(_compiled(module, vsn, defines), beam)
+    shutil.copyfile(_BEAMS[spec], beam)
     return beam
 
 
-@functools.cache
-def _compiled(module: str, vsn: str, defines: tuple[str, ...]) -> Path:
-    directory = Path(tempfile.mkdtemp(prefix=f"{module}-{vsn}-", dir=_compiled_dir()))
-    flags = [f"-D{define}" for define in defines]
-    source = SOURCES / f"{module}.erl"
-    subprocess.run(
-        ["erlc", "-o", str(directory), f'-DVSN="{vsn}"', *flags, str(source)], check=True
-    )
-    return directory / f"{module}.beam"
+def compile_all(specs: Iterable[Spec]) -> None:
+    """Compile, in one erl, each spec not compiled yet this session: erlc boots an Erlang VM
+    for each module (0.13 s of CPU)."""
+    missing = {
+        spec: _compiled_dir() / "-".join((spec[0], spec[1], *spec[2]))
+        for spec in specs
+        if spec not in _BEAMS
+    }
+    if not missing:
+        return
+    script = ""
+    for (module, vsn, defines), directory in missing.items():
+        directory.mkdir()
+        options = [f'{{outdir, "{directory}"}}', f"{{d, 'VSN', \"{vsn}\"}}"]
+        options += [f"{{d, '{define}'}}" for define in defines]
+        script += (
+            f'{{ok, _}} = compile:file("{SOURCES / module}", [report, {", ".join(options)}]), '
+        )
+    subprocess.run(["erl", "-noshell", "-eval", script + "halt()."], check=True, timeout=60)
+    for spec, directory in missing.items():
+        _BEAMS[spec] = directory / f"{spec[0]}.beam"
 
 
 @functools.cache

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from clihelp import Ran
-from otplab import Reachable, build, local_cli, with_epmd
+from otplab import Reachable, build, compile_all, local_cli, with_epmd
 
 from upgradectl.lab import HaProxy, LabServer, free_ports, start_servers, stop_servers
 from upgradectl.lab.process import ServerProcess
@@ -75,11 +75,12 @@ def build_releases(work: Path, env: dict[str, str]) -> tuple[Path, str]:
         work, env,
     ).split()  # fmt: skip
     erts, otp_root, kernel, stdlib, sasl = versions
+    defines = {vsn: {"call_leg": how.leg, "call_media": how.media} for vsn, how in RELEASES.items()}
+    compile_all((m, vsn, defines[vsn].get(m, ())) for vsn in RELEASES for m in MODULES)
     for vsn, how in RELEASES.items():
         ebin = work / "lib" / f"calls-{vsn}" / "ebin"
-        defines = {"call_leg": how.leg, "call_media": how.media}
         for module in MODULES:
-            build(module, vsn, ebin, *defines.get(module, ()))
+            build(module, vsn, ebin, *defines[vsn].get(module, ()))
         (ebin / "calls.app").write_text(APP.format(vsn=vsn, modules=", ".join(MODULES)))
         if how.appup:
             (ebin / "calls.appup").write_text(APPUP.format(vsn=vsn, steps=how.appup))
