@@ -94,7 +94,15 @@ class Ejabberd(Reachable, LabServer):
             shutil.chown(path, ejabberd.pw_uid, ejabberd.pw_gid)
 
     def _is_ready(self) -> bool:
-        return accepts(self.port)
+        # The c2s port opens before ejabberd has started all it runs (its auth tables among
+        # them): ready once the ejabberd application has started, as `ejabberdctl status` asks.
+        return (
+            accepts(self.port)
+            and self.erl_call(
+                "lists:keymember(ejabberd, 1, application:which_applications())."
+            ).stdout.strip()
+            == "{ok, true}"
+        )
 
     def control(self, *args: str) -> str:
         """ejabberdctl ARGS; its output."""
@@ -130,7 +138,11 @@ class Ejabberd(Reachable, LabServer):
 
     def login(self, user: str, resource: str) -> socket.socket:
         """An XMPP client session of ``user`` (SASL PLAIN, then a bound resource)."""
-        self.control("register", user, "localhost", "secret")
+        # Through erl_call, not `ejabberdctl register` (an erl and a su): setup, not under test.
+        registered = self.eval(
+            f'ejabberd_auth:try_register(<<"{user}">>, <<"localhost">>, <<"secret">>).'
+        )
+        assert registered == "ok", registered
         client = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         self.clients.append(client)
         client.sendall(STREAM.encode())
