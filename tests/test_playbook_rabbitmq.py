@@ -100,7 +100,9 @@ class RabbitMq(LabServer):
         return self.eval("rabbit_maintenance:is_being_drained_local_read(node()).") == "true"
 
     def reset(self) -> None:
-        """Back as a test finds it: out of maintenance mode, no client connected."""
+        """Back as a test finds it: booted (a test may have restarted the app), out of
+        maintenance mode, no client connected."""
+        wait_for(self._is_ready, 30, what="the broker to run")
         self.eval(
             "case rabbit_maintenance:is_being_drained_local_read(node()) of "
             "true -> rabbit_maintenance:revive(); false -> ok end, "
