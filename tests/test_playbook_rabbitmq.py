@@ -118,7 +118,9 @@ class RabbitMq(LabServer):
     def tool(self, name: str) -> str:
         """A CLI tool of this broker as a command line that carries its own environment (the
         upgrade step runs through sudo, which clears the environment)."""
-        keep = ("HOME", "ERL_EPMD_PORT")
+        # The broker's enabled plugins file too: without it a CLI tool waits about 2 s for
+        # its plugins on every run.
+        keep = ("HOME", "ERL_EPMD_PORT", "RABBITMQ_ENABLED_PLUGINS_FILE")
         env = " ".join(f"{key}={self.env[key]}" for key in keep)
         return f"env {env} {RABBITMQ_BIN / name} -n {self.node}"
 
