@@ -86,6 +86,24 @@ def test_an_idle_connection_wakes_once_per_keepalive_and_closes_at_once(
     )
 
 
+def test_the_connection_agrees_on_aes_gcm_so_no_packet_has_a_tag_checked_in_python(
+    cli: LabCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(cli.home.home))
+    transport = transport_to(cli.lab)
+    try:
+        assert transport.run("echo up", 10).stdout == "up\n"
+        client = transport._client
+        assert client is not None
+        paramiko_transport = client.get_transport()
+        assert paramiko_transport is not None
+        remote = paramiko_transport.remote_cipher  # type: ignore[attr-defined]  # not in the stubs
+        ciphers = (paramiko_transport.local_cipher, remote)
+        assert ciphers == ("aes128-gcm@openssh.com", "aes128-gcm@openssh.com")
+    finally:
+        transport.close()
+
+
 def test_a_command_lost_with_its_connection_leaves_the_new_connection_alone(
     cli: LabCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,6 +45,7 @@ CLOSE_GRACE = 1.0
 # A refusal says nothing about the connection: the open is retried on it, for this long at most.
 CHANNEL_RETRY_SECONDS = 10.0
 _NETWORK_ERRORS = (paramiko.SSHException, OSError, EOFError)
+_GCM = "-gcm@openssh.com"
 # A step that reads stdin reads its end at once, as under the local transport: the node gives it
 # an empty stdin. Not the client's EOF (shutdown_write): paramiko sends that outside the channel's
 # lock, so when the command ends at once its EOF can reach sshd after the CLOSE its own thread
@@ -116,7 +117,7 @@ class SshTransport:
                 banner_timeout=wait,
                 auth_timeout=wait,
                 sock=self._tunnel(wait),
-                transport_factory=self.known_hosts.transport_factory(known_as),
+                transport_factory=_aead_first(self.known_hosts.transport_factory(known_as)),
             )
         except HostKeyRefused:
             client.close()
@@ -356,6 +357,24 @@ def _close(channel: paramiko.Channel) -> None:
 
 class _NoAnswer(Exception):
     """The node did not answer by the controller's deadline."""
+
+
+def _aead_first(
+    make: Callable[..., paramiko.Transport],
+) -> Callable[..., paramiko.Transport]:
+    """Transports that offer AES-GCM first. paramiko's own order picks AES-CTR with a separate
+    HMAC, whose tag it computes and compares byte by byte in Python for every packet (about
+    1 ms of the controller's CPU a node, of 17); GCM's tag is checked inside the cipher.
+    OpenSSH offers an AEAD cipher first too (chacha20-poly1305, which paramiko lacks); a server
+    without GCM agrees on the next one as before."""
+
+    def made(*args: Any, **kwargs: Any) -> paramiko.Transport:
+        transport = make(*args, **kwargs)
+        options = transport.get_security_options()
+        options.ciphers = sorted(options.ciphers, key=lambda name: not name.endswith(_GCM))
+        return transport
+
+    return made
 
 
 def _within(wait: float, deadline: float | None) -> float:
