@@ -88,3 +88,22 @@ def test_a_host_name_openssh_would_parse_is_asked_alone(home: Path) -> None:
     shared = [answers.ask(*host) for host in hosts]
     assert asked(home) == 3
     assert shared == each_alone(hosts)
+
+
+def test_an_ssh_that_names_no_configuration_file_is_asked_for_each_host(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ssh whose -v output does not say which files it read (another version's wording).
+    (home / ".ssh" / "config").write_text("Host *\n  User deploy\n")
+    logged = home.parent / "bin" / "ssh"
+    unworded = home.parent / "unworded" / "ssh"
+    unworded.parent.mkdir()
+    unworded.write_text(
+        f"#!/bin/sh\n{{ {logged} \"$@\" 2>&1 1>&3 | grep -v 'Reading configuration' >&2; }} 3>&1\n"
+    )
+    unworded.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{unworded.parent}:{os.environ['PATH']}")
+    answers = Answers()
+    shared = [answers.ask(*host) for host in HOSTS]
+    assert asked(home) == len(HOSTS)
+    assert shared == each_alone(HOSTS)

@@ -173,7 +173,11 @@ def _as_for(host: str, port: int | None, user: str | None, found: Answer) -> Ans
 
 def _alike_for_every_host(files: list[str]) -> bool:
     """Whether configuration ``files`` answer every host name alike: no ``Host`` line but
-    ``Host *``, no ``Match``, no ``%`` token, no canonicalisation (unreadable: not proven)."""
+    ``Host *``, no ``Match``, no ``%`` token, no canonicalisation (unreadable: not proven).
+    No file named is not proven either: an ``ssh`` that words its debug output otherwise would
+    name none (OpenSSH reads at least the system's file, or the ``-F`` one)."""
+    if not files:
+        return False
     for path in files:
         try:
             with open(path, encoding="utf-8") as text:
