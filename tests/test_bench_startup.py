@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 BENCH = ROOT / "bench" / "startup.py"
 
 
+@pytest.mark.slow  # some forty fresh interpreters: 6 s of CPU
 def test_the_startup_bench_measures_each_path_against_a_bare_interpreter(tmp_path: Path) -> None:
     out = tmp_path / "startup.json"
     done = subprocess.run(
