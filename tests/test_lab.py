@@ -375,7 +375,9 @@ def test_stopping_the_lab_leaves_no_process_behind(lab_factory: LabFactory) -> N
         lab.stop()
 
     assert [pid for pid in started if alive(pid)] == []
-    assert session.wait(timeout=10) == 255
+    # The session ended with the lab: the connection dropped (255), or, when the stop's SIGKILL
+    # reached the session's shell before its sshd, sshd said so first (137, 128 + SIGKILL).
+    assert session.wait(timeout=10) in (255, 128 + signal.SIGKILL)
     assert call.wait(5).fate is Fate.DROPPED
 
 
