@@ -52,7 +52,12 @@ def _claim(port: int) -> bool:
     with contextlib.suppress(FileExistsError):
         _CLAIMS.mkdir(mode=0o1777)
         _CLAIMS.chmod(0o1777)  # labs of other users claim here too (mkdir's mode is umasked)
-    fd = os.open(_CLAIMS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        # A directory every user of the machine writes in: a claim planted as a symbolic link
+        # (to a file of root's) is not followed, and that port is left alone.
+        fd = os.open(_CLAIMS / str(port), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # only while deciding: two labs never both claim it
         claimed = os.fstat(fd)
