@@ -43,7 +43,7 @@ from upgradectl.cli.commands import cli
 from upgradectl.lab import Lab
 from upgradectl.lab.__main__ import main as lab_cli
 from upgradectl.lab.callserver import NodeConfig, write_configs
-from upgradectl.lab.ports import free_ports
+from upgradectl.lab.ports import free_ports, free_range
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -195,7 +195,7 @@ SUBSTITUTIONS: list[tuple[str, Replacement, str]] = [
      "system paths (their directories exist on a host): under the test's dir"),
     (r"https://hooks\.example\.net/\S*", lambda m, whole, c: c.notify_url, "a webhook: a local HTTP server (no DNS)"),
     (r"--window \d\d:\d\d-\d\d:\d\d", lambda m, whole, c: _open_window(m, whole), "a night window: one open now"),
-    (r"--base-port \d+", lambda m, whole, c: f"--base-port {_free_range(32)}", "port 20000 may be taken here"),
+    (r"--base-port \d+", lambda m, whole, c: f"--base-port {free_range(32)}", "port 20000 may be taken here"),
     (r"--dir /tmp/lab\b", lambda m, whole, c: f"--dir {c.cwd / 'lab-up'}", "/tmp/lab may be another's"),
     (r"127\.0\.0\.1:(PORT|20000)", lambda m, whole, c: f"127.0.0.1:{c.calls_port}", "the lab's HAProxy port"),
     (r" PORT$", lambda m, whole, c: f" {c.calls_port}", "the lab's HAProxy port"),
@@ -224,25 +224,6 @@ EXPECTED: dict[str, int] = {}
 def _made_dir_for(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path)
-
-
-def _free_range(count: int) -> int:
-    for _ in range(50):
-        (base,) = free_ports(1)
-        if base + count < 32768 and all(_port_free(p) for p in range(base, base + count)):
-            return base
-    raise AssertionError("no free range of ports")
-
-
-def _port_free(port: int) -> bool:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _lab_socket(context: Context) -> Path:

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from upgradectl.lab import ports
-from upgradectl.lab.ports import free_ports
+from upgradectl.lab.ports import free_ports, free_range
 
 # Another lab starting at the same moment, in its own process: its random picks are first the
 # ports given on its command line, then random ones.
 OTHER_LAB = """
 import random, sys
-from upgradectl.lab.ports import free_ports
+from upgradectl.lab.ports import free_ports, free_range
 first = [int(port) for port in sys.argv[1:]]
 pick = random.randint
 random.randint = lambda low, high: first.pop() if first else pick(low, high)
@@ -56,3 +56,13 @@ def test_a_claim_planted_as_a_symbolic_link_is_not_followed(
     (chosen,) = free_ports(1)
     assert chosen != planted
     assert victim.read_text() == "precious\n"
+
+
+def test_a_range_for_base_port_is_claimed_whole() -> None:
+    base = free_range(4)  # every port of it, as `lab up --base-port` is about to bind them
+    span = range(base, base + 4)
+    other = subprocess.run(
+        [sys.executable, "-c", OTHER_LAB, *map(str, span)],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    assert not {int(port) for port in other.stdout.split()} & set(span)

@@ -47,6 +47,27 @@ def free_ports(count: int) -> list[int]:
             probe.close()
 
 
+def free_range(count: int) -> int:
+    """The first of ``count`` consecutive ports, each claimed (as ``free_ports`` claims them) and
+    free now: a range to give ``lab up --base-port``, which a lab starting at the same moment
+    will not choose from."""
+    for _ in range(200):
+        base = random.randint(_FIRST_PORT, _LAST_PORT - count + 1)
+        span = range(base, base + count)
+        if all(_claim(port) for port in span) and all(_bindable(port) for port in span):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports between {_FIRST_PORT} and {_LAST_PORT}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _claim(port: int) -> bool:
     """Claim ``port`` for this lab, unless another claimed it less than CLAIM_SECONDS ago."""
     with contextlib.suppress(FileExistsError):
