@@ -157,7 +157,11 @@ def start_sessions(site: Path, lengths: dict[str, float]) -> None:
     """Sessions on a local site, by name, each ending after its length in seconds."""
     now = time.time()
     for name, lasts in lengths.items():
-        (site / "work" / "sessions" / name).write_text(str(int(now + lasts)))
+        # Written whole, then put in place: a drain counting meanwhile (sessions_until_blocked
+        # re-dates live sessions) must never read an emptied file and miss a session.
+        ending = site / "work" / f".{name}.new"
+        ending.write_text(str(int(now + lasts)))
+        ending.replace(site / "work" / "sessions" / name)
 
 
 @contextmanager
